@@ -1,0 +1,159 @@
+import NIOCore
+
+/// What the HTTP layer tells the guard about the requests on its connection.
+enum ClientConnectionEvent {
+    /// A request head was decoded: its head arrived in time and within the size limit.
+    case requestHeadReceived
+    /// The response to a request was written in full.
+    case exchangeFinished
+    /// The HTTP layer answered on its own and is closing the connection: nothing more to guard.
+    case closing
+}
+
+/// Guards a client connection at the byte level, below the HTTP decoder, where a request head
+/// that never completes is still visible: a head must arrive within `header_read_timeout`
+/// (a slowloris client is cut off on time, however slowly it trickles) and within
+/// `max_header_bytes` (request line included), and a keep-alive connection with no request
+/// is closed after `idle_timeout`.
+///
+/// The decoder knows nothing of time, and the exchange knows nothing of the bytes before a head,
+/// so this handler sits first in the pipeline and learns about heads and finished exchanges
+/// through `ClientConnectionEvent`s sent outbound by `DownstreamHandler`.
+final class ClientConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private enum State {
+        /// Waiting for a head (connection start, or bytes after an idle spell); `bytes` counts
+        /// what arrived of it so far.
+        case awaitingHead(bytes: Int)
+        /// Requests in progress; their bodies and responses are the exchange's business.
+        /// `bytesArrived` notes that the next head has started, so its timer starts at once.
+        case busy(exchanges: Int, bytesArrived: Bool)
+        /// Between requests on a keep-alive connection.
+        case idle
+        case closed
+    }
+
+    private let headerReadTimeout: TimeAmount
+    private let idleTimeout: TimeAmount
+    private let maxHeaderBytes: Int
+    private var state = State.awaitingHead(bytes: 0)
+    private var timer: Scheduled<Void>?
+
+    init(configuration: ServerConfig) {
+        self.headerReadTimeout = TimeAmount(configuration.headerReadTimeout)
+        self.idleTimeout = TimeAmount(configuration.idleTimeout)
+        self.maxHeaderBytes = configuration.maxHeaderBytes
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.startTimer(context: context, for: .headerTimeout, after: self.headerReadTimeout)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.state = .closed
+        self.cancelTimer()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.state = .closed
+        self.cancelTimer()
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let count = self.unwrapInboundIn(data).readableBytes
+        switch self.state {
+        case .idle:
+            self.state = .awaitingHead(bytes: count)
+            self.startTimer(context: context, for: .headerTimeout, after: self.headerReadTimeout)
+        case .awaitingHead(let bytes):
+            self.state = .awaitingHead(bytes: bytes + count)
+        case .busy(let exchanges, _):
+            self.state = .busy(exchanges: exchanges, bytesArrived: true)
+        case .closed:
+            return
+        }
+        context.fireChannelRead(data)
+        // A head that fits decodes during the read above and moves us to `.busy`.
+        if case .awaitingHead(let bytes) = self.state, bytes > self.maxHeaderBytes {
+            self.reject(context: context, with: .headerTooLarge)
+        }
+    }
+
+    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+        guard let event = event as? ClientConnectionEvent else {
+            context.triggerUserOutboundEvent(event, promise: promise)
+            return
+        }
+        promise?.succeed()
+        switch (self.state, event) {
+        case (_, .closing):
+            self.state = .closed
+            self.cancelTimer()
+        case (.awaitingHead, .requestHeadReceived), (.idle, .requestHeadReceived):
+            self.cancelTimer()
+            self.state = .busy(exchanges: 1, bytesArrived: false)
+        case (.busy(let exchanges, _), .requestHeadReceived):
+            self.state = .busy(exchanges: exchanges + 1, bytesArrived: false)
+        case (.busy(let exchanges, let bytesArrived), .exchangeFinished):
+            if exchanges > 1 {
+                self.state = .busy(exchanges: exchanges - 1, bytesArrived: bytesArrived)
+            } else if bytesArrived {
+                // Part of the next head is already here (pipelined): its clock is running.
+                self.state = .awaitingHead(bytes: 0)
+                self.startTimer(context: context, for: .headerTimeout, after: self.headerReadTimeout)
+            } else {
+                self.state = .idle
+                self.startTimer(context: context, for: .idleTimeout, after: self.idleTimeout)
+            }
+        case (.awaitingHead, .exchangeFinished), (.idle, .exchangeFinished), (.closed, _):
+            break  // a local answer to a head that never decoded; the connection is closing
+        }
+    }
+
+    private enum Expiry {
+        case headerTimeout
+        case idleTimeout
+    }
+
+    private func startTimer(context: ChannelHandlerContext, for expiry: Expiry, after delay: TimeAmount) {
+        self.cancelTimer()
+        let context = context.loopBound
+        self.timer = context.value.eventLoop.assumeIsolated().scheduleTask(in: delay) {
+            self.timer = nil
+            self.expire(expiry, context: context.value)
+        }
+    }
+
+    private func cancelTimer() {
+        self.timer?.cancel()
+        self.timer = nil
+    }
+
+    private func expire(_ expiry: Expiry, context: ChannelHandlerContext) {
+        switch (expiry, self.state) {
+        case (.headerTimeout, .awaitingHead):
+            self.reject(context: context, with: .headerTimeout)
+        case (.idleTimeout, .idle):
+            self.state = .closed
+            context.close(promise: nil)
+        default:
+            break
+        }
+    }
+
+    /// Answers below the codec, which has no request to answer, then closes: after a head that
+    /// was too slow or too large the byte stream cannot be trusted.
+    private func reject(context: ChannelHandlerContext, with reason: ProxyReason) {
+        self.state = .closed
+        self.cancelTimer()
+        let response = LocalResponse(reason).encoded(allocator: context.channel.allocator)
+        context.writeAndFlush(self.wrapOutboundOut(response)).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+}

@@ -1,0 +1,192 @@
+import NIOCore
+import NIOHTTP1
+
+/// The client side of a proxied connection: turns decoded requests into `ProxyExchange`s, one
+/// at a time (`HTTPServerPipelineHandler` holds pipelined requests back until the previous
+/// response is done, so answers go out in order), and writes what they answer.
+///
+/// Also the client half of backpressure: `read` is held while the exchange cannot take more of
+/// the request body (the app is slow to read it), and writability changes are passed to the
+/// exchange so that a slow client slows down reads from the app.
+final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let shared: ProxyShared
+    private let pool: UpstreamConnectionPool
+    private var context: ChannelHandlerContext?
+    private var exchange: ProxyExchange?
+    private var clientAddress: String?
+    private var readHeld = false
+    /// The client half-closed: answer what it asked, then close.
+    private var inputClosed = false
+
+    init(shared: ProxyShared, pool: UpstreamConnectionPool) {
+        self.shared = shared
+        self.pool = pool
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        self.clientAddress = context.channel.remoteAddress?.ipAddress
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    // MARK: Inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch self.unwrapInboundIn(data) {
+        case .head(let head):
+            context.triggerUserOutboundEvent(ClientConnectionEvent.requestHeadReceived, promise: nil)
+            let exchange = ProxyExchange(
+                request: head,
+                clientAddress: self.clientAddress,
+                shared: self.shared,
+                pool: self.pool,
+                downstream: self
+            )
+            self.exchange = exchange
+            exchange.start()
+        case .body(let body):
+            // No exchange: it already answered early and the connection closes after it.
+            self.exchange?.clientSentBody(body)
+        case .end:
+            self.exchange?.clientSentEnd()
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        self.exchange?.clientReadComplete()
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        self.exchange?.clientWritabilityChanged(isWritable: context.channel.isWritable)
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.abandonExchange()
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case ChannelEvent.inputClosed = event {
+            self.inputClosed = true
+            if let exchange = self.exchange {
+                exchange.clientHalfClosed()
+            } else {
+                context.close(promise: nil)
+            }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard let parserError = error as? HTTPParserError else {
+            // Resets and other I/O errors: the client is gone.
+            context.close(promise: nil)
+            return
+        }
+        if let exchange = self.exchange, exchange.hasStartedResponse {
+            // Too late for a status code: the client sees a cut response.
+            context.close(promise: nil)
+            return
+        }
+        self.abandonExchange()
+        let reason: ProxyReason = parserError == .headerOverflow ? .headerTooLarge : .badRequest
+        self.respond(LocalResponse(reason), version: .http1_1, closeConnection: true)
+    }
+
+    // MARK: Backpressure
+
+    func read(context: ChannelHandlerContext) {
+        if let exchange = self.exchange, !exchange.wantsClientReads {
+            self.readHeld = true
+        } else {
+            context.read()
+        }
+    }
+
+    /// Called by the exchange once it can take request body again.
+    func resumeReadingIfNeeded() {
+        guard self.readHeld, let context else { return }
+        if let exchange = self.exchange, !exchange.wantsClientReads { return }
+        self.readHeld = false
+        context.read()
+    }
+
+    // MARK: Writing, for the exchange
+
+    var isWritable: Bool { self.context?.channel.isWritable ?? false }
+
+    func writeResponsePart(_ part: HTTPServerResponsePart) {
+        self.context?.write(self.wrapOutboundOut(part), promise: nil)
+    }
+
+    func flush() {
+        self.context?.flush()
+    }
+
+    /// Ends the exchange's response; with `closeConnection` the connection closes once it is out.
+    ///
+    /// The exchange is cleared before `.end` is written: writing it lets the pipelining handler
+    /// deliver the next request at once, re-entrantly.
+    func finishResponse(trailers: HTTPHeaders?, closeConnection: Bool) {
+        guard let context else { return }
+        self.exchange = nil
+        let close = closeConnection || self.inputClosed
+        context.triggerUserOutboundEvent(close ? ClientConnectionEvent.closing : .exchangeFinished, promise: nil)
+        if close {
+            context.writeAndFlush(self.wrapOutboundOut(.end(trailers))).assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
+            }
+        } else {
+            context.writeAndFlush(self.wrapOutboundOut(.end(trailers)), promise: nil)
+            self.resumeReadingIfNeeded()
+        }
+    }
+
+    /// Writes a response the proxy makes itself and ends the exchange.
+    func respond(_ response: LocalResponse, version: HTTPVersion, closeConnection: Bool) {
+        guard let context else { return }
+        let keepAlive = !(closeConnection || self.inputClosed)
+        context.write(self.wrapOutboundOut(.head(response.head(version: version, keepAlive: keepAlive))), promise: nil)
+        context.write(self.wrapOutboundOut(.body(.byteBuffer(response.bodyBuffer(allocator: context.channel.allocator)))), promise: nil)
+        self.finishResponse(trailers: nil, closeConnection: !keepAlive)
+    }
+
+    /// Cuts the connection mid-response: the only honest signal once a status line is out.
+    func cutConnection() {
+        self.exchange = nil
+        self.context?.close(promise: nil)
+    }
+
+    /// Hands the connection over to a byte tunnel after the app agreed to switch protocols.
+    func startTunnel(response: HTTPResponseHead, upstream: UpstreamConnection) {
+        guard let context else {
+            upstream.close()
+            return
+        }
+        self.exchange = nil
+        context.writeAndFlush(self.wrapOutboundOut(.head(response)), promise: nil)
+        do {
+            try Tunnel.splice(client: context.channel, upstream: upstream.channel)
+        } catch {
+            context.close(promise: nil)
+            upstream.close()
+        }
+    }
+
+    private func abandonExchange() {
+        if let exchange = self.exchange {
+            self.exchange = nil
+            exchange.clientWentAway()
+        }
+    }
+}

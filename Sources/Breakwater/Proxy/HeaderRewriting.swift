@@ -1,0 +1,160 @@
+import NIOHTTP1
+
+/// The header duties of an HTTP/1.1 intermediary (RFC 9110 §7.6): hop-by-hop headers stay on
+/// their hop, the forwarding headers say who asked, and framing is declared anew per hop.
+enum HeaderRewriting {
+    /// The request head sent to the app.
+    ///
+    /// - Parameters:
+    ///   - clientAddress: the peer's IP, appended to `X-Forwarded-For`.
+    ///   - isUpgrade: keep `Upgrade` and ask for it with `Connection: upgrade` (WebSocket).
+    static func upstreamRequest(
+        _ head: HTTPRequestHead,
+        framing: MessageFraming,
+        clientAddress: String?,
+        isUpgrade: Bool
+    ) -> HTTPRequestHead {
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(head.headers.count + 3)
+        let nominated = nominatedHeaders(head.headers, keepingUpgrade: isUpgrade)
+        var forwardedFor: String?
+        var hasForwardedProto = false
+        for (name, value) in head.headers {
+            if isHopByHop(name, keepingUpgrade: isUpgrade) || nominated.contains(lowercasedASCII: name) {
+                continue
+            }
+            if name.equalsASCIICaseInsensitive("x-forwarded-for") {
+                forwardedFor = forwardedFor.map { "\($0), \(value)" } ?? value
+                continue
+            }
+            if name.equalsASCIICaseInsensitive("expect") {
+                // The proxy answers `100-continue` itself when it starts reading the body,
+                // so the app never waits for a continue that nobody will send.
+                continue
+            }
+            if name.equalsASCIICaseInsensitive("x-forwarded-proto") {
+                hasForwardedProto = true
+            }
+            headers.add(name: name, value: value)
+        }
+        if let clientAddress {
+            headers.add(name: "x-forwarded-for", value: forwardedFor.map { "\($0), \(clientAddress)" } ?? clientAddress)
+        } else if let forwardedFor {
+            headers.add(name: "x-forwarded-for", value: forwardedFor)
+        }
+        if !hasForwardedProto {
+            // Kept when present: behind Fly's edge (or any TLS terminator) the client's scheme is
+            // already recorded there, and overwriting it with "http" would break the app's URLs.
+            headers.add(name: "x-forwarded-proto", value: "http")
+        }
+        if isUpgrade {
+            headers.add(name: "connection", value: "upgrade")
+        }
+        switch framing {
+        case .chunked: headers.add(name: "transfer-encoding", value: "chunked")
+        case .contentLength(let length): headers.add(name: "content-length", value: String(length))
+        case .noBody, .untilClose: break
+        }
+        return HTTPRequestHead(version: .http1_1, method: head.method, uri: head.uri, headers: headers)
+    }
+
+    /// The response head sent to the client.
+    static func clientResponse(
+        _ head: HTTPResponseHead,
+        framing: MessageFraming,
+        clientVersion: HTTPVersion,
+        keepAlive: Bool
+    ) -> HTTPResponseHead {
+        let isUpgrade = head.status == .switchingProtocols
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(head.headers.count + 2)
+        let nominated = nominatedHeaders(head.headers, keepingUpgrade: isUpgrade)
+        for (name, value) in head.headers {
+            if isHopByHop(name, keepingUpgrade: isUpgrade) || nominated.contains(lowercasedASCII: name) {
+                continue
+            }
+            headers.add(name: name, value: value)
+        }
+        switch framing {
+        case .chunked where clientVersion.speaksChunked, .untilClose where clientVersion.speaksChunked:
+            headers.add(name: "transfer-encoding", value: "chunked")
+        case .contentLength(let length):
+            headers.add(name: "content-length", value: String(length))
+        case .noBody where head.status.mayCarryContentLength:
+            // HEAD and 304 may announce the length of the body they do not carry.
+            if let length = head.headers.first(name: "content-length") {
+                headers.add(name: "content-length", value: length)
+            }
+        case .chunked, .untilClose, .noBody:
+            break  // an HTTP/1.0 client reads until close; 1xx and 204 never announce a length
+        }
+        if isUpgrade {
+            headers.add(name: "connection", value: "upgrade")
+        } else if !keepAlive {
+            headers.add(name: "connection", value: "close")
+        } else if clientVersion.minor == 0 {
+            headers.add(name: "connection", value: "keep-alive")
+        }
+        return HTTPResponseHead(version: clientVersion, status: head.status, headers: headers)
+    }
+
+    /// Whether a request asks to switch protocols (WebSocket): `Upgrade` named in `Connection`.
+    static func isUpgradeRequest(_ head: HTTPRequestHead) -> Bool {
+        head.headers.contains(name: "upgrade")
+            && nominatedHeaders(head.headers, keepingUpgrade: false).contains(lowercasedASCII: "upgrade")
+    }
+
+    private static func isHopByHop(_ name: String, keepingUpgrade: Bool) -> Bool {
+        switch name.utf8.count {
+        case 2: return name.equalsASCIICaseInsensitive("te")
+        case 7: return name.equalsASCIICaseInsensitive("trailer") || (!keepingUpgrade && name.equalsASCIICaseInsensitive("upgrade"))
+        case 10: return name.equalsASCIICaseInsensitive("connection") || name.equalsASCIICaseInsensitive("keep-alive")
+        case 14: return name.equalsASCIICaseInsensitive("content-length")  // framing is set per hop
+        case 16: return name.equalsASCIICaseInsensitive("proxy-connection")
+        case 17: return name.equalsASCIICaseInsensitive("transfer-encoding")
+        default: return false
+        }
+    }
+
+    /// Header names listed in `Connection` (lowercased), which are hop-by-hop for this message;
+    /// `Upgrade` survives when the message switches protocols, since the next hop needs it too.
+    private static func nominatedHeaders(_ headers: HTTPHeaders, keepingUpgrade: Bool) -> [String] {
+        var names: [String] = []
+        for value in headers[canonicalForm: "connection"] {
+            let token = value.lowercased()
+            if token != "close" && token != "keep-alive" && !(keepingUpgrade && token == "upgrade") {
+                names.append(String(token))
+            }
+        }
+        return names
+    }
+}
+
+extension [String] {
+    fileprivate func contains(lowercasedASCII name: String) -> Bool {
+        self.contains { $0.equalsASCIICaseInsensitive(name) }
+    }
+}
+
+extension StringProtocol {
+    /// ASCII-only case-insensitive comparison without allocating lowercased copies.
+    func equalsASCIICaseInsensitive(_ other: some StringProtocol) -> Bool {
+        guard self.utf8.count == other.utf8.count else { return false }
+        for (a, b) in zip(self.utf8, other.utf8) where a != b {
+            let la = a >= 65 && a <= 90 ? a | 0x20 : a
+            let lb = b >= 65 && b <= 90 ? b | 0x20 : b
+            if la != lb { return false }
+        }
+        return true
+    }
+}
+
+extension HTTPResponseStatus {
+    /// RFC 9110 §8.6: 1xx and 204 responses never carry Content-Length.
+    fileprivate var mayCarryContentLength: Bool { self.code >= 200 && self.code != 204 }
+}
+
+extension HTTPVersion {
+    /// HTTP/1.1 and later understand chunked bodies and keep connections alive by default.
+    var speaksChunked: Bool { self.major > 1 || (self.major == 1 && self.minor >= 1) }
+}

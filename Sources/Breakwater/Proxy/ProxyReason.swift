@@ -1,0 +1,111 @@
+import NIOCore
+import NIOHTTP1
+
+/// Why the proxy answered a request itself instead of the app.
+///
+/// The raw values are the `X-Breakwater-Reason` header values that SPEC.md fixes: users grep
+/// logs and build alerts on them, so they never change.
+public enum ProxyReason: String, Sendable, CaseIterable {
+    case badRequest = "bad_request"
+    case headerTimeout = "header_timeout"
+    case bodyTooLarge = "body_too_large"
+    case headerTooLarge = "header_too_large"
+    case upstreamUnavailable = "upstream_unavailable"
+    case hardLimit = "hard_limit"
+    case queueTimeout = "queue_timeout"
+    case breakerOpen = "breaker_open"
+    case notReady = "not_ready"
+    case draining = "draining"
+    case upstreamTimeout = "upstream_timeout"
+
+    public var status: HTTPResponseStatus {
+        switch self {
+        case .badRequest: .badRequest
+        case .headerTimeout: .requestTimeout
+        case .bodyTooLarge: .payloadTooLarge
+        case .headerTooLarge: .requestHeaderFieldsTooLarge
+        case .upstreamUnavailable: .badGateway
+        case .hardLimit, .queueTimeout, .breakerOpen, .notReady, .draining: .serviceUnavailable
+        case .upstreamTimeout: .gatewayTimeout
+        }
+    }
+
+    /// The human half of the JSON body; the machine half is the reason itself.
+    var message: String {
+        switch self {
+        case .badRequest: "malformed request"
+        case .headerTimeout: "request head not received in time"
+        case .bodyTooLarge: "request body too large"
+        case .headerTooLarge: "request head too large"
+        case .upstreamUnavailable: "upstream unavailable"
+        case .hardLimit: "too many requests in progress"
+        case .queueTimeout: "timed out waiting for capacity"
+        case .breakerOpen: "temporarily unavailable"
+        case .notReady: "upstream not ready"
+        case .draining: "shutting down"
+        case .upstreamTimeout: "upstream timed out"
+        }
+    }
+
+    /// After these the request stream cannot be trusted, so the connection is closed.
+    var closesConnection: Bool {
+        switch self {
+        case .badRequest, .headerTimeout, .bodyTooLarge, .headerTooLarge: true
+        default: false
+        }
+    }
+}
+
+/// A response the proxy makes itself: SPEC's small JSON body plus `X-Breakwater-Reason`.
+struct LocalResponse {
+    var status: HTTPResponseStatus
+    var reason: ProxyReason
+    var contentType = "application/json"
+    var body: String
+    /// Whole seconds; 503s always carry one so well-behaved clients back off.
+    var retryAfterSeconds: Int?
+
+    init(_ reason: ProxyReason, retryAfterSeconds: Int? = nil) {
+        self.status = reason.status
+        self.reason = reason
+        self.body = #"{"error":"\#(reason.message)","reason":"\#(reason.rawValue)"}"#
+        self.retryAfterSeconds = retryAfterSeconds ?? (reason.status == .serviceUnavailable ? 1 : nil)
+    }
+
+    func head(version: HTTPVersion, keepAlive: Bool) -> HTTPResponseHead {
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(6)
+        headers.add(name: "content-type", value: self.contentType)
+        headers.add(name: "content-length", value: String(self.body.utf8.count))
+        headers.add(name: "x-breakwater-reason", value: self.reason.rawValue)
+        if let retryAfterSeconds {
+            headers.add(name: "retry-after", value: String(retryAfterSeconds))
+        }
+        if !keepAlive {
+            headers.add(name: "connection", value: "close")
+        } else if version.minor == 0 {
+            headers.add(name: "connection", value: "keep-alive")
+        }
+        return HTTPResponseHead(version: version, status: self.status, headers: headers)
+    }
+
+    func bodyBuffer(allocator: ByteBufferAllocator) -> ByteBuffer {
+        allocator.buffer(string: self.body)
+    }
+}
+
+extension LocalResponse {
+    /// The whole response as bytes, for the one place that answers below the HTTP codec: the
+    /// connection guard, which must answer a head that never finished parsing.
+    func encoded(allocator: ByteBufferAllocator) -> ByteBuffer {
+        let head = self.head(version: .http1_1, keepAlive: false)
+        var buffer = allocator.buffer(capacity: 256 + self.body.utf8.count)
+        buffer.writeString("HTTP/1.1 \(head.status.code) \(head.status.reasonPhrase)\r\n")
+        for (name, value) in head.headers {
+            buffer.writeString("\(name): \(value)\r\n")
+        }
+        buffer.writeString("\r\n")
+        buffer.writeString(self.body)
+        return buffer
+    }
+}

@@ -1,0 +1,192 @@
+import Atomics
+import Logging
+import NIOCore
+import NIOExtras
+import NIOHTTP1
+import NIOPosix
+
+/// The public listener: accepts clients, builds each connection's pipeline, and owns one
+/// upstream connection pool per event loop.
+///
+/// A client connection and every upstream connection it uses share an event loop, so a proxied
+/// request never crosses threads.
+public final class ProxyServer: Sendable {
+    private let serverChannel: any Channel
+    private let quiescing: ServerQuiescingHelper
+    private let pools: [ObjectIdentifier: NIOLoopBound<UpstreamConnectionPool>]
+    private let ownedGroup: MultiThreadedEventLoopGroup?
+    private let logger: Logger
+
+    /// Where the listener is bound (with port 0 in the file, the port the system chose).
+    public var localAddress: SocketAddress { self.serverChannel.localAddress! }
+    public var port: Int { self.localAddress.port! }
+
+    private init(
+        serverChannel: any Channel,
+        quiescing: ServerQuiescingHelper,
+        pools: [ObjectIdentifier: NIOLoopBound<UpstreamConnectionPool>],
+        ownedGroup: MultiThreadedEventLoopGroup?,
+        logger: Logger
+    ) {
+        self.serverChannel = serverChannel
+        self.quiescing = quiescing
+        self.pools = pools
+        self.ownedGroup = ownedGroup
+        self.logger = logger
+    }
+
+    /// Binds `configuration.listen` and starts serving.
+    ///
+    /// - Parameter eventLoopGroup: the loops to serve on; by default the server makes
+    ///   `server.threads` of its own and shuts them down with itself.
+    public static func start(
+        configuration: ProxyConfig,
+        eventLoopGroup: MultiThreadedEventLoopGroup? = nil,
+        logger: Logger
+    ) async throws -> ProxyServer {
+        guard let upstream = configuration.upstream else {
+            throw ProxyServerError.noUpstream
+        }
+        let target = try upstream.resolve()
+        let ownedGroup = eventLoopGroup == nil ? MultiThreadedEventLoopGroup(numberOfThreads: configuration.server.threads) : nil
+        let group = eventLoopGroup ?? ownedGroup!
+
+        var pools: [ObjectIdentifier: NIOLoopBound<UpstreamConnectionPool>] = [:]
+        for eventLoop in group.makeIterator() {
+            pools[ObjectIdentifier(eventLoop)] = try await eventLoop.submit {
+                NIOLoopBound(
+                    UpstreamConnectionPool(eventLoop: eventLoop, target: target, configuration: configuration.upstreamPool),
+                    eventLoop: eventLoop
+                )
+            }.get()
+        }
+        let sharedPools = pools
+
+        let shared = ProxyShared(configuration: configuration, logger: logger)
+        let quiescing = ServerQuiescingHelper(group: group)
+        let connectionLimit = ConnectionLimit(maximum: configuration.server.maxConnections)
+        let serverConfig = configuration.server
+
+        do {
+            let serverChannel = try await ServerBootstrap(group: group)
+                .serverChannelOption(.backlog, value: 1024)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .serverChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(quiescing.makeServerChannelHandler(channel: channel))
+                    }
+                }
+                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelOption(.allowRemoteHalfClosure, value: true)
+                .childChannelInitializer { channel in
+                    guard connectionLimit.admit(channel) else {
+                        return channel.close()
+                    }
+                    return channel.eventLoop.makeCompletedFuture {
+                        let pool = sharedPools[ObjectIdentifier(channel.eventLoop)]!.value
+                        try channel.pipeline.syncOperations.addClientHandlers(shared: shared, server: serverConfig, pool: pool)
+                    }
+                }
+                .bind(host: configuration.listen.host, port: configuration.listen.port)
+                .get()
+            return ProxyServer(
+                serverChannel: serverChannel,
+                quiescing: quiescing,
+                pools: pools,
+                ownedGroup: ownedGroup,
+                logger: logger
+            )
+        } catch {
+            try? await ownedGroup?.shutdownGracefully()
+            throw error
+        }
+    }
+
+    /// Stops accepting, lets requests in flight finish for up to `gracePeriod` (keep-alive
+    /// connections close as their current response ends, idle ones at once), then closes
+    /// what is left.
+    public func shutdown(gracePeriod: Duration = .seconds(5)) async throws {
+        let eventLoop = self.serverChannel.eventLoop
+        let drained = eventLoop.makePromise(of: Void.self)
+        self.quiescing.initiateShutdown(promise: drained)
+        let timeout = eventLoop.scheduleTask(in: TimeAmount(gracePeriod)) {
+            drained.fail(ProxyServerError.drainTimedOut)
+        }
+        do {
+            try await drained.futureResult.get()
+        } catch {
+            self.logger.warning("connections still open after the grace period; closing them")
+        }
+        timeout.cancel()
+        for (_, pool) in self.pools {
+            try await pool.eventLoop.submit { pool.value.shutdown() }.get()
+        }
+        try await self.ownedGroup?.shutdownGracefully()
+    }
+}
+
+public enum ProxyServerError: Error, CustomStringConvertible {
+    case noUpstream
+    case drainTimedOut
+
+    public var description: String {
+        switch self {
+        case .noUpstream: "no upstream: set `upstream` in the configuration"
+        case .drainTimedOut: "connections were still open when the grace period ended"
+        }
+    }
+}
+
+extension ChannelPipeline.SynchronousOperations {
+    /// A client connection's pipeline, from the socket inwards.
+    ///
+    /// Built by hand rather than with `configureHTTPServerPipeline`: the decoder must forward
+    /// the bytes after an upgrade (for tunnels), the guard must see raw bytes before the decoder,
+    /// and protocol errors are answered by `DownstreamHandler` with SPEC's JSON bodies.
+    fileprivate func addClientHandlers(shared: ProxyShared, server: ServerConfig, pool: UpstreamConnectionPool) throws {
+        var limits = NIOHTTPDecoderLimitConfiguration()
+        limits.maxHeaderFieldSize = server.maxHeaderBytes
+        limits.maxHeaderListSize = server.maxHeaderBytes
+        var encoderConfiguration = HTTPResponseEncoder.Configuration()
+        encoderConfiguration.automaticallySetFramingHeaders = false
+        try self.addHandlers([
+            ClientConnectionGuard(configuration: server),
+            HTTPResponseEncoder(configuration: encoderConfiguration),
+            ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: limits)),
+            HTTPServerPipelineHandler(),
+            DownstreamHandler(shared: shared, pool: pool),
+        ])
+    }
+}
+
+extension UpstreamAddress {
+    /// Resolved once at startup: the data path never waits on DNS.
+    func resolve() throws -> SocketAddress {
+        switch self {
+        case .tcp(let hostPort): try SocketAddress.makeAddressResolvingHost(hostPort.host, port: hostPort.port)
+        case .unix(let path): try SocketAddress(unixDomainSocketPath: path)
+        }
+    }
+}
+
+/// `server.max_connections`: client connections beyond it are closed as soon as accepted, so
+/// the connections already open keep their file descriptors and their service.
+private final class ConnectionLimit: Sendable {
+    private let maximum: Int
+    private let open = ManagedAtomic(0)
+
+    init(maximum: Int) {
+        self.maximum = maximum
+    }
+
+    func admit(_ channel: any Channel) -> Bool {
+        if self.open.wrappingIncrementThenLoad(ordering: .relaxed) > self.maximum {
+            self.open.wrappingDecrement(ordering: .relaxed)
+            return false
+        }
+        channel.closeFuture.whenComplete { _ in
+            self.open.wrappingDecrement(ordering: .relaxed)
+        }
+        return true
+    }
+}

@@ -1,0 +1,158 @@
+import NIOCore
+import NIOHTTP1
+
+/// What an upstream connection tells the exchange that leased it.
+protocol UpstreamConnectionDelegate: AnyObject {
+    /// Whether the connection may read more of the response now: false while the client is
+    /// not writable, which is how a slow client slows the app down instead of filling memory.
+    var wantsUpstreamReads: Bool { get }
+    func upstreamReceived(_ part: HTTPClientResponsePart)
+    func upstreamReadComplete()
+    func upstreamWritabilityChanged(isWritable: Bool)
+    /// The connection closed or failed; `nil` is a clean close by the app.
+    func upstreamClosed(error: (any Error)?)
+}
+
+/// One keep-alive HTTP/1.1 connection to the app, leased to one exchange at a time.
+///
+/// Lives on its pool's event loop, which is also the event loop of every client connection that
+/// leases it: the two sides of a proxied request share a thread and need no locks.
+final class UpstreamConnection {
+    let channel: any Channel
+    fileprivate let handler: UpstreamHandler
+    /// Requests this connection has carried; a reused connection may have been closed by the
+    /// app's keep-alive timeout just as we sent on it.
+    var requestsServed = 0
+
+    init(channel: any Channel, handler: UpstreamHandler) {
+        self.channel = channel
+        self.handler = handler
+    }
+
+    var isActive: Bool { self.handler.isActive }
+    var isWritable: Bool { self.channel.isWritable }
+
+    var delegate: (any UpstreamConnectionDelegate)? {
+        get { self.handler.delegate }
+        set { self.handler.delegate = newValue }
+    }
+
+    func write(_ part: HTTPClientRequestPart) {
+        self.handler.write(part)
+    }
+
+    func flush() {
+        self.handler.flush()
+    }
+
+    /// Re-evaluates backpressure after the delegate's `wantsUpstreamReads` turned true.
+    func resumeReadingIfNeeded() {
+        self.handler.resumeReadingIfNeeded()
+    }
+
+    /// Closes without ceremony: used for connections that can no longer be trusted.
+    func close() {
+        self.delegate = nil
+        self.channel.close(promise: nil)
+    }
+
+    /// Called by the pool when the connection goes idle or leaves the pool.
+    var onIdleClose: (() -> Void)? {
+        get { self.handler.onIdleClose }
+        set { self.handler.onIdleClose = newValue }
+    }
+}
+
+/// The channel handler behind `UpstreamConnection`: forwards response parts to the delegate and
+/// holds reads while the delegate's client cannot take more.
+final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    fileprivate var delegate: (any UpstreamConnectionDelegate)?
+    fileprivate var onIdleClose: (() -> Void)?
+    fileprivate private(set) var isActive = false
+    private var context: ChannelHandlerContext?
+    private var readHeld = false
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        self.isActive = context.channel.isActive
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        self.isActive = true
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.isActive = false
+        self.reportClosed(error: nil)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        self.isActive = false
+        self.reportClosed(error: error)
+        context.close(promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard let delegate = self.delegate else {
+            // Bytes from the app while nobody asked: the connection's framing can no longer be
+            // trusted, so it must never carry another request.
+            self.isActive = false
+            context.close(promise: nil)
+            return
+        }
+        delegate.upstreamReceived(self.unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        self.delegate?.upstreamReadComplete()
+        context.fireChannelReadComplete()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        self.delegate?.upstreamWritabilityChanged(isWritable: context.channel.isWritable)
+        context.fireChannelWritabilityChanged()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if let delegate, !delegate.wantsUpstreamReads {
+            self.readHeld = true
+        } else {
+            context.read()
+        }
+    }
+
+    fileprivate func resumeReadingIfNeeded() {
+        guard self.readHeld, let context else { return }
+        if let delegate, !delegate.wantsUpstreamReads { return }
+        self.readHeld = false
+        context.read()
+    }
+
+    fileprivate func write(_ part: HTTPClientRequestPart) {
+        self.context?.write(self.wrapOutboundOut(part), promise: nil)
+    }
+
+    fileprivate func flush() {
+        self.context?.flush()
+    }
+
+    private func reportClosed(error: (any Error)?) {
+        if let delegate = self.delegate {
+            self.delegate = nil
+            delegate.upstreamClosed(error: error)
+        } else if let onIdleClose = self.onIdleClose {
+            self.onIdleClose = nil
+            onIdleClose()
+        }
+    }
+}

@@ -1,0 +1,122 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// Keep-alive connections to the app, one pool per event loop.
+///
+/// Everything here runs on `eventLoop`, so there is no lock: a client connection asks the pool of
+/// its own event loop. Idle connections are kept most-recently-used first (the warmest socket is
+/// reused, the coldest ages out), up to `maxIdle`; one sweep per pool, not one timer per
+/// connection, closes those idle longer than `idleTimeout`.
+final class UpstreamConnectionPool {
+    let eventLoop: any EventLoop
+    private let target: SocketAddress
+    private let configuration: UpstreamPoolConfig
+    private var idle = CircularBuffer<(connection: UpstreamConnection, parkedAt: NIODeadline)>()
+    private var sweep: Scheduled<Void>?
+    private var isShutDown = false
+
+    init(eventLoop: any EventLoop, target: SocketAddress, configuration: UpstreamPoolConfig) {
+        self.eventLoop = eventLoop
+        self.target = target
+        self.configuration = configuration
+    }
+
+    /// Connections parked now; for tests and metrics.
+    var idleCount: Int { self.idle.count }
+
+    /// Hands `completion` a connection ready for one request: the most recently parked live one
+    /// (synchronously), else a new one once connected.
+    func lease(_ completion: @escaping (Result<UpstreamConnection, any Error>) -> Void) {
+        self.eventLoop.preconditionInEventLoop()
+        while let (connection, _) = self.idle.popLast() {
+            connection.onIdleClose = nil
+            if connection.isActive {
+                completion(.success(connection))
+                return
+            }
+        }
+        self.connect(completion)
+    }
+
+    /// Gives a connection back after an exchange. Only a connection whose last request and
+    /// response both completed cleanly may be `reusable`; anything else is closed.
+    func release(_ connection: UpstreamConnection, reusable: Bool) {
+        self.eventLoop.preconditionInEventLoop()
+        connection.delegate = nil
+        connection.requestsServed += 1
+        guard reusable, connection.isActive, !self.isShutDown, self.idle.count < self.configuration.maxIdle else {
+            connection.close()
+            return
+        }
+        connection.onIdleClose = { [unowned self] in self.forget(connection) }
+        self.idle.append((connection, .now()))
+        self.scheduleSweepIfNeeded()
+    }
+
+    /// Closes idle connections and refuses to park more; leased ones close as they come back.
+    func shutdown() {
+        self.isShutDown = true
+        self.sweep?.cancel()
+        while let (connection, _) = self.idle.popLast() {
+            connection.onIdleClose = nil
+            connection.close()
+        }
+    }
+
+    private func forget(_ connection: UpstreamConnection) {
+        if let index = self.idle.firstIndex(where: { $0.connection === connection }) {
+            self.idle.remove(at: index)
+        }
+    }
+
+    private func connect(_ completion: @escaping (Result<UpstreamConnection, any Error>) -> Void) {
+        let isTCP = self.target.protocol != .unix
+        var bootstrap = ClientBootstrap(group: self.eventLoop)
+            .connectTimeout(TimeAmount(self.configuration.connectTimeout))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    var encoderConfiguration = HTTPRequestEncoder.Configuration()
+                    encoderConfiguration.automaticallySetFramingHeaders = false
+                    try channel.pipeline.syncOperations.addHandlers([
+                        HTTPRequestEncoder(configuration: encoderConfiguration),
+                        ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes)),
+                        UpstreamHandler(),
+                    ])
+                }
+            }
+        if isTCP {
+            bootstrap = bootstrap.channelOption(.socketOption(.tcp_nodelay), value: 1)
+        }
+        bootstrap.connect(to: self.target).assumeIsolated().whenComplete { result in
+            completion(
+                result.flatMap { channel in
+                    Result {
+                        let handler = try channel.pipeline.syncOperations.handler(type: UpstreamHandler.self)
+                        return UpstreamConnection(channel: channel, handler: handler)
+                    }
+                }
+            )
+        }
+    }
+
+    private func scheduleSweepIfNeeded() {
+        guard self.sweep == nil else { return }
+        let interval = TimeAmount(self.configuration.idleTimeout / 4)
+        let period = min(max(interval, .milliseconds(100)), .seconds(5))
+        self.sweep = self.eventLoop.assumeIsolated().scheduleTask(in: period) {
+            self.sweep = nil
+            self.closeExpired()
+            if !self.idle.isEmpty { self.scheduleSweepIfNeeded() }
+        }
+    }
+
+    private func closeExpired() {
+        let cutoff = NIODeadline.now() - TimeAmount(self.configuration.idleTimeout)
+        while let oldest = self.idle.first, oldest.parkedAt < cutoff {
+            self.idle.removeFirst()
+            oldest.connection.onIdleClose = nil
+            oldest.connection.close()
+        }
+    }
+}
