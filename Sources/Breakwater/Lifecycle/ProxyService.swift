@@ -1,4 +1,5 @@
 import Logging
+import NIOPosix
 import ServiceLifecycle
 
 /// The proxy as a swift-service-lifecycle service: serves until a graceful shutdown (SIGTERM
@@ -13,11 +14,23 @@ public struct ProxyService: Service {
     }
 
     public func run() async throws {
-        let server = try await ProxyServer.start(configuration: self.configuration, logger: self.logger)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: self.configuration.server.threads)
+        do {
+            try await self.serve(on: group)
+        } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        try await group.shutdownGracefully()
+    }
+
+    /// Everything the server holds is released before the group that runs it shuts down.
+    private func serve(on group: MultiThreadedEventLoopGroup) async throws {
+        let server = try await ProxyServer.start(configuration: self.configuration, eventLoopGroup: group, logger: self.logger)
         self.logger.info(
             "listening",
             metadata: [
-                "listen": "\(server.localAddress)",
+                "listen": "\(self.configuration.listen.host):\(server.port)",
                 "upstream": "\(self.configuration.upstream.map { "\($0)" } ?? "-")",
             ]
         )

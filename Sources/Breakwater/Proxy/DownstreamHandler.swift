@@ -19,8 +19,6 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var exchange: ProxyExchange?
     private var clientAddress: String?
     private var readHeld = false
-    /// The client half-closed: answer what it asked, then close.
-    private var inputClosed = false
 
     init(shared: ProxyShared, pool: UpstreamConnectionPool) {
         self.shared = shared
@@ -72,19 +70,6 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func channelInactive(context: ChannelHandlerContext) {
         self.abandonExchange()
         context.fireChannelInactive()
-    }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if case ChannelEvent.inputClosed = event {
-            self.inputClosed = true
-            if let exchange = self.exchange {
-                exchange.clientHalfClosed()
-            } else {
-                context.close(promise: nil)
-            }
-            return
-        }
-        context.fireUserInboundEventTriggered(event)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -140,7 +125,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func finishResponse(trailers: HTTPHeaders?, closeConnection: Bool) {
         guard let context else { return }
         self.exchange = nil
-        let close = closeConnection || self.inputClosed
+        let close = closeConnection
         context.triggerUserOutboundEvent(close ? ClientConnectionEvent.closing : .exchangeFinished, promise: nil)
         if close {
             context.writeAndFlush(self.wrapOutboundOut(.end(trailers))).assumeIsolated().whenComplete { _ in
@@ -155,7 +140,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Writes a response the proxy makes itself and ends the exchange.
     func respond(_ response: LocalResponse, version: HTTPVersion, closeConnection: Bool) {
         guard let context else { return }
-        let keepAlive = !(closeConnection || self.inputClosed)
+        let keepAlive = !closeConnection
         context.write(self.wrapOutboundOut(.head(response.head(version: version, keepAlive: keepAlive))), promise: nil)
         context.write(self.wrapOutboundOut(.body(.byteBuffer(response.bodyBuffer(allocator: context.channel.allocator)))), promise: nil)
         self.finishResponse(trailers: nil, closeConnection: !keepAlive)

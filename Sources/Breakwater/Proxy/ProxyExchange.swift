@@ -191,14 +191,6 @@ final class ProxyExchange {
         }
     }
 
-    /// The client shut its sending side: fine once the request is whole, fatal before.
-    func clientHalfClosed() {
-        if !self.requestEnded {
-            self.clientWentAway()
-            self.downstream.cutConnection()
-        }
-    }
-
     /// The client connection closed: whatever the app was doing for it is abandoned, and its
     /// connection, caught mid-exchange, cannot be reused.
     func clientWentAway() {

@@ -14,7 +14,6 @@ public final class ProxyServer: Sendable {
     private let serverChannel: any Channel
     private let quiescing: ServerQuiescingHelper
     private let pools: [ObjectIdentifier: NIOLoopBound<UpstreamConnectionPool>]
-    private let ownedGroup: MultiThreadedEventLoopGroup?
     private let logger: Logger
 
     /// Where the listener is bound (with port 0 in the file, the port the system chose).
@@ -25,32 +24,27 @@ public final class ProxyServer: Sendable {
         serverChannel: any Channel,
         quiescing: ServerQuiescingHelper,
         pools: [ObjectIdentifier: NIOLoopBound<UpstreamConnectionPool>],
-        ownedGroup: MultiThreadedEventLoopGroup?,
         logger: Logger
     ) {
         self.serverChannel = serverChannel
         self.quiescing = quiescing
         self.pools = pools
-        self.ownedGroup = ownedGroup
         self.logger = logger
     }
 
     /// Binds `configuration.listen` and starts serving.
     ///
-    /// - Parameter eventLoopGroup: the loops to serve on; by default the server makes
-    ///   `server.threads` of its own and shuts them down with itself.
+    /// - Parameter eventLoopGroup: the loops to serve on (`server.threads` of them in
+    ///   production); the caller shuts it down after the server.
     public static func start(
         configuration: ProxyConfig,
-        eventLoopGroup: MultiThreadedEventLoopGroup? = nil,
+        eventLoopGroup group: MultiThreadedEventLoopGroup,
         logger: Logger
     ) async throws -> ProxyServer {
         guard let upstream = configuration.upstream else {
             throw ProxyServerError.noUpstream
         }
         let target = try upstream.resolve()
-        let ownedGroup = eventLoopGroup == nil ? MultiThreadedEventLoopGroup(numberOfThreads: configuration.server.threads) : nil
-        let group = eventLoopGroup ?? ownedGroup!
-
         var pools: [ObjectIdentifier: NIOLoopBound<UpstreamConnectionPool>] = [:]
         for eventLoop in group.makeIterator() {
             pools[ObjectIdentifier(eventLoop)] = try await eventLoop.submit {
@@ -67,39 +61,27 @@ public final class ProxyServer: Sendable {
         let connectionLimit = ConnectionLimit(maximum: configuration.server.maxConnections)
         let serverConfig = configuration.server
 
-        do {
-            let serverChannel = try await ServerBootstrap(group: group)
-                .serverChannelOption(.backlog, value: 1024)
-                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .serverChannelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(quiescing.makeServerChannelHandler(channel: channel))
-                    }
+        let serverChannel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(quiescing.makeServerChannelHandler(channel: channel))
                 }
-                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-                .childChannelOption(.allowRemoteHalfClosure, value: true)
-                .childChannelInitializer { channel in
-                    guard connectionLimit.admit(channel) else {
-                        return channel.close()
-                    }
-                    return channel.eventLoop.makeCompletedFuture {
-                        let pool = sharedPools[ObjectIdentifier(channel.eventLoop)]!.value
-                        try channel.pipeline.syncOperations.addClientHandlers(shared: shared, server: serverConfig, pool: pool)
-                    }
+            }
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                guard connectionLimit.admit(channel) else {
+                    return channel.close()
                 }
-                .bind(host: configuration.listen.host, port: configuration.listen.port)
-                .get()
-            return ProxyServer(
-                serverChannel: serverChannel,
-                quiescing: quiescing,
-                pools: pools,
-                ownedGroup: ownedGroup,
-                logger: logger
-            )
-        } catch {
-            try? await ownedGroup?.shutdownGracefully()
-            throw error
-        }
+                return channel.eventLoop.makeCompletedFuture {
+                    let pool = sharedPools[ObjectIdentifier(channel.eventLoop)]!.value
+                    try channel.pipeline.syncOperations.addClientHandlers(shared: shared, server: serverConfig, pool: pool)
+                }
+            }
+            .bind(host: configuration.listen.host, port: configuration.listen.port)
+            .get()
+        return ProxyServer(serverChannel: serverChannel, quiescing: quiescing, pools: pools, logger: logger)
     }
 
     /// Stops accepting, lets requests in flight finish for up to `gracePeriod` (keep-alive
@@ -121,7 +103,6 @@ public final class ProxyServer: Sendable {
         for (_, pool) in self.pools {
             try await pool.eventLoop.submit { pool.value.shutdown() }.get()
         }
-        try await self.ownedGroup?.shutdownGracefully()
     }
 }
 

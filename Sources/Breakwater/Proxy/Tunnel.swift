@@ -7,8 +7,9 @@ enum Tunnel {
     ///
     /// The tunnel handlers go in first and the decoders come out last, so bytes that arrived
     /// behind the 101 (a WebSocket frame sent straight after the upgrade, say) are forwarded by
-    /// the decoders as they leave instead of being lost. Both channels share an event loop, so
-    /// the splice happens in one go.
+    /// the decoders as they leave instead of being lost. A decoder leaves on the next loop tick,
+    /// and the app side's decoder also watches outgoing request heads, so it must be gone before
+    /// the client's leftovers are written towards the app: the two removals run in that order.
     static func splice(client: any Channel, upstream: any Channel) throws {
         let (clientSide, upstreamSide) = TunnelHandler.makePair()
         let clientPipeline = client.pipeline.syncOperations
@@ -22,13 +23,23 @@ enum Tunnel {
         try clientPipeline.remove(HTTPResponseEncoder.self)
         try upstreamPipeline.remove(UpstreamHandler.self)
         try upstreamPipeline.remove(HTTPRequestEncoder.self)
-        try clientPipeline.remove(ByteToMessageHandler<HTTPRequestDecoder>.self)
-        try upstreamPipeline.remove(ByteToMessageHandler<HTTPResponseDecoder>.self)
 
-        client.flush()
-        upstream.flush()
-        client.read()
-        upstream.read()
+        let upstreamDecoder = try upstreamPipeline.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self)
+        let clientDecoder = try clientPipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
+        upstreamPipeline.removeHandler(upstreamDecoder)
+            .assumeIsolated()
+            .flatMap { client.pipeline.syncOperations.removeHandler(clientDecoder) }
+            .whenComplete { result in
+                guard case .success = result else {
+                    client.close(promise: nil)
+                    upstream.close(promise: nil)
+                    return
+                }
+                client.flush()
+                upstream.flush()
+                client.read()
+                upstream.read()
+            }
     }
 }
 

@@ -1,0 +1,343 @@
+import Foundation
+import Logging
+import TOMLKit
+
+/// Reads and validates proxy.conf: at startup, at `breakwater check`, and at reload.
+public enum ConfigLoader {
+    /// Reads the file at `path`; its name in messages is `path` as given.
+    ///
+    /// Synchronous file I/O, on purpose: it runs before the event loops start, or (reload) on a
+    /// task of its own, never on an event loop.
+    public static func load(path: String) throws(ConfigErrors) -> ProxyConfig {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            let reason = FileManager.default.fileExists(atPath: path) ? "cannot read the file" : "no such file"
+            throw ConfigErrors(problems: [ConfigProblem(file: path, line: nil, keyPath: "", message: reason)])
+        }
+        return try self.parse(text, fileName: path)
+    }
+
+    /// Parses and validates `text`, reporting every problem at once.
+    public static func parse(_ text: String, fileName: String) throws(ConfigErrors) -> ProxyConfig {
+        let log = ProblemLog(fileName: fileName, text: text)
+        let table: TOMLTable
+        do {
+            table = try TOMLTable(string: text)
+        } catch let error as TOMLParseError {
+            log.report(syntaxError: error)
+            throw ConfigErrors(problems: log.problems)
+        } catch {
+            throw ConfigErrors(problems: [ConfigProblem(file: fileName, line: nil, keyPath: "", message: "\(error)")])
+        }
+        let config = ConfigSchema(log: log).read(TableReader(table, path: "", log: log))
+        guard log.problems.isEmpty else {
+            throw ConfigErrors(problems: log.problems.sorted { ($0.line ?? .max, $0.keyPath) < ($1.line ?? .max, $1.keyPath) })
+        }
+        return config
+    }
+}
+
+/// The schema of SPEC.md, table by table. Each reader starts from the defaults (or, for routes,
+/// from `[defaults]`) and overrides what the file sets, so inheritance is key by key.
+private struct ConfigSchema {
+    let log: ProblemLog
+
+    func read(_ root: TableReader) -> ProxyConfig {
+        var config = ProxyConfig()
+        if let text = root.string("listen") {
+            config.listen = self.address(text, at: root, "listen") ?? config.listen
+        }
+        if let text = root.string("upstream") {
+            if let upstream = ConfigUnits.upstream(text) {
+                config.upstream = upstream
+            } else {
+                root.report("upstream", "invalid address \"\(text)\": use \"host:port\" or \"unix:/absolute/path\"")
+            }
+        }
+        if let table = root.table("server") { config.server = self.server(table) }
+        if let table = root.table("upstream_pool") { config.upstreamPool = self.upstreamPool(table) }
+        if let table = root.table("admin") { config.admin = self.admin(table) }
+        if let table = root.table("concurrency") { config.concurrency = self.concurrency(table, base: ConcurrencyConfig()) }
+        if let table = root.table("readiness") { config.readiness = self.readiness(table) }
+        if let table = root.table("drain") { config.drain = self.drain(table) }
+        if let table = root.table("trace") { config.trace = self.trace(table) }
+        if let table = root.table("log") { config.log = self.logConfig(table) }
+        if let table = root.table("app") { config.app = self.app(table) }
+        let defaults = root.table("defaults").map { self.policy($0, base: RoutePolicy()) } ?? RoutePolicy()
+        config.routes = self.routes(root.tables("route") ?? [], defaults: defaults)
+        root.finish()
+
+        if config.upstream == nil && config.app == nil && !root.has("upstream") {
+            self.log.report("upstream", "missing required key (the app's \"host:port\" or \"unix:/path\")", exactLine: true)
+        }
+        if config.listen == config.admin.listen && config.listen.port != 0 {
+            self.log.report("admin.listen", "must differ from listen (\(config.listen))")
+        }
+        return config
+    }
+
+    private func address(_ text: String, at table: TableReader, _ key: String) -> HostPort? {
+        guard let address = ConfigUnits.hostPort(text) else {
+            table.report(key, "invalid address \"\(text)\": use \"host:port\", like \"0.0.0.0:8080\"")
+            return nil
+        }
+        return address
+    }
+
+    private func server(_ table: TableReader) -> ServerConfig {
+        var server = ServerConfig()
+        server.threads = table.int("threads", in: 1...256) ?? server.threads
+        server.headerReadTimeout = table.duration("header_read_timeout") ?? server.headerReadTimeout
+        server.idleTimeout = table.duration("idle_timeout") ?? server.idleTimeout
+        server.maxHeaderBytes = table.size("max_header_bytes") ?? server.maxHeaderBytes
+        server.maxBodyBytes = table.size("max_body_bytes") ?? server.maxBodyBytes
+        server.maxConnections = table.int("max_connections", in: 1...10_000_000) ?? server.maxConnections
+        table.finish()
+        return server
+    }
+
+    private func upstreamPool(_ table: TableReader) -> UpstreamPoolConfig {
+        var pool = UpstreamPoolConfig()
+        pool.connectTimeout = table.duration("connect_timeout") ?? pool.connectTimeout
+        pool.maxIdle = table.int("max_idle", in: 0...100_000) ?? pool.maxIdle
+        pool.idleTimeout = table.duration("idle_timeout") ?? pool.idleTimeout
+        table.finish()
+        return pool
+    }
+
+    private func admin(_ table: TableReader) -> AdminConfig {
+        var admin = AdminConfig()
+        if let text = table.string("listen") {
+            admin.listen = self.address(text, at: table, "listen") ?? admin.listen
+        }
+        if let name = table.string("token_env") {
+            if name.isEmpty || name.contains("=") {
+                table.report("token_env", "must name an environment variable, got \"\(name)\"")
+            } else {
+                admin.tokenEnv = name
+            }
+        }
+        table.finish()
+        return admin
+    }
+
+    private func concurrency(_ table: TableReader, base: ConcurrencyConfig) -> ConcurrencyConfig {
+        var limits = base
+        limits.softLimit = table.int("soft_limit", in: 1...1_000_000) ?? limits.softLimit
+        limits.hardLimit = table.int("hard_limit", in: 1...1_000_000) ?? limits.hardLimit
+        limits.queueTimeout = table.duration("queue_timeout") ?? limits.queueTimeout
+        table.finish()
+        if limits.hardLimit < limits.softLimit {
+            let key = table.has("hard_limit") ? "hard_limit" : "soft_limit"
+            table.report(key, "hard_limit (\(limits.hardLimit)) is below soft_limit (\(limits.softLimit))")
+        }
+        return limits
+    }
+
+    private func readiness(_ table: TableReader) -> ReadinessConfig {
+        var readiness = ReadinessConfig()
+        readiness.path = self.path(table, "path") ?? readiness.path
+        readiness.interval = table.duration("interval") ?? readiness.interval
+        readiness.timeout = table.duration("timeout") ?? readiness.timeout
+        readiness.healthyThreshold = table.int("healthy_threshold", in: 1...1000) ?? readiness.healthyThreshold
+        readiness.unhealthyThreshold = table.int("unhealthy_threshold", in: 1...1000) ?? readiness.unhealthyThreshold
+        readiness.hold = table.duration("hold", allowZero: true) ?? readiness.hold
+        readiness.publicPath = self.path(table, "public_path")
+        table.finish()
+        return readiness
+    }
+
+    private func drain(_ table: TableReader) -> DrainConfig {
+        var drain = DrainConfig()
+        drain.delay = table.duration("delay", allowZero: true) ?? drain.delay
+        drain.timeout = table.duration("timeout") ?? drain.timeout
+        table.finish()
+        return drain
+    }
+
+    private func trace(_ table: TableReader) -> TraceConfig {
+        var trace = TraceConfig()
+        if let header = table.string("request_id_header") {
+            if ConfigUnits.isToken(header) {
+                trace.requestIDHeader = header
+            } else {
+                table.report("request_id_header", "\"\(header)\" is not a valid header name")
+            }
+        }
+        trace.traceparent = table.bool("traceparent") ?? trace.traceparent
+        table.finish()
+        return trace
+    }
+
+    private func logConfig(_ table: TableReader) -> LogConfig {
+        var log = LogConfig()
+        log.access = table.bool("access") ?? log.access
+        if let level = table.string("level") {
+            if let parsed = Logger.Level(rawValue: level.lowercased()) {
+                log.level = parsed
+            } else {
+                let levels = Logger.Level.allCases.map(\.rawValue).joined(separator: ", ")
+                table.report("level", "unknown level \"\(level)\": use one of \(levels)")
+            }
+        }
+        table.finish()
+        return log
+    }
+
+    private func app(_ table: TableReader) -> AppConfig {
+        var app = AppConfig()
+        app.command = table.strings("command") ?? app.command
+        app.workers = table.int("workers", in: 1...64) ?? app.workers
+        app.basePort = table.int("base_port", in: 1...65535) ?? app.basePort
+        if let restart = table.string("restart") {
+            if let policy = RestartPolicy(rawValue: restart) {
+                app.restart = policy
+            } else {
+                table.report("restart", "must be \"always\", \"on-failure\" or \"never\", got \"\(restart)\"")
+            }
+        }
+        app.restartBackoff = table.duration("restart_backoff") ?? app.restartBackoff
+        app.stopTimeout = table.duration("stop_timeout") ?? app.stopTimeout
+        table.finish()
+        if app.basePort + app.workers - 1 > 65535 {
+            table.report("workers", "ports from base_port \(app.basePort) run past 65535")
+        }
+        return app
+    }
+
+    // MARK: Routes
+
+    private func routes(_ tables: [TableReader], defaults: RoutePolicy) -> [RouteConfig] {
+        var routes: [RouteConfig] = []
+        var names: Set<String> = ["default"]
+        for table in tables {
+            let name = table.string("name")
+            let exact = self.path(table, "path")
+            let prefix = self.path(table, "path_prefix")
+            let methods = self.methods(table)
+            let policy = self.policy(table, base: defaults)
+            table.finish()
+            guard let name else {
+                if !table.has("name") { self.log.report(table.keyPath("name"), "missing required key") }
+                continue
+            }
+            if name == "default" {
+                table.report("name", "\"default\" is the implicit route for unmatched requests; set its policy in [defaults]")
+            } else if !names.insert(name).inserted {
+                table.report("name", "duplicate route name \"\(name)\"")
+            } else if name.isEmpty || !name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "_.-".contains($0)) }) {
+                table.report("name", "\"\(name)\" may use only letters, digits, '_', '.' and '-' (it becomes a metric label)")
+            }
+            let match: PathMatch
+            switch (exact, prefix) {
+            case (let exact?, nil): match = .exact(exact)
+            case (nil, let prefix?): match = .prefix(prefix)
+            case (.some, .some):
+                table.report("path_prefix", "set either path or path_prefix, not both")
+                continue
+            case (nil, nil):
+                if !table.has("path") && !table.has("path_prefix") {
+                    self.log.report(table.path, "a route needs path or path_prefix")
+                }
+                continue
+            }
+            routes.append(RouteConfig(name: name, match: match, methods: methods, policy: policy))
+        }
+        routes.append(RouteConfig(name: "default", match: .any, methods: nil, policy: defaults))
+        return routes
+    }
+
+    private func path(_ table: TableReader, _ key: String) -> String? {
+        guard let path = table.string(key) else { return nil }
+        guard path.hasPrefix("/"), !path.contains(where: { $0 == " " || $0 == "?" || $0 == "#" }) else {
+            table.report(key, "must be a path starting with \"/\" (no spaces, query or fragment), got \"\(path)\"")
+            return nil
+        }
+        return path
+    }
+
+    private func methods(_ table: TableReader) -> Set<String>? {
+        guard let methods = table.strings("methods") else { return nil }
+        if methods.isEmpty {
+            table.report("methods", "must list at least one method (or leave the key out for all)")
+            return nil
+        }
+        if let bad = methods.first(where: { !ConfigUnits.isToken($0) }) {
+            table.report("methods", "\"\(bad)\" is not a valid method")
+            return nil
+        }
+        return Set(methods.map { $0.uppercased() })
+    }
+
+    /// A route's (or `[defaults]`'s) policy keys over `base`. In `[defaults]` the route-only
+    /// keys (name, path, ...) are not read, so they come out as unknown keys.
+    private func policy(_ table: TableReader, base: RoutePolicy) -> RoutePolicy {
+        var policy = base
+        policy.timeout = table.duration("timeout") ?? policy.timeout
+        policy.bodyTimeout = table.duration("body_timeout") ?? policy.bodyTimeout
+        if let limits = table.table("concurrency") {
+            policy.concurrency = self.concurrency(limits, base: base.concurrency ?? ConcurrencyConfig())
+        }
+        if let breaker = table.table("breaker") { policy.breaker = self.breaker(breaker, base: base.breaker) }
+        if let retry = table.table("retry") { policy.retry = self.retry(retry, base: base.retry) }
+        if let fallback = table.table("fallback") { policy.fallback = self.fallback(fallback, base: base.fallback ?? FallbackConfig()) }
+        if table.path != "defaults" {
+            return policy  // the route's own keys are read by `routes`; it calls `finish`
+        }
+        table.finish()
+        return policy
+    }
+
+    private func breaker(_ table: TableReader, base: BreakerConfig) -> BreakerConfig {
+        var breaker = base
+        breaker.failureThreshold = table.int("failure_threshold", in: 1...1_000_000) ?? breaker.failureThreshold
+        breaker.failureRate = table.double("failure_rate", in: 0.01...1) ?? breaker.failureRate
+        breaker.window = table.int("window", in: 1...100_000) ?? breaker.window
+        breaker.minimumRequests = table.int("minimum_requests", in: 1...100_000) ?? breaker.minimumRequests
+        breaker.recoveryTimeout = table.duration("recovery_timeout") ?? breaker.recoveryTimeout
+        breaker.maxRecoveryTimeout = table.duration("max_recovery_timeout") ?? breaker.maxRecoveryTimeout
+        breaker.successThreshold = table.int("success_threshold", in: 1...1000) ?? breaker.successThreshold
+        breaker.halfOpenRequests = table.int("half_open_requests", in: 1...1000) ?? breaker.halfOpenRequests
+        breaker.failureStatuses = table.ints("failure_statuses", in: 100...599).map(Set.init) ?? breaker.failureStatuses
+        table.finish()
+        if breaker.maxRecoveryTimeout < breaker.recoveryTimeout {
+            table.report("max_recovery_timeout", "must not be shorter than recovery_timeout")
+        }
+        if breaker.minimumRequests > breaker.window {
+            table.report("minimum_requests", "\(breaker.minimumRequests) can never be reached in a window of \(breaker.window)")
+        }
+        return breaker
+    }
+
+    private func retry(_ table: TableReader, base: RetryConfig) -> RetryConfig {
+        var retry = base
+        retry.attempts = table.int("attempts", in: 1...10) ?? retry.attempts
+        retry.backoff = table.duration("backoff") ?? retry.backoff
+        retry.maxBackoff = table.duration("max_backoff") ?? retry.maxBackoff
+        if let conditions = table.strings("on") {
+            let parsed = conditions.map { ($0, RetryCondition($0)) }
+            if let bad = parsed.first(where: { $0.1 == nil }) {
+                table.report("on", "unknown condition \"\(bad.0)\": use \"connect-failure\", \"reset\", \"timeout\" or a status code")
+            } else {
+                retry.on = Set(parsed.compactMap(\.1))
+            }
+        }
+        retry.budget = table.double("budget", in: 0...1) ?? retry.budget
+        table.finish()
+        if retry.maxBackoff < retry.backoff {
+            table.report("max_backoff", "must not be shorter than backoff")
+        }
+        return retry
+    }
+
+    private func fallback(_ table: TableReader, base: FallbackConfig) -> FallbackConfig {
+        var fallback = base
+        fallback.status = table.int("status", in: 100...599) ?? fallback.status
+        fallback.contentType = table.string("content_type") ?? fallback.contentType
+        fallback.body = table.string("body") ?? fallback.body
+        table.finish()
+        return fallback
+    }
+}

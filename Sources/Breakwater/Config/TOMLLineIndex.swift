@@ -1,0 +1,149 @@
+/// The line of each key and table in a TOML text, by key path (`server.threads`,
+/// `route[2].breaker`).
+///
+/// TOMLKit reports lines for syntax errors only; a message about a key's value must still say
+/// where the key is. This reads the lines the way a person does — table headers, array-of-table
+/// headers counted per name, `key = value` lines (dotted and quoted keys included) — which is
+/// enough for the files people write, and falls back to no line when unsure.
+struct TOMLLineIndex {
+    private var lines: [String: Int] = [:]
+
+    init(_ text: String) {
+        var table: [String] = []
+        var arrayCounts: [String: Int] = [:]
+        var inMultilineString: Substring?
+        var bracketDepth = 0
+        for (offset, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let lineNumber = offset + 1
+            var line = Substring(rawLine)
+            if let delimiter = inMultilineString {
+                guard let end = line.firstRange(of: delimiter) else { continue }
+                inMultilineString = nil
+                line = line[end.upperBound...]
+                continue
+            }
+            line = Self.strippingComment(line).drop { $0 == " " || $0 == "\t" }
+            if bracketDepth > 0 {
+                bracketDepth += Self.bracketBalance(line)
+                continue
+            }
+            if line.hasPrefix("[[") {
+                let name = Self.keyComponents(line.dropFirst(2).prefix { $0 != "]" })
+                let joined = name.joined(separator: ".")
+                arrayCounts[joined, default: 0] += 1
+                table = Array(name.dropLast()) + ["\(name.last ?? "")[\(arrayCounts[joined]!)]"]
+                self.record(table, line: lineNumber)
+            } else if line.hasPrefix("[") {
+                var name = Self.keyComponents(line.dropFirst().prefix { $0 != "]" })
+                // `[route.breaker]` belongs to the latest `[[route]]`.
+                if let first = name.first, let count = arrayCounts[first] {
+                    name[0] = "\(first)[\(count)]"
+                }
+                table = name
+                self.record(table, line: lineNumber)
+            } else if let equals = Self.assignment(in: line) {
+                let key = Self.keyComponents(line[..<equals])
+                self.record(table + key, line: lineNumber)
+                let value = line[line.index(after: equals)...].drop { $0 == " " }
+                for delimiter in ["\"\"\"", "'''"] where value.hasPrefix(delimiter) {
+                    if value.dropFirst(3).firstRange(of: delimiter) == nil {
+                        inMultilineString = Substring(delimiter)
+                    }
+                }
+                bracketDepth = max(0, Self.bracketBalance(value))
+            }
+        }
+    }
+
+    /// The line of `keyPath`, or of the nearest enclosing table that has one.
+    func line(of keyPath: String) -> Int? {
+        var path = keyPath
+        while !path.isEmpty {
+            if let line = self.lines[path] { return line }
+            guard let dot = path.lastIndex(of: ".") else { return nil }
+            path = String(path[..<dot])
+        }
+        return nil
+    }
+
+    /// The line of exactly `keyPath`, without falling back to its table.
+    func exactLine(of keyPath: String) -> Int? {
+        self.lines[keyPath]
+    }
+
+    private mutating func record(_ components: [String], line: Int) {
+        let path = components.joined(separator: ".")
+        if self.lines[path] == nil {
+            self.lines[path] = line
+        }
+    }
+
+    private static func keyComponents(_ text: Substring) -> [String] {
+        var components: [String] = []
+        var current = ""
+        var quote: Character?
+        for character in text {
+            if let open = quote {
+                if character == open { quote = nil } else { current.append(character) }
+            } else if character == "\"" || character == "'" {
+                quote = character
+            } else if character == "." {
+                components.append(current)
+                current = ""
+            } else if character != " " && character != "\t" {
+                current.append(character)
+            }
+        }
+        components.append(current)
+        return components
+    }
+
+    /// The index of the `=` of a `key = value` line, outside quoted keys.
+    private static func assignment(in line: Substring) -> Substring.Index? {
+        var quote: Character?
+        for index in line.indices {
+            let character = line[index]
+            if let open = quote {
+                if character == open { quote = nil }
+            } else if character == "\"" || character == "'" {
+                quote = character
+            } else if character == "=" {
+                return index
+            }
+        }
+        return nil
+    }
+
+    private static func strippingComment(_ line: Substring) -> Substring {
+        var quote: Character?
+        for index in line.indices {
+            let character = line[index]
+            if let open = quote {
+                if character == open { quote = nil }
+            } else if character == "\"" || character == "'" {
+                quote = character
+            } else if character == "#" {
+                return line[..<index]
+            }
+        }
+        return line
+    }
+
+    /// Open minus closed brackets outside strings: a multi-line array continues while positive.
+    private static func bracketBalance(_ text: Substring) -> Int {
+        var balance = 0
+        var quote: Character?
+        for character in self.strippingComment(text) {
+            if let open = quote {
+                if character == open { quote = nil }
+            } else if character == "\"" || character == "'" {
+                quote = character
+            } else if character == "[" {
+                balance += 1
+            } else if character == "]" {
+                balance -= 1
+            }
+        }
+        return balance
+    }
+}

@@ -1,0 +1,163 @@
+/// A route's circuit breaker: the classic closed → open → half-open machine.
+///
+/// - Closed: requests pass. It opens after `failure_threshold` consecutive failures, or when
+///   failures reach `failure_rate` of the last `window` outcomes with at least
+///   `minimum_requests` of them.
+/// - Open: requests are refused at once, for the recovery time. That time starts at
+///   `recovery_timeout`, doubles (with jitter, so a fleet of proxies does not probe in step)
+///   each time a probe fails, up to `max_recovery_timeout`, and returns to the base once the
+///   breaker closes.
+/// - Half-open: up to `half_open_requests` probes at once; `success_threshold` successes close
+///   it, one failure opens it again.
+///
+/// A plain value: no clock, no locks, no NIO. `SharedCircuitBreaker` makes it safe across
+/// event loops.
+public struct CircuitBreaker: Sendable {
+    public enum State: Equatable, Sendable {
+        case closed
+        case open(until: PolicyInstant)
+        case halfOpen
+    }
+
+    public enum Admission: Equatable, Sendable {
+        /// Go ahead; a `probe` must be reported (or released) so the half-open slot frees up.
+        case admitted(probe: Bool)
+        case rejected(retryAfter: Duration)
+    }
+
+    public enum Outcome: Sendable {
+        case success
+        case failure
+    }
+
+    public let configuration: BreakerConfig
+    public private(set) var state = State.closed
+    /// The open spell the breaker would use next; grows while probes keep failing.
+    public private(set) var recoveryTimeout: Duration
+    private var consecutiveFailures = 0
+    private var window: OutcomeWindow
+    private var probesInFlight = 0
+    private var probeSuccesses = 0
+
+    public init(configuration: BreakerConfig) {
+        self.configuration = configuration
+        self.recoveryTimeout = configuration.recoveryTimeout
+        self.window = OutcomeWindow(capacity: configuration.window)
+    }
+
+    /// Whether a request may go to the app now.
+    public mutating func admit(now: PolicyInstant) -> Admission {
+        if case .open(let until) = self.state {
+            guard now >= until else {
+                return .rejected(retryAfter: until.duration(since: now))
+            }
+            self.state = .halfOpen
+            self.probesInFlight = 0
+            self.probeSuccesses = 0
+        }
+        switch self.state {
+        case .closed:
+            return .admitted(probe: false)
+        case .halfOpen where self.probesInFlight < self.configuration.halfOpenRequests:
+            self.probesInFlight += 1
+            return .admitted(probe: true)
+        case .halfOpen, .open:
+            // Busy probing: the answer comes within one request's time.
+            return .rejected(retryAfter: .seconds(1))
+        }
+    }
+
+    /// Reports how an admitted request went. Returns the new state when it changed.
+    ///
+    /// - Parameter jitter: a factor around 1 applied to a grown recovery time.
+    @discardableResult
+    public mutating func record(_ outcome: Outcome, probe: Bool, now: PolicyInstant, jitter: Double = 1) -> State? {
+        switch self.state {
+        case .closed:
+            return self.recordClosed(outcome, now: now)
+        case .halfOpen where probe:
+            self.probesInFlight -= 1
+            switch outcome {
+            case .success:
+                self.probeSuccesses += 1
+                guard self.probeSuccesses >= self.configuration.successThreshold else { return nil }
+                self.close()
+                return self.state
+            case .failure:
+                let doubled = min(self.recoveryTimeout * 2, self.configuration.maxRecoveryTimeout)
+                self.recoveryTimeout = min(doubled * jitter, self.configuration.maxRecoveryTimeout)
+                self.state = .open(until: now + self.recoveryTimeout)
+                return self.state
+            }
+        case .halfOpen, .open:
+            // A request admitted before the breaker opened: its news is stale.
+            return nil
+        }
+    }
+
+    /// A probe that ended without telling anything (the client went away): frees its slot.
+    public mutating func release(probe: Bool) {
+        if probe, case .halfOpen = self.state {
+            self.probesInFlight -= 1
+        }
+    }
+
+    /// Closes the breaker, as a successful recovery or an operator's reset does.
+    public mutating func close() {
+        self.state = .closed
+        self.recoveryTimeout = self.configuration.recoveryTimeout
+        self.consecutiveFailures = 0
+        self.window.removeAll()
+        self.probesInFlight = 0
+        self.probeSuccesses = 0
+    }
+
+    private mutating func recordClosed(_ outcome: Outcome, now: PolicyInstant) -> State? {
+        self.window.append(outcome == .failure)
+        switch outcome {
+        case .success:
+            self.consecutiveFailures = 0
+            return nil
+        case .failure:
+            self.consecutiveFailures += 1
+        }
+        let tripsOnStreak = self.consecutiveFailures >= self.configuration.failureThreshold
+        let tripsOnRate =
+            self.window.count >= self.configuration.minimumRequests
+            && Double(self.window.failures) >= self.configuration.failureRate * Double(self.window.count)
+        guard tripsOnStreak || tripsOnRate else { return nil }
+        self.state = .open(until: now + self.recoveryTimeout)
+        self.consecutiveFailures = 0
+        self.window.removeAll()
+        return self.state
+    }
+}
+
+/// The last `capacity` outcomes, as a ring, with a running count of failures.
+struct OutcomeWindow: Sendable {
+    private var outcomes: [Bool]
+    private var next = 0
+    private(set) var count = 0
+    private(set) var failures = 0
+
+    init(capacity: Int) {
+        self.outcomes = Array(repeating: false, count: max(1, capacity))
+    }
+
+    mutating func append(_ isFailure: Bool) {
+        if self.count == self.outcomes.count {
+            if self.outcomes[self.next] { self.failures -= 1 }
+        } else {
+            self.count += 1
+        }
+        self.outcomes[self.next] = isFailure
+        if isFailure { self.failures += 1 }
+        self.next = (self.next + 1) % self.outcomes.count
+    }
+
+    mutating func removeAll() {
+        self.next = 0
+        self.count = 0
+        self.failures = 0
+    }
+}

@@ -1,0 +1,150 @@
+import Foundation
+import Testing
+
+/// Requests and responses pass through intact, with the proxy's header duties done.
+@Suite struct ForwardingTests {
+    @Test func getReachesTheAppAndTheAnswerComesBack() async throws {
+        try await ProxyHarness.with { proxy in
+            let response = try await proxy.request(get("/status/201"))
+            #expect(response.status == 201)
+            #expect(response.bodyString == "status 201")
+            #expect(response.header("x-breakwater-reason") == nil)
+        }
+    }
+
+    @Test func oneMegabytePostArrivesIntact() async throws {
+        try await ProxyHarness.with { proxy in
+            let body = (0..<1_048_576).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
+            let client = try await proxy.connect()
+            try await client.send("POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: \(body.count)\r\n\r\n")
+            try await client.send(body)
+            let response = try await client.readResponse()
+            #expect(response.status == 200)
+            #expect(response.body == body)
+            #expect(proxy.backend.requestsReceived.last?.body == body)
+            await client.close()
+        }
+    }
+
+    @Test func chunkedPostArrivesIntact() async throws {
+        try await ProxyHarness.with { proxy in
+            let pieces = ["hello ", String(repeating: "x", count: 70_000), " world"]
+            let client = try await proxy.connect()
+            try await client.send("POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for piece in pieces {
+                try await client.send(String(piece.utf8.count, radix: 16) + "\r\n" + piece + "\r\n")
+            }
+            try await client.send("0\r\n\r\n")
+            let response = try await client.readResponse()
+            #expect(response.status == 200)
+            #expect(response.bodyString == pieces.joined())
+            let received = try #require(proxy.backend.requestsReceived.last)
+            #expect(received.header("transfer-encoding") == "chunked")
+            #expect(received.header("content-length") == nil)
+            await client.close()
+        }
+    }
+
+    @Test func hopByHopHeadersAreDroppedAndForwardingHeadersSet() async throws {
+        try await ProxyHarness.with { proxy in
+            let response = try await proxy.request(
+                get(
+                    "/headers",
+                    headers: [
+                        "Connection: keep-alive, X-Secret-Hop",
+                        "X-Secret-Hop: 1",
+                        "Keep-Alive: timeout=5",
+                        "Proxy-Connection: keep-alive",
+                        "TE: trailers",
+                        "Trailer: X-T",
+                        "Upgrade: h2c",
+                        "X-Forwarded-For: 203.0.113.9",
+                        "X-Kept: yes",
+                    ]
+                )
+            )
+            #expect(response.status == 200)
+            let received = try #require(proxy.backend.requestsReceived.last)
+            for dropped in ["connection", "x-secret-hop", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"] {
+                #expect(received.header(dropped) == nil, "\(dropped) reached the app")
+            }
+            #expect(received.header("host") == "test")
+            #expect(received.header("x-kept") == "yes")
+            #expect(received.header("x-forwarded-for") == "203.0.113.9, 127.0.0.1")
+            #expect(received.header("x-forwarded-proto") == "http")
+        }
+    }
+
+    @Test func responsesToHeadAnd204And304CarryNoBody() async throws {
+        try await ProxyHarness.with { proxy in
+            let client = try await proxy.connect()
+            try await client.send("HEAD /bytes/5000 HTTP/1.1\r\nHost: test\r\n\r\n")
+            let head = try await client.readResponse(forHead: true)
+            #expect(head.status == 200)
+            #expect(head.header("content-length") == "5000")
+            #expect(head.body.isEmpty)
+            for status in [204, 304] {
+                try await client.send(get("/status/\(status)"))
+                let response = try await client.readResponse()
+                #expect(response.status == status)
+                #expect(response.body.isEmpty)
+                #expect(response.header("transfer-encoding") == nil)
+            }
+            // The connection is still in step: a normal request after them works.
+            try await client.send(get("/status/200"))
+            #expect(try await client.readResponse().bodyString == "status 200")
+            await client.close()
+        }
+    }
+
+    @Test func keepAliveRequestsReuseAHandfulOfAppConnections() async throws {
+        try await ProxyHarness.with { proxy in
+            let client = try await proxy.connect()
+            for index in 0..<200 {
+                try await client.send(get("/status/200?n=\(index)"))
+                let response = try await client.readResponse()
+                #expect(response.status == 200)
+            }
+            #expect(proxy.backend.connectionsAccepted <= 3)
+            #expect(proxy.backend.requestsReceived.count == 200)
+            await client.close()
+        }
+    }
+
+    @Test func pipelinedRequestsAreAnsweredInOrder() async throws {
+        try await ProxyHarness.with { proxy in
+            let client = try await proxy.connect()
+            try await client.send(get("/delay/300") + get("/status/201") + get("/status/202"))
+            #expect(try await client.readResponse().bodyString == "delayed")
+            #expect(try await client.readResponse().status == 201)
+            #expect(try await client.readResponse().status == 202)
+            await client.close()
+        }
+    }
+
+    @Test func anAppThatClosesAfterItsAnswerIsNotReused() async throws {
+        try await ProxyHarness.with { proxy in
+            let client = try await proxy.connect()
+            try await client.send(get("/keepalive-close"))
+            #expect(try await client.readResponse().bodyString == "bye")
+            for _ in 0..<3 {
+                try await client.send(get("/status/200"))
+                #expect(try await client.readResponse().status == 200)
+            }
+            #expect(proxy.backend.connectionsAccepted == 2)
+            await client.close()
+        }
+    }
+
+    @Test func http10ClientGetsAStreamedBodyUntilClose() async throws {
+        try await ProxyHarness.with { proxy in
+            let client = try await proxy.connect()
+            try await client.send("GET /stream?chunks=3&interval=10 HTTP/1.0\r\nHost: test\r\n\r\n")
+            let response = try await client.readResponse()
+            #expect(response.status == 200)
+            #expect(response.header("transfer-encoding") == nil)
+            #expect(response.bodyString == "chunk 0\nchunk 1\nchunk 2\n")
+            #expect(try await client.waitForClose())
+        }
+    }
+}

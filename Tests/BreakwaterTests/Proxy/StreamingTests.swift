@@ -1,0 +1,48 @@
+import Foundation
+import Testing
+
+/// Bodies stream through with backpressure instead of being collected.
+@Suite struct StreamingTests {
+    @Test func serverSentEventsArrivePieceByPiece() async throws {
+        try await ProxyHarness.with { proxy in
+            let client = try await proxy.connect()
+            let started = ContinuousClock.now
+            try await client.send(get("/sse?events=5&interval=300"))
+            let head = try await client.readResponseHead()
+            #expect(head.status == 200)
+            #expect(head.header("content-type") == "text/event-stream")
+            let first = try await client.readAvailable(timeout: .seconds(5))
+            let firstArrival = ContinuousClock.now - started
+            #expect(String(decoding: first, as: UTF8.self).contains("data: event 0"))
+            // The last event leaves the app after ~1.2 s; the first must not wait for it.
+            #expect(firstArrival < .milliseconds(1000), "first event after \(firstArrival)")
+            await client.close()
+        }
+    }
+
+    @Test func largeDownloadToASlowClientKeepsMemoryFlat() async throws {
+        try await ProxyHarness.with { proxy in
+            let length = 200 * 1024 * 1024
+            let client = try await RawClient.connect(port: proxy.port, autoRead: false)
+            try await client.send(get("/bytes/\(length)"))
+            let baseline = residentMemoryBytes()
+            var peak = baseline
+            var offset = 0
+            var intact = true
+            let head = try await client.streamBody(pauseEvery: 8 * 1024 * 1024, pause: .milliseconds(20)) { piece in
+                for byte in piece where intact {
+                    intact = byte == UInt8(offset % 251)
+                    offset += 1
+                }
+                if !intact { offset += piece.count }
+                peak = max(peak, residentMemoryBytes())
+            }
+            #expect(head.status == 200)
+            #expect(offset == length)
+            #expect(intact)
+            let growth = peak - baseline
+            #expect(growth < 64 * 1024 * 1024, "RSS grew by \(growth / 1024 / 1024) MB")
+            await client.close()
+        }
+    }
+}

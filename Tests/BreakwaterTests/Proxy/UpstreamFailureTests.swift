@@ -1,0 +1,86 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import Testing
+
+/// When the app fails, the client gets SPEC's answer or a clean cut, and broken upstream
+/// connections are never reused.
+@Suite struct UpstreamFailureTests {
+    private static func expect502(_ response: RawResponse, sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(response.status == 502, sourceLocation: sourceLocation)
+        #expect(response.header("x-breakwater-reason") == "upstream_unavailable", sourceLocation: sourceLocation)
+        #expect(response.bodyString.contains("upstream_unavailable"), sourceLocation: sourceLocation)
+    }
+
+    @Test func aRefusedConnectIs502() async throws {
+        // A port that was just free: nothing listens there.
+        let closedPort = try await {
+            let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .bind(host: "127.0.0.1", port: 0).get()
+            let port = channel.localAddress!.port!
+            try await channel.close()
+            return port
+        }()
+        try await ProxyHarness.with(upstream: "127.0.0.1:\(closedPort)") { proxy in
+            let client = try await proxy.connect()
+            try await client.send(get("/"))
+            Self.expect502(try await client.readResponse())
+            // A 502 to a complete request leaves the client connection usable.
+            try await client.send(get("/"))
+            Self.expect502(try await client.readResponse())
+            await client.close()
+        }
+    }
+
+    @Test func anAppThatClosesWithoutAnsweringIs502() async throws {
+        try await ProxyHarness.with { proxy in
+            Self.expect502(try await proxy.request(get("/close")))
+        }
+    }
+
+    @Test func anAppThatResetsIs502() async throws {
+        try await ProxyHarness.with { proxy in
+            Self.expect502(try await proxy.request(get("/reset")))
+        }
+    }
+
+    @Test func anAppThatBreaksMidBodyCutsTheClient() async throws {
+        try await ProxyHarness.with { proxy in
+            let client = try await proxy.connect()
+            try await client.send(get("/head-then-close?length=1000"))
+            let head = try await client.readResponseHead()
+            #expect(head.status == 200)
+            #expect(head.header("content-length") == "1000")
+            #expect(try await client.waitForClose())
+            // The next client gets a fresh, working app connection.
+            #expect(try await proxy.request(get("/status/200")).status == 200)
+        }
+    }
+
+    @Test func anAppThatDoesNotAnswerInTimeIs504() async throws {
+        try await ProxyHarness.with(configuration: "[defaults]\ntimeout = \"500ms\"\n") { proxy in
+            let client = try await proxy.connect()
+            let started = ContinuousClock.now
+            try await client.send(get("/hang"))
+            let response = try await client.readResponse()
+            #expect(response.status == 504)
+            #expect(response.header("x-breakwater-reason") == "upstream_timeout")
+            #expect(ContinuousClock.now - started >= .milliseconds(450))
+            // The timed-out app connection is discarded, the client's is fine.
+            try await client.send(get("/status/200"))
+            #expect(try await client.readResponse().status == 200)
+            #expect(proxy.backend.connectionsAccepted == 2)
+            await client.close()
+        }
+    }
+
+    @Test func aClientThatLeavesMidRequestFreesItsAppConnection() async throws {
+        try await ProxyHarness.with { proxy in
+            let client = try await proxy.connect()
+            try await client.send(get("/hang"))
+            try await eventually { proxy.backend.requestsReceived.count == 1 }
+            await client.close()
+            try await eventually { proxy.backend.openConnections == 0 }
+        }
+    }
+}

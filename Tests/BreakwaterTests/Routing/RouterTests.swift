@@ -1,0 +1,48 @@
+@testable import Breakwater
+import Testing
+
+@Suite struct RouterTests {
+    private func route(_ name: String, _ match: PathMatch, methods: Set<String>? = nil) -> RouteConfig {
+        RouteConfig(name: name, match: match, methods: methods, policy: RoutePolicy())
+    }
+
+    private var router: Router {
+        Router(routes: [
+            self.route("webhooks", .prefix("/api/v1/webhooks/"), methods: ["POST"]),
+            self.route("health", .exact("/health")),
+            self.route("api", .prefix("/api/")),
+            self.route("default", .any),
+        ])
+    }
+
+    private func name(_ method: String, _ uri: String) -> String {
+        self.router.routes[self.router.routeIndex(method: method, uri: uri)].name
+    }
+
+    @Test func firstMatchInFileOrderWins() {
+        #expect(self.name("POST", "/api/v1/webhooks/stripe") == "webhooks")
+        #expect(self.name("GET", "/api/v1/webhooks/stripe") == "api")
+        #expect(self.name("GET", "/api/users") == "api")
+    }
+
+    @Test func exactPathsMatchOnlyThemselves() {
+        #expect(self.name("GET", "/health") == "health")
+        #expect(self.name("GET", "/health/deep") == "default")
+        #expect(self.name("GET", "/healthz") == "default")
+    }
+
+    @Test func theQueryDoesNotTakePartInMatching() {
+        #expect(self.name("GET", "/health?verbose=1") == "health")
+        #expect(self.name("GET", "/other?next=/api/") == "default")
+    }
+
+    @Test func absoluteFormTargetsMatchOnTheirPath() {
+        #expect(self.name("GET", "http://example.com/api/x") == "api")
+        #expect(self.name("GET", "http://example.com") == "default")
+    }
+
+    @Test func whatMatchesNothingTakesTheDefaultRoute() {
+        #expect(self.name("DELETE", "/") == "default")
+        #expect(self.name("GET", "*") == "default")
+    }
+}

@@ -1,0 +1,59 @@
+import Breakwater
+import Logging
+import NIOCore
+
+/// A proxy in front of a backend fixture, both on 127.0.0.1 with ports the system picks.
+struct ProxyHarness {
+    let proxy: ProxyServer
+    let backend: BackendFixture
+
+    var port: Int { self.proxy.port }
+
+    /// Runs `body` against a fresh backend and a proxy configured with `configuration` (TOML
+    /// appended after `listen` and `upstream`), and tears both down afterwards.
+    static func with(
+        configuration: String = "",
+        upstream: String? = nil,
+        _ body: (ProxyHarness) async throws -> Void
+    ) async throws {
+        let backend = try await BackendFixture.start()
+        let toml = """
+            listen = "127.0.0.1:0"
+            upstream = "\(upstream ?? "127.0.0.1:\(backend.port)")"
+            [admin]
+            listen = "127.0.0.1:0"
+
+            """ + configuration
+        let config = try ConfigLoader.parse(toml, fileName: "test.conf")
+        var logger = Logger(label: "breakwater-test")
+        logger.logLevel = .critical
+        let proxy = try await ProxyServer.start(configuration: config, eventLoopGroup: .singleton, logger: logger)
+        let harness = ProxyHarness(proxy: proxy, backend: backend)
+        do {
+            try await body(harness)
+        } catch {
+            try? await proxy.shutdown(gracePeriod: .milliseconds(100))
+            try? await backend.shutdown()
+            throw error
+        }
+        try await proxy.shutdown(gracePeriod: .milliseconds(100))
+        try await backend.shutdown()
+    }
+
+    func connect() async throws -> RawClient {
+        try await RawClient.connect(port: self.port)
+    }
+
+    /// One request on a new connection.
+    func request(_ raw: String) async throws -> RawResponse {
+        let client = try await self.connect()
+        defer { Task { await client.close() } }
+        try await client.send(raw)
+        return try await client.readResponse()
+    }
+}
+
+/// A GET request head with `Host`.
+func get(_ path: String, headers: [String] = []) -> String {
+    "GET \(path) HTTP/1.1\r\nHost: test\r\n" + headers.map { $0 + "\r\n" }.joined() + "\r\n"
+}
