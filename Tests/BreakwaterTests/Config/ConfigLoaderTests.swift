@@ -1,0 +1,310 @@
+@testable import Breakwater
+import Foundation
+import Testing
+
+@Suite struct ConfigLoaderTests {
+    /// SPEC.md's example file, every key set.
+    static let complete = """
+        listen   = "0.0.0.0:8080"
+        upstream = "127.0.0.1:8000"
+
+        [server]
+        threads             = 2
+        header_read_timeout = "10s"
+        idle_timeout        = "75s"
+        max_header_bytes    = "32KB"
+        max_body_bytes      = "10MB"
+        max_connections     = 10000
+
+        [upstream_pool]
+        connect_timeout = "1s"
+        max_idle        = 64
+        idle_timeout    = "60s"
+
+        [admin]
+        listen    = "127.0.0.1:9901"
+        token_env = "BREAKWATER_ADMIN_TOKEN"
+
+        [concurrency]
+        soft_limit    = 200
+        hard_limit    = 250
+        queue_timeout = "5s"
+
+        [readiness]
+        path                = "/health"
+        interval            = "2s"
+        timeout             = "1s"
+        healthy_threshold   = 1
+        unhealthy_threshold = 3
+        hold                = "10s"
+        public_path         = "/__breakwater/ready"
+
+        [drain]
+        delay   = "0s"
+        timeout = "20s"
+
+        [trace]
+        request_id_header = "X-Request-ID"
+        traceparent       = true
+
+        [log]
+        access = true
+        level  = "info"
+
+        [app]
+        command         = ["uvicorn", "app.main:app", "--port", "{port}"]
+        workers         = 1
+        base_port       = 8000
+        restart         = "always"
+        restart_backoff = "1s"
+        stop_timeout    = "10s"
+
+        [defaults]
+        timeout = "30s"
+
+        [defaults.retry]
+        attempts = 2
+
+        [[route]]
+        name        = "webhooks"
+        path_prefix = "/api/v1/webhooks/"
+        methods     = ["POST"]
+        timeout     = "10s"
+        body_timeout = "30s"
+
+        [route.concurrency]
+        soft_limit = 20
+        hard_limit = 40
+
+        [route.breaker]
+        failure_threshold  = 5
+        failure_rate       = 0.5
+        window             = 100
+        minimum_requests   = 10
+        recovery_timeout   = "30s"
+        max_recovery_timeout = "5m"
+        success_threshold  = 3
+        half_open_requests = 1
+        failure_statuses   = [500, 502, 503, 504]
+
+        [route.retry]
+        backoff     = "25ms"
+        max_backoff = "250ms"
+        on          = ["connect-failure", "reset", "503"]
+        budget      = 0.2
+
+        [route.fallback]
+        status       = 503
+        content_type = "application/json"
+        body         = '{"error":"temporarily unavailable"}'
+
+        [[route]]
+        name = "health"
+        path = "/health"
+        """
+
+    private func problems(_ text: String) -> [String] {
+        do {
+            _ = try ConfigLoader.parse(text, fileName: "proxy.conf")
+            return []
+        } catch {
+            return error.problems.map(\.description)
+        }
+    }
+
+    @Test func aCompleteFileParsesToWhatItSays() throws {
+        let config = try ConfigLoader.parse(Self.complete, fileName: "proxy.conf")
+        #expect(config.listen == HostPort(host: "0.0.0.0", port: 8080))
+        #expect(config.upstream == .tcp(HostPort(host: "127.0.0.1", port: 8000)))
+        #expect(config.server.threads == 2)
+        #expect(config.server.maxHeaderBytes == 32 * 1024)
+        #expect(config.server.maxBodyBytes == 10 * 1024 * 1024)
+        #expect(config.readiness?.publicPath == "/__breakwater/ready")
+        #expect(config.app?.command == ["uvicorn", "app.main:app", "--port", "{port}"])
+        #expect(config.app?.restart == .always)
+        #expect(config.log.level == .info)
+
+        #expect(config.routes.map(\.name) == ["webhooks", "health", "default"])
+        let webhooks = config.routes[0]
+        #expect(webhooks.match == .prefix("/api/v1/webhooks/"))
+        #expect(webhooks.methods == ["POST"])
+        #expect(webhooks.policy.timeout == .seconds(10))
+        #expect(webhooks.policy.concurrency == ConcurrencyConfig(softLimit: 20, hardLimit: 40, queueTimeout: .seconds(5)))
+        #expect(webhooks.policy.breaker.maxRecoveryTimeout == .seconds(300))
+        #expect(webhooks.policy.retry.on == [.connectFailure, .reset, .status(503)])
+        #expect(webhooks.policy.fallback?.body == #"{"error":"temporarily unavailable"}"#)
+        // Inherited key by key: `attempts` comes from [defaults.retry], the rest from the route.
+        #expect(webhooks.policy.retry.attempts == 2)
+        #expect(config.routes[1].match == .exact("/health"))
+        #expect(config.routes[1].policy.retry.attempts == 2)
+        #expect(config.routes[1].policy.fallback == nil)
+        #expect(config.routes[2].match == .any)
+        #expect(config.routes[2].policy.timeout == .seconds(30))
+    }
+
+    @Test func aMinimalFileTakesEveryDefault() throws {
+        let config = try ConfigLoader.parse(#"upstream = "127.0.0.1:8000""#, fileName: "proxy.conf")
+        var expected = ProxyConfig()
+        expected.upstream = .tcp(HostPort(host: "127.0.0.1", port: 8000))
+        #expect(config == expected)
+        #expect(config.routes.count == 1)
+    }
+
+    @Test func addressesTakeEveryForm() throws {
+        let config = try ConfigLoader.parse(
+            "listen = \"[::1]:9000\"\nupstream = \"unix:/run/app.sock\"\n",
+            fileName: "proxy.conf"
+        )
+        #expect(config.listen == HostPort(host: "::1", port: 9000))
+        #expect(config.listen.description == "[::1]:9000")
+        #expect(config.upstream == .unix(path: "/run/app.sock"))
+    }
+
+    @Test func theExampleFileIsValid() throws {
+        var root = URL(fileURLWithPath: #filePath)
+        for _ in 0..<4 { root.deleteLastPathComponent() }
+        let config = try ConfigLoader.load(path: root.appendingPathComponent("proxy.conf.example").path)
+        #expect(config == (try ConfigLoader.parse(#"upstream = "127.0.0.1:8000""#, fileName: "x")))
+    }
+
+    @Test func anUnknownKeyIsNamedWithItsLine() {
+        #expect(problems("upstream = \"127.0.0.1:8000\"\nlisten_port = 80\n") == ["proxy.conf:2: listen_port: unknown key"])
+    }
+
+    @Test func anUnknownKeyInARouteSubtableIsNamedWithItsRoute() {
+        let text = """
+            upstream = "127.0.0.1:8000"
+            [[route]]
+            name = "a"
+            path = "/a"
+            [[route]]
+            name = "b"
+            path = "/b"
+            [route.breaker]
+            failure_threshold = 2
+            bogus = 1
+            """
+        #expect(problems(text) == ["proxy.conf:10: route[2].breaker.bogus: unknown key"])
+    }
+
+    @Test func aWrongTypeSaysWhatWasExpected() {
+        #expect(problems("upstream = \"127.0.0.1:8000\"\n[server]\nthreads = \"two\"\n")
+            == [#"proxy.conf:3: server.threads: expected an integer, got string "two""#])
+    }
+
+    @Test func aBadDurationShowsTheSyntax() {
+        #expect(problems("upstream = \"127.0.0.1:8000\"\n[server]\nidle_timeout = \"75\"\n")
+            == [#"proxy.conf:3: server.idle_timeout: invalid duration "75": use a number with a unit, like "250ms", "2s" or "1m""#])
+        #expect(problems("upstream = \"127.0.0.1:8000\"\n[server]\nidle_timeout = 75\n")
+            == [#"proxy.conf:3: server.idle_timeout: expected a duration string like "2s", got integer 75"#])
+    }
+
+    @Test func aBadSizeShowsTheSyntax() {
+        #expect(problems("upstream = \"127.0.0.1:8000\"\n[server]\nmax_body_bytes = \"10 parsecs\"\n")
+            == [#"proxy.conf:3: server.max_body_bytes: invalid size "10 parsecs": use bytes or a number with a unit, like "64KB" or "10MB""#])
+    }
+
+    @Test func aHardLimitBelowTheSoftLimitIsImpossible() {
+        #expect(problems("upstream = \"127.0.0.1:8000\"\n[concurrency]\nsoft_limit = 10\nhard_limit = 5\n")
+            == ["proxy.conf:4: concurrency.hard_limit: hard_limit (5) is below soft_limit (10)"])
+    }
+
+    @Test func aRateOutOfRangeIsNamed() {
+        let text = "upstream = \"127.0.0.1:8000\"\n[[route]]\nname = \"a\"\npath = \"/\"\n[route.breaker]\nfailure_rate = 1.5\n"
+        #expect(problems(text) == ["proxy.conf:6: route[1].breaker.failure_rate: must be between 0.01 and 1, got 1.5"])
+    }
+
+    @Test func routeMistakesAreEachReported() {
+        let text = """
+            upstream = "127.0.0.1:8000"
+            [[route]]
+            name = "api"
+            path = "/a"
+            path_prefix = "/b"
+            [[route]]
+            name = "api"
+            path_prefix = "/api/"
+            [[route]]
+            name = "noroute"
+            [[route]]
+            name = "r"
+            path = "relative"
+            [route.retry]
+            on = ["reset", "teapot"]
+            """
+        #expect(
+            problems(text) == [
+                "proxy.conf:5: route[1].path_prefix: set either path or path_prefix, not both",
+                #"proxy.conf:7: route[2].name: duplicate route name "api""#,
+                "proxy.conf:9: route[3]: a route needs path or path_prefix",
+                #"proxy.conf:13: route[4].path: must be a path starting with "/" (no spaces, query or fragment), got "relative""#,
+                #"proxy.conf:15: route[4].retry.on: unknown condition "teapot": use "connect-failure", "reset", "timeout" or a status code"#,
+            ]
+        )
+    }
+
+    @Test func aMissingUpstreamHasNoLine() {
+        #expect(problems("listen = \"0.0.0.0:8080\"\n") == [#"proxy.conf: upstream: missing required key (the app's "host:port" or "unix:/path")"#])
+    }
+
+    @Test func anUpstreamMayBeLeftOutInSupervisorMode() throws {
+        let config = try ConfigLoader.parse("[app]\ncommand = [\"app\"]\n", fileName: "proxy.conf")
+        #expect(config.upstream == nil)
+        #expect(config.app?.command == ["app"])
+    }
+
+    @Test func aBadAddressIsExplained() {
+        #expect(problems("upstream = \"localhost\"\nlisten = \"0.0.0.0:99999\"\n") == [
+            #"proxy.conf:1: upstream: invalid address "localhost": use "host:port" or "unix:/absolute/path""#,
+            #"proxy.conf:2: listen: invalid address "0.0.0.0:99999": use "host:port", like "0.0.0.0:8080""#,
+        ])
+    }
+
+    @Test func aSyntaxErrorHasItsLine() {
+        let found = problems("upstream = \"127.0.0.1:8000\"\n[server\nthreads = 1\n")
+        #expect(found.count == 1)
+        #expect(found.first?.hasPrefix("proxy.conf:2: syntax error:") == true, "\(found)")
+    }
+
+    @Test func everyProblemIsReportedAtOnce() {
+        let text = "upstream = \"127.0.0.1:8000\"\n[server]\nthreads = 0\nbogus = true\n[log]\nlevel = \"loud\"\n"
+        #expect(problems(text) == [
+            "proxy.conf:3: server.threads: must be between 1 and 256, got 0",
+            "proxy.conf:4: server.bogus: unknown key",
+            "proxy.conf:6: log.level: unknown level \"loud\": use one of trace, debug, info, notice, warning, error, critical",
+        ])
+    }
+
+    @Test func defaultsTakeNoRouteKeys() {
+        #expect(problems("upstream = \"127.0.0.1:8000\"\n[defaults]\nname = \"x\"\n") == ["proxy.conf:3: defaults.name: unknown key"])
+    }
+
+    @Test func aMissingFileIsNamed() {
+        #expect(throws: ConfigErrors.self) { try ConfigLoader.load(path: "/nonexistent/proxy.conf") }
+        do {
+            _ = try ConfigLoader.load(path: "/nonexistent/proxy.conf")
+        } catch {
+            #expect(error.description == "/nonexistent/proxy.conf: no such file")
+        }
+    }
+
+    @Test(arguments: [
+        ("250ms", Duration.milliseconds(250)), ("2s", .seconds(2)), ("1m", .seconds(60)), ("1.5s", .milliseconds(1500)), ("1h", .seconds(3600)),
+    ])
+    func durationsParse(text: String, expected: Duration) {
+        #expect(ConfigUnits.duration(text) == expected)
+    }
+
+    @Test(arguments: ["", "5", "s", "-1s", "1 parsec", "1.2.3s", "abc"])
+    func badDurationsAreRejected(text: String) {
+        #expect(ConfigUnits.duration(text) == nil)
+    }
+
+    @Test func sizesParse() {
+        #expect(ConfigUnits.size("64KB") == 65536)
+        #expect(ConfigUnits.size("10MB") == 10_485_760)
+        #expect(ConfigUnits.size("1GiB") == 1 << 30)
+        #expect(ConfigUnits.size("512B") == 512)
+        #expect(ConfigUnits.size("10 parsecs") == nil)
+    }
+}
