@@ -34,6 +34,11 @@ final class ProxyExchange {
     private var phase = Phase.connecting
     private var pendingBody = CircularBuffer<ByteBuffer>()
     private var requestBodyBytes = 0
+    /// The body so far, kept while it fits `maxReplayBytes` so a failed attempt can be sent
+    /// again; nil once it outgrew that (Linkerd's rule: larger bodies are not retried).
+    private var replayableBody: [ByteBuffer]? = []
+    private var attempts = 0
+    static let maxReplayBytes = 64 * 1024
     /// The client sent the whole request.
     private var requestEnded = false
     /// The whole request reached the upstream connection: only then may it carry another.
@@ -96,6 +101,7 @@ final class ProxyExchange {
 
     /// Leases a connection to the app and sends the request on it.
     private func attempt() {
+        self.attempts += 1
         self.pool.lease { result in
             guard case .connecting = self.phase else {
                 // The client left while we connected; the connection never carried anything.
@@ -152,6 +158,13 @@ final class ProxyExchange {
         if self.requestBodyBytes > self.shared.server.maxBodyBytes {
             self.respondLocally(.bodyTooLarge)
             return
+        }
+        if self.replayableBody != nil {
+            if self.requestBodyBytes <= Self.maxReplayBytes {
+                self.replayableBody!.append(body)
+            } else {
+                self.replayableBody = nil
+            }
         }
         switch self.phase {
         case .connecting:
@@ -268,6 +281,13 @@ final class ProxyExchange {
         self.downstream.respond(LocalResponse(reason), version: self.request.version, closeConnection: closeConnection)
     }
 
+    /// A kept-alive connection the app closed just as the request went out (its keep-alive
+    /// timeout raced ours) most likely never reached the app: an idempotent request whose body
+    /// we still have goes out once more, on a new connection, instead of failing.
+    private func mayRetryOnFreshConnection(after connection: UpstreamConnection) -> Bool {
+        connection.requestsServed > 0 && self.attempts == 1 && self.replayableBody != nil && self.request.method.isIdempotent
+    }
+
     // MARK: Deadlines
 
     /// Moves the deadline to `duration` from now. One timer serves the whole exchange: when it
@@ -362,6 +382,12 @@ extension ProxyExchange: UpstreamConnectionDelegate {
 
     func upstreamClosed(error: (any Error)?) {
         switch self.phase {
+        case .forwarding(let connection) where self.mayRetryOnFreshConnection(after: connection):
+            connection.close()
+            self.phase = .connecting
+            self.cancelDeadline()
+            self.pendingBody = CircularBuffer(self.replayableBody ?? [])
+            self.attempt()
         case .forwarding(let connection):
             self.failBeforeResponse(on: connection, reason: .upstreamUnavailable)
         case .responding(let connection) where self.responseFraming == .untilClose && error == nil:
@@ -374,6 +400,16 @@ extension ProxyExchange: UpstreamConnectionDelegate {
             self.downstream.cutConnection()
         case .connecting, .finished:
             break
+        }
+    }
+}
+
+extension HTTPMethod {
+    /// RFC 9110 §9.2.2: sending these twice has the effect of sending them once.
+    var isIdempotent: Bool {
+        switch self {
+        case .GET, .HEAD, .OPTIONS, .PUT, .DELETE, .TRACE: true
+        default: false
         }
     }
 }

@@ -83,4 +83,31 @@ import Testing
             try await eventually { proxy.backend.openConnections == 0 }
         }
     }
+
+    @Test func anIdempotentRequestOnAConnectionTheAppJustClosedGoesOutAgain() async throws {
+        try await ProxyHarness.with { proxy in
+            let client = try await proxy.connect()
+            try await client.send(get("/status/200"))
+            #expect(try await client.readResponse().status == 200)
+            // The pooled connection is reused, the app drops it, and a fresh one answers.
+            try await client.send(get("/close-if-reused"))
+            let response = try await client.readResponse()
+            #expect(response.status == 200)
+            #expect(response.bodyString == "fresh")
+            #expect(proxy.backend.connectionsAccepted == 2)
+            await client.close()
+        }
+    }
+
+    @Test func aPostOnAConnectionTheAppJustClosedIsNotSentTwice() async throws {
+        try await ProxyHarness.with { proxy in
+            let client = try await proxy.connect()
+            try await client.send(get("/status/200"))
+            #expect(try await client.readResponse().status == 200)
+            try await client.send("POST /close-if-reused HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\n\r\nhi")
+            Self.expect502(try await client.readResponse())
+            #expect(proxy.backend.requestsReceived.filter { $0.method == "POST" }.count == 1)
+            await client.close()
+        }
+    }
 }

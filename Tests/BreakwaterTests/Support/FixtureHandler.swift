@@ -14,6 +14,8 @@ import NIOHTTP1
 /// - `/sse?events=N&interval=MS`: text/event-stream, "data: event i\n\n" every MS ms.
 /// - `/bytes/N`: N bytes (byte i = i % 251), written only while the socket takes them.
 /// - `/keepalive-close`: "bye" with `connection: close`, then a close.
+/// - `/close-if-reused`: closes without answering when the connection served a request before
+///   (an app whose keep-alive timeout just ran out), else "fresh".
 /// - `/ws` with `Upgrade`: 101, then a byte echo.
 /// - anything else: "ok".
 /// Every response carries `x-fixture-connection`, the connection's number.
@@ -28,6 +30,7 @@ final class FixtureHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// Bytes of `/bytes/N` still to write; written as the socket drains.
     private var bytesToSend = 0
     private var bytesSent = 0
+    private var requestsAnswered = 0
 
     init(connectionNumber: Int, state: NIOLockedValueBox<FixtureState>) {
         self.connectionNumber = connectionNumber
@@ -59,6 +62,7 @@ final class FixtureHandler: ChannelInboundHandler, RemovableChannelHandler {
                 )
             }
             self.respond(to: head, context: context)
+            self.requestsAnswered += 1
         }
     }
 
@@ -102,6 +106,10 @@ final class FixtureHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
         case "hang", "close", "reset":
             break
+        case "close-if-reused" where self.requestsAnswered > 0:
+            context.close(promise: nil)
+        case "close-if-reused":
+            self.send(.ok, body: Array("fresh".utf8), context: context)
         case "head-then-close":
             var headers = self.baseHeaders()
             headers.add(name: "content-length", value: String(Self.query(head.uri, "length", default: 1000)))
