@@ -27,11 +27,11 @@ final class BackendFixture: Sendable {
         self.state = state
     }
 
-    static func start() async throws -> BackendFixture {
+    /// Listens on 127.0.0.1 with a port the system picks, or on `unixSocketPath`.
+    static func start(unixSocketPath: String? = nil) async throws -> BackendFixture {
         let state = NIOLockedValueBox(FixtureState())
-        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        var bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 let number = state.withLockedValue { state in
                     state.connectionsAccepted += 1
@@ -50,8 +50,11 @@ final class BackendFixture: Sendable {
                     ])
                 }
             }
-            .bind(host: "127.0.0.1", port: 0)
-            .get()
+        if unixSocketPath == nil {
+            bootstrap = bootstrap.childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+        }
+        let channel = try await (unixSocketPath.map { bootstrap.bind(unixDomainSocketPath: $0, cleanupExistingSocketFile: true) }
+            ?? bootstrap.bind(host: "127.0.0.1", port: 0)).get()
         return BackendFixture(channel: channel, state: state)
     }
 

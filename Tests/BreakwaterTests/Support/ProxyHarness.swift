@@ -14,12 +14,13 @@ struct ProxyHarness {
     static func with(
         configuration: String = "",
         upstream: String? = nil,
+        backendSocketPath: String? = nil,
         _ body: (ProxyHarness) async throws -> Void
     ) async throws {
-        let backend = try await BackendFixture.start()
+        let backend = try await BackendFixture.start(unixSocketPath: backendSocketPath)
         let toml = """
             listen = "127.0.0.1:0"
-            upstream = "\(upstream ?? "127.0.0.1:\(backend.port)")"
+            upstream = "\(upstream ?? backendSocketPath.map { "unix:\($0)" } ?? "127.0.0.1:\(backend.port)")"
             [admin]
             listen = "127.0.0.1:0"
 
