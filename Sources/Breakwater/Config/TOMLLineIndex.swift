@@ -41,7 +41,7 @@ struct TOMLLineIndex {
                 }
                 table = name
                 self.record(table, line: lineNumber)
-            } else if let equals = Self.assignment(in: line) {
+            } else if let equals = Self.firstUnquoted("=", in: line) {
                 let key = Self.keyComponents(line[..<equals])
                 self.record(table + key, line: lineNumber)
                 let value = line[line.index(after: equals)...].drop { $0 == " " }
@@ -98,8 +98,8 @@ struct TOMLLineIndex {
         return components
     }
 
-    /// The index of the `=` of a `key = value` line, outside quoted keys.
-    private static func assignment(in line: Substring) -> Substring.Index? {
+    /// The first `character` outside quotes: the `=` of `key = value`, the `#` of a comment.
+    private static func firstUnquoted(_ target: Character, in line: Substring) -> Substring.Index? {
         var quote: Character?
         for index in line.indices {
             let character = line[index]
@@ -107,7 +107,7 @@ struct TOMLLineIndex {
                 if character == open { quote = nil }
             } else if character == "\"" || character == "'" {
                 quote = character
-            } else if character == "=" {
+            } else if character == target {
                 return index
             }
         }
@@ -115,18 +115,7 @@ struct TOMLLineIndex {
     }
 
     private static func strippingComment(_ line: Substring) -> Substring {
-        var quote: Character?
-        for index in line.indices {
-            let character = line[index]
-            if let open = quote {
-                if character == open { quote = nil }
-            } else if character == "\"" || character == "'" {
-                quote = character
-            } else if character == "#" {
-                return line[..<index]
-            }
-        }
-        return line
+        self.firstUnquoted("#", in: line).map { line[..<$0] } ?? line
     }
 
     /// Open minus closed brackets outside strings: a multi-line array continues while positive.
