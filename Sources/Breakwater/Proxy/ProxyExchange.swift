@@ -2,16 +2,18 @@ import NIOCore
 import NIOHTTP1
 
 /// One request's journey through the proxy, top to bottom:
-/// route → attempt (connect, forward, timeout) → upstream response → client response.
+/// route → breaker → attempt (connect, forward, timeout) → retry or answer → response.
 ///
-/// Lives on the client connection's event loop, which is also where its upstream connection
-/// lives, so both sides are driven without locks. Bodies stream in both directions: the request
+/// Lives on the client connection's event loop, which is also where its upstream connections
+/// live, so both sides are driven without locks; only the route's shared policy state (breaker,
+/// retry budget) is reached through short locks. Bodies stream in both directions: the request
 /// body goes to the app as it arrives (reads from the client pause while the app's socket is
 /// full), and the response goes to the client as it arrives (reads from the app pause while the
-/// client's socket is full).
+/// client's socket is full). The app side of the exchange is in `ProxyExchange+Upstream.swift`.
 final class ProxyExchange {
-    private enum Phase {
-        /// Waiting for an upstream connection; request body parts queue in `pendingBody`.
+    enum Phase {
+        /// Waiting for an upstream connection, or for a retry's backoff; request body parts
+        /// queue in `pendingBody`.
         case connecting
         /// The request is going to the app; no response head yet.
         case forwarding(UpstreamConnection)
@@ -22,33 +24,39 @@ final class ProxyExchange {
         case finished
     }
 
-    private let request: HTTPRequestHead
-    private let requestFraming: MessageFraming
-    private let isUpgrade: Bool
-    private let clientAddress: String?
-    private let shared: ProxyShared
-    private let pool: UpstreamConnectionPool
-    private let downstream: DownstreamHandler
-    private let route: RouteConfig
-
-    private var phase = Phase.connecting
-    private var pendingBody = CircularBuffer<ByteBuffer>()
-    private var requestBodyBytes = 0
-    /// The body so far, kept while it fits `maxReplayBytes` so a failed attempt can be sent
-    /// again; nil once it outgrew that (Linkerd's rule: larger bodies are not retried).
-    private var replayableBody: [ByteBuffer]? = []
-    private var attempts = 0
+    /// Bodies up to this size are kept for replay (Linkerd's limit); larger ones are not retried.
     static let maxReplayBytes = 64 * 1024
+
+    let request: HTTPRequestHead
+    let requestFraming: MessageFraming
+    let isUpgrade: Bool
+    let clientAddress: String?
+    let shared: ProxyShared
+    let pool: UpstreamConnectionPool
+    let downstream: DownstreamHandler
+    let route: Route
+    let startedAt = NIODeadline.now()
+
+    var phase = Phase.connecting
+    var pendingBody = CircularBuffer<ByteBuffer>()
+    var requestBodyBytes = 0
+    /// The body so far while it fits `maxReplayBytes`, so a failed attempt can be sent again.
+    var replayableBody: [ByteBuffer]? = []
     /// The client sent the whole request.
-    private var requestEnded = false
-    /// The whole request reached the upstream connection: only then may it carry another.
-    private var requestForwarded = false
-    private var responseFraming = MessageFraming.noBody
-    private var upstreamKeepAlive = false
-    private var clientKeepAlive = false
+    var requestEnded = false
+    /// The whole request reached the current upstream connection: only then may it carry another.
+    var requestForwarded = false
+    var attempts = 0
+    /// This attempt is a half-open breaker's probe, which must be reported or released.
+    var isProbe = false
+    var staleConnectionRetried = false
+    var retryTask: Scheduled<Void>?
+    var responseFraming = MessageFraming.noBody
+    var upstreamKeepAlive = false
+    var clientKeepAlive = false
     /// When the current wait (for a response head, or between two body pieces) runs out.
-    private var deadline = NIODeadline.distantFuture
-    private var deadlineTimer: (task: Scheduled<Void>, firesAt: NIODeadline)?
+    var deadline = NIODeadline.distantFuture
+    var deadlineTimer: (task: Scheduled<Void>, firesAt: NIODeadline)?
 
     init(
         request: HTTPRequestHead,
@@ -64,8 +72,7 @@ final class ProxyExchange {
         self.shared = shared
         self.pool = pool
         self.downstream = downstream
-        let router = shared.router
-        self.route = router.routes[router.routeIndex(method: request.method.rawValue, uri: request.uri)]
+        self.route = shared.route(method: request.method.rawValue, uri: request.uri)
     }
 
     var hasStartedResponse: Bool {
@@ -84,6 +91,10 @@ final class ProxyExchange {
         }
     }
 
+    static var now: PolicyInstant {
+        PolicyInstant(nanoseconds: NIODeadline.now().uptimeNanoseconds)
+    }
+
     // MARK: The journey
 
     func start() {
@@ -96,12 +107,29 @@ final class ProxyExchange {
             self.downstream.writeResponsePart(.head(HTTPResponseHead(version: self.request.version, status: .continue)))
             self.downstream.flush()
         }
+        self.route.recordRequest(now: Self.now)
+        guard self.admittedByBreaker() else { return }
         self.attempt()
     }
 
+    /// Asks the route's breaker; while it is open the client gets the route's fallback (or
+    /// SPEC's 503) at once and nothing reaches the app.
+    private func admittedByBreaker() -> Bool {
+        switch self.route.admit(now: Self.now) {
+        case .admitted(let probe):
+            self.isProbe = probe
+            return true
+        case .rejected(let retryAfter):
+            let seconds = max(1, Int((Double(retryAfter.components.seconds) + Double(retryAfter.components.attoseconds) / 1e18).rounded(.up)))
+            self.finishLocally(with: LocalResponse(.breakerOpen, retryAfterSeconds: seconds, fallback: self.route.policy.fallback))
+            return false
+        }
+    }
+
     /// Leases a connection to the app and sends the request on it.
-    private func attempt() {
+    func attempt() {
         self.attempts += 1
+        self.requestForwarded = false
         self.pool.lease { result in
             guard case .connecting = self.phase else {
                 // The client left while we connected; the connection never carried anything.
@@ -114,7 +142,7 @@ final class ProxyExchange {
             case .success(let connection):
                 self.forward(on: connection)
             case .failure:
-                self.respondLocally(.upstreamUnavailable)
+                self.attemptFailed(.connectFailure, on: nil)
             }
         }
     }
@@ -141,14 +169,94 @@ final class ProxyExchange {
         self.downstream.resumeReadingIfNeeded()
     }
 
-    private func finishRequest(on connection: UpstreamConnection) {
+    func finishRequest(on connection: UpstreamConnection) {
         connection.write(.end(nil))
         self.requestForwarded = true
         if case .forwarding = self.phase {
             // The app has `timeout` from the end of the request to answer (Envoy's rule), so a
             // slow upload is not mistaken for a slow app.
-            self.resetDeadline(in: self.route.policy.timeout)
+            self.resetDeadline(in: self.route.retryPolicy.attemptTimeout)
         }
+    }
+
+    // MARK: Outcomes
+
+    /// Tells the breaker how the attempt went; a probe's slot is settled with it.
+    func recordOutcome(_ outcome: CircuitBreaker.Outcome) {
+        self.route.record(outcome, probe: self.isProbe, now: Self.now)
+        self.isProbe = false
+    }
+
+    /// An attempt failed before a response head: retry it, or answer.
+    func attemptFailed(_ failure: RetryPolicy.Failure, on connection: UpstreamConnection?) {
+        connection?.close()
+        self.cancelDeadline()
+        self.phase = .connecting
+        if failure == .reset, let connection, self.mayRetryOnFreshConnection(after: connection) {
+            // Not the app's failure, so neither the breaker nor the budget hears of it.
+            self.staleConnectionRetried = true
+            self.attempts -= 1
+            self.pendingBody = CircularBuffer(self.replayableBody ?? [])
+            self.attempt()
+            return
+        }
+        self.recordOutcome(.failure)
+        if let delay = self.retryDelay(after: failure) {
+            self.retry(after: delay, failure: failure)
+        } else {
+            self.answer(failure)
+        }
+    }
+
+    /// Sends the request again after `delay`, if the breaker still lets it through then.
+    func retry(after delay: Duration, failure: RetryPolicy.Failure) {
+        self.phase = .connecting
+        if failure != .connectFailure {
+            // What went out must go out again; after a connect failure nothing did.
+            self.pendingBody = CircularBuffer(self.replayableBody ?? [])
+        }
+        self.retryTask = self.pool.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(delay)) {
+            self.retryTask = nil
+            guard case .connecting = self.phase else { return }
+            switch self.route.admit(now: Self.now) {
+            case .admitted(let probe):
+                self.isProbe = probe
+                self.attempt()
+            case .rejected:
+                self.answer(failure)
+            }
+        }
+    }
+
+    /// The wait before retrying after `failure`, if the route's rules and its retry budget
+    /// allow one.
+    func retryDelay(after failure: RetryPolicy.Failure) -> Duration? {
+        let elapsed = NIODeadline.now() - self.startedAt
+        let delay = self.route.retryPolicy.delayBeforeRetry(
+            after: failure,
+            attemptsMade: self.attempts,
+            isIdempotent: self.request.method.isIdempotent,
+            bodyReplayable: self.replayableBody != nil,
+            elapsed: .nanoseconds(elapsed.nanoseconds),
+            random: Double.random(in: 0..<1)
+        )
+        guard let delay, self.route.tryAcquireRetry(now: Self.now) else { return nil }
+        return delay
+    }
+
+    /// The answer for a failure that is not retried.
+    private func answer(_ failure: RetryPolicy.Failure) {
+        switch failure {
+        case .connectFailure, .reset, .status: self.respondLocally(.upstreamUnavailable)
+        case .timeout: self.respondLocally(.upstreamTimeout)
+        }
+    }
+
+    /// A kept-alive connection the app closed just as the request went out (its keep-alive
+    /// timeout raced ours) most likely never reached the app: an idempotent request whose body
+    /// we still have goes out once more, on a new connection, instead of failing.
+    private func mayRetryOnFreshConnection(after connection: UpstreamConnection) -> Bool {
+        connection.requestsServed > 0 && !self.staleConnectionRetried && self.replayableBody != nil && self.request.method.isIdempotent
     }
 
     // MARK: Request body, from the client
@@ -213,55 +321,20 @@ final class ProxyExchange {
         case .connecting, .finished:
             break
         }
+        self.route.release(probe: self.isProbe)
+        self.isProbe = false
         self.phase = .finished
+        self.retryTask?.cancel()
         self.cancelDeadline()
     }
 
-    // MARK: Response, from the app
+    // MARK: Answers of the proxy's own
 
-    private func receivedResponseHead(_ head: HTTPResponseHead, on connection: UpstreamConnection) {
-        if head.status == .switchingProtocols {
-            guard self.isUpgrade else {
-                self.failBeforeResponse(on: connection, reason: .upstreamUnavailable)
-                return
-            }
-            self.phase = .upgrading(connection, head)
-            self.cancelDeadline()
-            return
-        }
-        self.responseFraming = MessageFraming(response: head, requestMethod: self.request.method)
-        self.upstreamKeepAlive = head.isKeepAlive && self.responseFraming != .untilClose
-        // After an upgrade request the client's decoder stops parsing, and a response that
-        // comes before the request is whole leaves the client's stream position unknown.
-        self.clientKeepAlive =
-            self.request.isKeepAlive && self.requestEnded && !self.isUpgrade
-            && (self.request.version.speaksChunked || self.responseFraming != .untilClose)
-            && (self.request.version.speaksChunked || self.responseFraming != .chunked)
-        self.phase = .responding(connection)
-        self.resetDeadline(in: self.route.policy.bodyTimeout)
-        let clientHead = HeaderRewriting.clientResponse(
-            head,
-            framing: self.responseFraming,
-            clientVersion: self.request.version,
-            keepAlive: self.clientKeepAlive
-        )
-        self.downstream.writeResponsePart(.head(clientHead))
+    func respondLocally(_ reason: ProxyReason) {
+        self.finishLocally(with: LocalResponse(reason))
     }
 
-    private func finishResponse(trailers: HTTPHeaders?, on connection: UpstreamConnection) {
-        self.phase = .finished
-        self.cancelDeadline()
-        self.pool.release(connection, reusable: self.requestForwarded && self.upstreamKeepAlive)
-        self.downstream.finishResponse(trailers: trailers, closeConnection: !self.clientKeepAlive)
-    }
-
-    /// The app failed before a response head: the client still gets a status code.
-    private func failBeforeResponse(on connection: UpstreamConnection, reason: ProxyReason) {
-        connection.close()
-        self.respondLocally(reason)
-    }
-
-    private func respondLocally(_ reason: ProxyReason) {
+    private func finishLocally(with response: LocalResponse) {
         switch self.phase {
         case .forwarding(let connection):
             connection.close()
@@ -276,131 +349,10 @@ final class ProxyExchange {
             break
         }
         self.phase = .finished
+        self.retryTask?.cancel()
         self.cancelDeadline()
-        let closeConnection = reason.closesConnection || !self.requestEnded || !self.request.isKeepAlive || self.isUpgrade
-        self.downstream.respond(LocalResponse(reason), version: self.request.version, closeConnection: closeConnection)
-    }
-
-    /// A kept-alive connection the app closed just as the request went out (its keep-alive
-    /// timeout raced ours) most likely never reached the app: an idempotent request whose body
-    /// we still have goes out once more, on a new connection, instead of failing.
-    private func mayRetryOnFreshConnection(after connection: UpstreamConnection) -> Bool {
-        connection.requestsServed > 0 && self.attempts == 1 && self.replayableBody != nil && self.request.method.isIdempotent
-    }
-
-    // MARK: Deadlines
-
-    /// Moves the deadline to `duration` from now. One timer serves the whole exchange: when it
-    /// fires early (the deadline moved on since), it re-arms for the new deadline, so a body
-    /// streaming thousands of pieces costs a clock read per piece, not a timer.
-    private func resetDeadline(in duration: Duration) {
-        self.deadline = .now() + TimeAmount(duration)
-        if let timer = self.deadlineTimer {
-            if timer.firesAt <= self.deadline { return }
-            timer.task.cancel()
-        }
-        self.armDeadlineTimer()
-    }
-
-    private func armDeadlineTimer() {
-        let firesAt = self.deadline
-        let task = self.pool.eventLoop.assumeIsolated().scheduleTask(deadline: firesAt) {
-            self.deadlineTimer = nil
-            if NIODeadline.now() < self.deadline {
-                self.armDeadlineTimer()
-            } else {
-                self.deadlinePassed()
-            }
-        }
-        self.deadlineTimer = (task, firesAt)
-    }
-
-    private func cancelDeadline() {
-        self.deadlineTimer?.task.cancel()
-        self.deadlineTimer = nil
-        self.deadline = .distantFuture
-    }
-
-    private func deadlinePassed() {
-        switch self.phase {
-        case .forwarding(let connection) where self.requestForwarded:
-            self.failBeforeResponse(on: connection, reason: .upstreamTimeout)
-        case .forwarding(let connection), .responding(let connection):
-            // A body stalled longer than `body_timeout`, in either direction.
-            connection.close()
-            self.phase = .finished
-            self.downstream.cutConnection()
-        case .connecting, .upgrading, .finished:
-            break
-        }
-    }
-}
-
-extension ProxyExchange: UpstreamConnectionDelegate {
-    var wantsUpstreamReads: Bool {
-        self.downstream.isWritable
-    }
-
-    func upstreamReceived(_ part: HTTPClientResponsePart) {
-        switch (self.phase, part) {
-        case (.forwarding(let connection), .head(let head)):
-            self.receivedResponseHead(head, on: connection)
-        case (.responding, .body(let body)):
-            self.downstream.writeResponsePart(.body(.byteBuffer(body)))
-            self.resetDeadline(in: self.route.policy.bodyTimeout)
-        case (.responding(let connection), .end(let trailers)):
-            self.finishResponse(trailers: trailers, on: connection)
-        case (.upgrading(let connection, let upgradeHead), .end):
-            // Switch once the decoder that delivered this has returned: it is removed in the
-            // splice, and bytes behind the 101 must leave through it.
-            connection.channel.eventLoop.assumeIsolated().execute {
-                guard case .upgrading = self.phase else { return }
-                self.phase = .finished
-                let head = HeaderRewriting.clientResponse(
-                    upgradeHead,
-                    framing: .noBody,
-                    clientVersion: self.request.version,
-                    keepAlive: true
-                )
-                self.downstream.startTunnel(response: head, upstream: connection)
-            }
-        default:
-            // Parts out of order cannot come from the decoder; nothing to do for the rest.
-            break
-        }
-    }
-
-    func upstreamReadComplete() {
-        self.downstream.flush()
-    }
-
-    func upstreamWritabilityChanged(isWritable: Bool) {
-        if isWritable {
-            self.downstream.resumeReadingIfNeeded()
-        }
-    }
-
-    func upstreamClosed(error: (any Error)?) {
-        switch self.phase {
-        case .forwarding(let connection) where self.mayRetryOnFreshConnection(after: connection):
-            connection.close()
-            self.phase = .connecting
-            self.cancelDeadline()
-            self.pendingBody = CircularBuffer(self.replayableBody ?? [])
-            self.attempt()
-        case .forwarding(let connection):
-            self.failBeforeResponse(on: connection, reason: .upstreamUnavailable)
-        case .responding(let connection) where self.responseFraming == .untilClose && error == nil:
-            // The app's way of ending a body without a length.
-            self.upstreamKeepAlive = false
-            self.finishResponse(trailers: nil, on: connection)
-        case .responding, .upgrading:
-            self.phase = .finished
-            self.cancelDeadline()
-            self.downstream.cutConnection()
-        case .connecting, .finished:
-            break
-        }
+        let closeConnection = response.reason.closesConnection || !self.requestEnded || !self.request.isKeepAlive || self.isUpgrade
+        self.downstream.respond(response, version: self.request.version, closeConnection: closeConnection)
     }
 }
 

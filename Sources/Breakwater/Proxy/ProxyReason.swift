@@ -65,10 +65,13 @@ struct LocalResponse {
     /// Whole seconds; 503s always carry one so well-behaved clients back off.
     var retryAfterSeconds: Int?
 
-    init(_ reason: ProxyReason, retryAfterSeconds: Int? = nil) {
-        self.status = reason.status
+    /// - Parameter fallback: a route's own answer for an open breaker, in place of the
+    ///   generic body (the reason header stays, so the answer can still be told apart).
+    init(_ reason: ProxyReason, retryAfterSeconds: Int? = nil, fallback: FallbackConfig? = nil) {
+        self.status = fallback.map { HTTPResponseStatus(statusCode: $0.status) } ?? reason.status
         self.reason = reason
-        self.body = #"{"error":"\#(reason.message)","reason":"\#(reason.rawValue)"}"#
+        self.contentType = fallback?.contentType ?? "application/json"
+        self.body = fallback?.body ?? #"{"error":"\#(reason.message)","reason":"\#(reason.rawValue)"}"#
         self.retryAfterSeconds = retryAfterSeconds ?? (reason.status == .serviceUnavailable ? 1 : nil)
     }
 

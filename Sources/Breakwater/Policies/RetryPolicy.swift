@@ -1,0 +1,77 @@
+/// Whether, and after how long, a failed attempt is tried again: the route's `[route.retry]`
+/// rules that depend only on the request and the failure. The shared parts of the decision —
+/// the retry budget and the breaker — are asked by the data path afterwards.
+public struct RetryPolicy: Sendable {
+    /// How an attempt failed.
+    public enum Failure: Equatable, Sendable {
+        /// No connection: the request never reached the app.
+        case connectFailure
+        /// The connection closed or broke before a response head.
+        case reset
+        /// No response head within the attempt's time.
+        case timeout
+        /// The app answered with a status listed in `on`.
+        case status(Int)
+
+        var condition: RetryCondition {
+            switch self {
+            case .connectFailure: .connectFailure
+            case .reset: .reset
+            case .timeout: .timeout
+            case .status(let code): .status(code)
+            }
+        }
+    }
+
+    public let configuration: RetryConfig
+    public let routeTimeout: Duration
+    private let backoff: Backoff
+
+    public init(configuration: RetryConfig, routeTimeout: Duration) {
+        self.configuration = configuration
+        self.routeTimeout = routeTimeout
+        self.backoff = Backoff(base: configuration.backoff, max: configuration.maxBackoff)
+    }
+
+    /// How long one attempt may wait for a response head. The route's `timeout` covers all
+    /// attempts (Envoy's rule); when timeouts are retried, each attempt gets an equal share of
+    /// it, or a hung first attempt would leave no time for a second.
+    public var attemptTimeout: Duration {
+        self.configuration.on.contains(.timeout) ? self.routeTimeout / self.configuration.attempts : self.routeTimeout
+    }
+
+    /// Whether a response with `status` is one to retry rather than pass on.
+    public func retries(status: Int) -> Bool {
+        self.configuration.attempts > 1 && self.configuration.on.contains(.status(status))
+    }
+
+    /// The wait before the next attempt, or nil when this failure ends the request.
+    ///
+    /// - Parameters:
+    ///   - attemptsMade: attempts so far, the failed one included.
+    ///   - isIdempotent: the method may be sent twice; otherwise only a request that never
+    ///     reached the app (a connect failure) is retried.
+    ///   - bodyReplayable: the whole body sent so far is still held.
+    ///   - elapsed: time since the request began; no retry may end past `timeout`.
+    ///   - random: a number in [0, 1) for the backoff's jitter.
+    public func delayBeforeRetry(
+        after failure: Failure,
+        attemptsMade: Int,
+        isIdempotent: Bool,
+        bodyReplayable: Bool,
+        elapsed: Duration,
+        random: Double
+    ) -> Duration? {
+        guard attemptsMade < self.configuration.attempts, self.configuration.on.contains(failure.condition) else {
+            return nil
+        }
+        guard failure == .connectFailure || (isIdempotent && bodyReplayable) else {
+            return nil
+        }
+        let delay = self.backoff.delay(forRetry: attemptsMade, random: random)
+        guard elapsed + delay < self.routeTimeout else {
+            return nil
+        }
+        return delay
+    }
+}

@@ -1,0 +1,160 @@
+import NIOCore
+import NIOHTTP1
+
+/// The app's side of an exchange: its response, its failures, and the deadlines that bound
+/// waiting for it.
+extension ProxyExchange: UpstreamConnectionDelegate {
+    var wantsUpstreamReads: Bool {
+        self.downstream.isWritable
+    }
+
+    func upstreamReceived(_ part: HTTPClientResponsePart) {
+        switch (self.phase, part) {
+        case (.forwarding(let connection), .head(let head)):
+            self.receivedResponseHead(head, on: connection)
+        case (.responding, .body(let body)):
+            self.downstream.writeResponsePart(.body(.byteBuffer(body)))
+            self.resetDeadline(in: self.route.policy.bodyTimeout)
+        case (.responding(let connection), .end(let trailers)):
+            self.finishResponse(trailers: trailers, on: connection)
+        case (.upgrading(let connection, let upgradeHead), .end):
+            // Switch once the decoder that delivered this has returned: it is removed in the
+            // splice, and bytes behind the 101 must leave through it.
+            connection.channel.eventLoop.assumeIsolated().execute {
+                guard case .upgrading = self.phase else { return }
+                self.phase = .finished
+                let head = HeaderRewriting.clientResponse(
+                    upgradeHead,
+                    framing: .noBody,
+                    clientVersion: self.request.version,
+                    keepAlive: true
+                )
+                self.downstream.startTunnel(response: head, upstream: connection)
+            }
+        default:
+            // Parts out of order cannot come from the decoder; nothing to do for the rest.
+            break
+        }
+    }
+
+    func upstreamReadComplete() {
+        self.downstream.flush()
+    }
+
+    func upstreamWritabilityChanged(isWritable: Bool) {
+        if isWritable {
+            self.downstream.resumeReadingIfNeeded()
+        }
+    }
+
+    func upstreamClosed(error: (any Error)?) {
+        switch self.phase {
+        case .forwarding(let connection):
+            self.attemptFailed(.reset, on: connection)
+        case .responding(let connection) where self.responseFraming == .untilClose && error == nil:
+            // The app's way of ending a body without a length.
+            self.upstreamKeepAlive = false
+            self.finishResponse(trailers: nil, on: connection)
+        case .responding, .upgrading:
+            self.phase = .finished
+            self.cancelDeadline()
+            self.downstream.cutConnection()
+        case .connecting, .finished:
+            break
+        }
+    }
+
+    // MARK: The response
+
+    private func receivedResponseHead(_ head: HTTPResponseHead, on connection: UpstreamConnection) {
+        let status = Int(head.status.code)
+        self.recordOutcome(self.route.isFailure(status: status) ? .failure : .success)
+        if self.route.retryPolicy.retries(status: status), let delay = self.retryDelay(after: .status(status)) {
+            // This answer is dropped for another try; its connection, mid-response, goes too.
+            connection.close()
+            self.cancelDeadline()
+            self.retry(after: delay, failure: .status(status))
+            return
+        }
+        if head.status == .switchingProtocols {
+            guard self.isUpgrade else {
+                self.attemptFailed(.reset, on: connection)
+                return
+            }
+            self.phase = .upgrading(connection, head)
+            self.cancelDeadline()
+            return
+        }
+        self.responseFraming = MessageFraming(response: head, requestMethod: self.request.method)
+        self.upstreamKeepAlive = head.isKeepAlive && self.responseFraming != .untilClose
+        // After an upgrade request the client's decoder stops parsing, and a response that
+        // comes before the request is whole leaves the client's stream position unknown.
+        self.clientKeepAlive =
+            self.request.isKeepAlive && self.requestEnded && !self.isUpgrade
+            && (self.request.version.speaksChunked || self.responseFraming != .untilClose)
+            && (self.request.version.speaksChunked || self.responseFraming != .chunked)
+        self.phase = .responding(connection)
+        self.resetDeadline(in: self.route.policy.bodyTimeout)
+        let clientHead = HeaderRewriting.clientResponse(
+            head,
+            framing: self.responseFraming,
+            clientVersion: self.request.version,
+            keepAlive: self.clientKeepAlive
+        )
+        self.downstream.writeResponsePart(.head(clientHead))
+    }
+
+    private func finishResponse(trailers: HTTPHeaders?, on connection: UpstreamConnection) {
+        self.phase = .finished
+        self.cancelDeadline()
+        self.pool.release(connection, reusable: self.requestForwarded && self.upstreamKeepAlive)
+        self.downstream.finishResponse(trailers: trailers, closeConnection: !self.clientKeepAlive)
+    }
+
+    // MARK: Deadlines
+
+    /// Moves the deadline to `duration` from now. One timer serves the whole exchange: when it
+    /// fires early (the deadline moved on since), it re-arms for the new deadline, so a body
+    /// streaming thousands of pieces costs a clock read per piece, not a timer.
+    func resetDeadline(in duration: Duration) {
+        self.deadline = .now() + TimeAmount(duration)
+        if let timer = self.deadlineTimer {
+            if timer.firesAt <= self.deadline { return }
+            timer.task.cancel()
+        }
+        self.armDeadlineTimer()
+    }
+
+    private func armDeadlineTimer() {
+        let firesAt = self.deadline
+        let task = self.pool.eventLoop.assumeIsolated().scheduleTask(deadline: firesAt) {
+            self.deadlineTimer = nil
+            if NIODeadline.now() < self.deadline {
+                self.armDeadlineTimer()
+            } else {
+                self.deadlinePassed()
+            }
+        }
+        self.deadlineTimer = (task, firesAt)
+    }
+
+    func cancelDeadline() {
+        self.deadlineTimer?.task.cancel()
+        self.deadlineTimer = nil
+        self.deadline = .distantFuture
+    }
+
+    private func deadlinePassed() {
+        switch self.phase {
+        case .forwarding(let connection) where self.requestForwarded:
+            self.attemptFailed(.timeout, on: connection)
+        case .forwarding(let connection), .responding(let connection):
+            // A body stalled longer than `body_timeout`, in either direction.
+            connection.close()
+            self.phase = .finished
+            self.downstream.cutConnection()
+        case .connecting, .upgrading, .finished:
+            break
+        }
+    }
+}

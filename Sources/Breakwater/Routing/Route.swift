@@ -1,0 +1,57 @@
+import NIOConcurrencyHelpers
+
+/// A configured route with its live policy state, shared by every event loop: one route's
+/// trouble (its open breaker, its spent retry budget) never touches another's.
+///
+/// The breaker and budget sit behind locks held for a few arithmetic operations, never across
+/// I/O, so they stay exact with `server.threads` > 1.
+final class Route: Sendable {
+    let configuration: RouteConfig
+    let retryPolicy: RetryPolicy
+    private let breaker: NIOLockedValueBox<CircuitBreaker>
+    private let retryBudget: NIOLockedValueBox<RetryBudget>
+
+    init(configuration: RouteConfig) {
+        self.configuration = configuration
+        self.retryPolicy = RetryPolicy(configuration: configuration.policy.retry, routeTimeout: configuration.policy.timeout)
+        self.breaker = NIOLockedValueBox(CircuitBreaker(configuration: configuration.policy.breaker))
+        self.retryBudget = NIOLockedValueBox(RetryBudget(ratio: configuration.policy.retry.budget))
+    }
+
+    var name: String { self.configuration.name }
+    var policy: RoutePolicy { self.configuration.policy }
+
+    /// Asks the breaker whether a request (or a retry) may go to the app.
+    func admit(now: PolicyInstant) -> CircuitBreaker.Admission {
+        self.breaker.withLockedValue { $0.admit(now: now) }
+    }
+
+    /// Tells the breaker how an admitted attempt went.
+    func record(_ outcome: CircuitBreaker.Outcome, probe: Bool, now: PolicyInstant) {
+        let jitter = Double.random(in: 0.8..<1.2)
+        self.breaker.withLockedValue { _ = $0.record(outcome, probe: probe, now: now, jitter: jitter) }
+    }
+
+    /// An admitted probe that ended without an outcome (the client left).
+    func release(probe: Bool) {
+        guard probe else { return }
+        self.breaker.withLockedValue { $0.release(probe: true) }
+    }
+
+    /// Whether `status` from the app counts as a failure for the breaker.
+    func isFailure(status: Int) -> Bool {
+        self.policy.breaker.failureStatuses.contains(status)
+    }
+
+    func recordRequest(now: PolicyInstant) {
+        self.retryBudget.withLockedValue { $0.recordRequest(now: now) }
+    }
+
+    func tryAcquireRetry(now: PolicyInstant) -> Bool {
+        self.retryBudget.withLockedValue { $0.tryAcquireRetry(now: now) }
+    }
+
+    var breakerState: CircuitBreaker.State {
+        self.breaker.withLockedValue { $0.state }
+    }
+}
