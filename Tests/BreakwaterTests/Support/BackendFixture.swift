@@ -63,6 +63,16 @@ final class BackendFixture: Sendable {
     var openConnections: Int { self.state.withLockedValue { $0.openConnections } }
     var requestsReceived: [ReceivedRequest] { self.state.withLockedValue { $0.requests } }
 
+    /// While true, `/switchable` answers 500; the test decides when the app recovers.
+    func setFailing(_ failing: Bool) {
+        self.state.withLockedValue { $0.failing = failing }
+    }
+
+    /// Requests that reached the app whose path starts with `prefix`.
+    func requestCount(pathPrefix prefix: String) -> Int {
+        self.state.withLockedValue { $0.requests.filter { $0.uri.hasPrefix(prefix) }.count }
+    }
+
     func shutdown() async throws {
         try await self.channel.close()
     }
@@ -72,4 +82,7 @@ struct FixtureState: Sendable {
     var connectionsAccepted = 0
     var openConnections = 0
     var requests: [ReceivedRequest] = []
+    var failing = false
+    /// Requests seen per `/flaky/KEY`.
+    var flakyCounts: [String: Int] = [:]
 }

@@ -17,6 +17,8 @@ import NIOHTTP1
 /// - `/close-if-reused`: closes without answering when the connection served a request before
 ///   (an app whose keep-alive timeout just ran out), else "fresh".
 /// - `/ws` with `Upgrade`: 101, then a byte echo.
+/// - `/flaky/KEY?fail=N&status=S`: the first N requests for KEY get status S (503), then "recovered".
+/// - `/switchable`: 500 while the test has set the fixture failing, else "ok".
 /// - anything else: "ok".
 /// Every response carries `x-fixture-connection`, the connection's number.
 final class FixtureHandler: ChannelInboundHandler, RemovableChannelHandler {
@@ -106,6 +108,21 @@ final class FixtureHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
         case "hang", "close", "reset":
             break
+        case "flaky":
+            let key = segments.count > 1 ? String(segments[1]) : ""
+            let seen = self.state.withLockedValue { state in
+                state.flakyCounts[key, default: 0] += 1
+                return state.flakyCounts[key]!
+            }
+            if seen <= Self.query(head.uri, "fail", default: 1) {
+                let code = Self.query(head.uri, "status", default: 503)
+                self.send(HTTPResponseStatus(statusCode: code), body: Array("failure \(seen)".utf8), context: context)
+            } else {
+                self.send(.ok, body: Array("recovered".utf8), context: context)
+            }
+        case "switchable":
+            let failing = self.state.withLockedValue { $0.failing }
+            self.send(failing ? .internalServerError : .ok, body: Array((failing ? "failing" : "ok").utf8), context: context)
         case "close-if-reused" where self.requestsAnswered > 0:
             context.close(promise: nil)
         case "close-if-reused":

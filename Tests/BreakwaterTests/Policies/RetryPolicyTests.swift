@@ -1,0 +1,67 @@
+@testable import Breakwater
+import Testing
+
+@Suite struct RetryPolicyTests {
+    private func policy(_ configure: (inout RetryConfig) -> Void = { _ in }) -> RetryPolicy {
+        var configuration = RetryConfig()
+        configure(&configuration)
+        return RetryPolicy(configuration: configuration, routeTimeout: .seconds(1))
+    }
+
+    private func delay(
+        _ policy: RetryPolicy,
+        _ failure: RetryPolicy.Failure,
+        attemptsMade: Int = 1,
+        idempotent: Bool = true,
+        replayable: Bool = true,
+        elapsed: Duration = .zero
+    ) -> Duration? {
+        policy.delayBeforeRetry(
+            after: failure,
+            attemptsMade: attemptsMade,
+            isIdempotent: idempotent,
+            bodyReplayable: replayable,
+            elapsed: elapsed,
+            random: 0.5
+        )
+    }
+
+    @Test func retriesOnlyTheListedConditions() {
+        let policy = self.policy()
+        #expect(self.delay(policy, .reset) == .microseconds(12_500))
+        #expect(self.delay(policy, .status(503)) != nil)
+        #expect(self.delay(policy, .status(500)) == nil)
+        #expect(self.delay(policy, .timeout) == nil)
+    }
+
+    @Test func stopsAfterTheAttempts() {
+        let policy = self.policy { $0.attempts = 3 }
+        #expect(self.delay(policy, .reset, attemptsMade: 2) == .milliseconds(25))
+        #expect(self.delay(policy, .reset, attemptsMade: 3) == nil)
+        #expect(self.delay(self.policy { $0.attempts = 1 }, .connectFailure) == nil)
+    }
+
+    @Test func aNonIdempotentRequestIsRetriedOnlyWhenItNeverLeft() {
+        let policy = self.policy()
+        #expect(self.delay(policy, .reset, idempotent: false) == nil)
+        #expect(self.delay(policy, .status(503), idempotent: false) == nil)
+        #expect(self.delay(policy, .connectFailure, idempotent: false) != nil)
+    }
+
+    @Test func aBodyNoLongerHeldIsNotSentAgain() {
+        let policy = self.policy()
+        #expect(self.delay(policy, .reset, replayable: false) == nil)
+        #expect(self.delay(policy, .connectFailure, replayable: false) != nil)
+    }
+
+    @Test func noRetryEndsPastTheRouteTimeout() {
+        let policy = self.policy()
+        #expect(self.delay(policy, .reset, elapsed: .milliseconds(980)) != nil)
+        #expect(self.delay(policy, .reset, elapsed: .milliseconds(995)) == nil)
+    }
+
+    @Test func retriedTimeoutsShareTheRouteTimeout() {
+        #expect(self.policy().attemptTimeout == .seconds(1))
+        #expect(self.policy { $0.on = [.timeout]; $0.attempts = 4 }.attemptTimeout == .milliseconds(250))
+    }
+}

@@ -1,0 +1,142 @@
+import Foundation
+import Testing
+
+/// Per-route timeouts, breakers, retries and fallbacks, as a client and the app see them.
+@Suite struct ResilienceTests {
+    @Test func aSlowRouteTimesOutWhileAnotherIsUnharmed() async throws {
+        let configuration = """
+            [[route]]
+            name = "slow"
+            path = "/delay/3000"
+            timeout = "300ms"
+            """
+        try await ProxyHarness.with(configuration: configuration) { proxy in
+            async let other = proxy.request(get("/delay/600"))
+            let started = ContinuousClock.now
+            let slow = try await proxy.request(get("/delay/3000"))
+            let elapsed = ContinuousClock.now - started
+            #expect(slow.status == 504)
+            #expect(slow.header("x-breakwater-reason") == "upstream_timeout")
+            #expect(elapsed >= .milliseconds(280) && elapsed < .milliseconds(2000), "504 after \(elapsed)")
+            let unharmed = try await other
+            #expect(unharmed.status == 200)
+            #expect(unharmed.bodyString == "delayed")
+        }
+    }
+
+    @Test func aFailingRouteOpensItsBreakerAndRecoversThroughHalfOpen() async throws {
+        let configuration = """
+            [[route]]
+            name = "switchable"
+            path = "/switchable"
+            [route.breaker]
+            failure_threshold = 3
+            recovery_timeout = "500ms"
+            success_threshold = 1
+            [route.retry]
+            attempts = 1
+            """
+        try await ProxyHarness.with(configuration: configuration) { proxy in
+            proxy.backend.setFailing(true)
+            for _ in 0..<3 {
+                let response = try await proxy.request(get("/switchable"))
+                #expect(response.status == 500)
+                #expect(response.header("x-breakwater-reason") == nil)
+            }
+            for _ in 0..<5 {
+                let refused = try await proxy.request(get("/switchable"))
+                #expect(refused.status == 503)
+                #expect(refused.header("x-breakwater-reason") == "breaker_open")
+                #expect(refused.header("retry-after") == "1")
+            }
+            #expect(proxy.backend.requestCount(pathPrefix: "/switchable") == 3)
+            // Other routes are untouched.
+            #expect(try await proxy.request(get("/status/200")).status == 200)
+
+            proxy.backend.setFailing(false)
+            try await Task.sleep(for: .milliseconds(600))
+            let probe = try await proxy.request(get("/switchable"))
+            #expect(probe.status == 200)
+            for _ in 0..<3 {
+                #expect(try await proxy.request(get("/switchable")).status == 200)
+            }
+            #expect(proxy.backend.requestCount(pathPrefix: "/switchable") == 7)
+        }
+    }
+
+    @Test func aFlakyGetSucceedsThroughRetriesWhileAPostReachesTheAppOnce() async throws {
+        let configuration = """
+            [defaults.retry]
+            attempts = 3
+            backoff = "10ms"
+            max_backoff = "50ms"
+            on = ["503"]
+            """
+        try await ProxyHarness.with(configuration: configuration) { proxy in
+            let get = try await proxy.request(get("/flaky/get?fail=2"))
+            #expect(get.status == 200)
+            #expect(get.bodyString == "recovered")
+            #expect(proxy.backend.requestCount(pathPrefix: "/flaky/get") == 3)
+
+            let post = try await proxy.request("POST /flaky/post?fail=2 HTTP/1.1\r\nHost: test\r\nContent-Length: 4\r\n\r\nping")
+            #expect(post.status == 503)
+            #expect(post.bodyString == "failure 1")
+            #expect(post.header("x-breakwater-reason") == nil)
+            #expect(proxy.backend.requestCount(pathPrefix: "/flaky/post") == 1)
+        }
+    }
+
+    @Test func theRetryBudgetCapsTheLoadOnAnAppThatAlwaysFails() async throws {
+        let configuration = """
+            [defaults.breaker]
+            failure_threshold = 1000
+            window = 1000
+            minimum_requests = 1000
+            [defaults.retry]
+            attempts = 3
+            backoff = "1ms"
+            max_backoff = "5ms"
+            on = ["503"]
+            budget = 0.2
+            """
+        try await ProxyHarness.with(configuration: configuration) { proxy in
+            let client = try await proxy.connect()
+            for _ in 0..<100 {
+                try await client.send(get("/status/503"))
+                #expect(try await client.readResponse().status == 503)
+            }
+            let reached = proxy.backend.requestCount(pathPrefix: "/status/503")
+            #expect(reached >= 100 && reached <= 125, "the app saw \(reached) requests")
+            await client.close()
+        }
+    }
+
+    @Test func theFallbackIsServedWhileTheBreakerIsOpen() async throws {
+        let configuration = """
+            [[route]]
+            name = "switchable"
+            path = "/switchable"
+            [route.breaker]
+            failure_threshold = 2
+            recovery_timeout = "1m"
+            [route.retry]
+            attempts = 1
+            [route.fallback]
+            status = 200
+            content_type = "text/plain"
+            body = "cached answer"
+            """
+        try await ProxyHarness.with(configuration: configuration) { proxy in
+            proxy.backend.setFailing(true)
+            for _ in 0..<2 {
+                #expect(try await proxy.request(get("/switchable")).status == 500)
+            }
+            let fallback = try await proxy.request(get("/switchable"))
+            #expect(fallback.status == 200)
+            #expect(fallback.header("content-type") == "text/plain")
+            #expect(fallback.bodyString == "cached answer")
+            #expect(fallback.header("x-breakwater-reason") == "breaker_open")
+            #expect(proxy.backend.requestCount(pathPrefix: "/switchable") == 2)
+        }
+    }
+}
