@@ -217,14 +217,9 @@ final class ProxyExchange {
         }
         self.retryTask = self.pool.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(delay)) {
             self.retryTask = nil
-            guard case .connecting = self.phase else { return }
-            switch self.route.admit(now: Self.now) {
-            case .admitted(let probe):
-                self.isProbe = probe
-                self.attempt()
-            case .rejected:
-                self.answer(failure)
-            }
+            // The breaker may have opened meanwhile: then its answer is the client's.
+            guard case .connecting = self.phase, self.admittedByBreaker() else { return }
+            self.attempt()
         }
     }
 
