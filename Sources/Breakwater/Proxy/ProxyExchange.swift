@@ -1,8 +1,9 @@
 import NIOCore
 import NIOHTTP1
 
-/// One request's journey through the proxy, top to bottom:
-/// route → breaker → attempt (connect, forward, timeout) → retry or answer → response.
+/// One request's journey through the proxy, top to bottom: route → admission (the proxy's
+/// limit, the route's bulkhead) → breaker → attempt (connect, forward, timeout) → retry or
+/// answer → response.
 ///
 /// Lives on the client connection's event loop, which is also where its upstream connections
 /// live, so both sides are driven without locks; only the route's shared policy state (breaker,
@@ -12,8 +13,8 @@ import NIOHTTP1
 /// client's socket is full). The app side of the exchange is in `ProxyExchange+Upstream.swift`.
 final class ProxyExchange {
     enum Phase {
-        /// Waiting for an upstream connection, or for a retry's backoff; request body parts
-        /// queue in `pendingBody`.
+        /// No upstream connection yet: waiting for a slot, a connection, or a retry's backoff.
+        /// Request body parts queue in `pendingBody`.
         case connecting
         /// The request is going to the app; no response head yet.
         case forwarding(UpstreamConnection)
@@ -37,7 +38,17 @@ final class ProxyExchange {
     let route: Route
     let startedAt = NIODeadline.now()
 
-    var phase = Phase.connecting
+    var phase = Phase.connecting {
+        didSet {
+            if case .finished = self.phase { self.releaseSlots() }
+        }
+    }
+    /// The proxy's limit and the route's bulkhead, in the order a request passes them.
+    private var gates: [ConcurrencyGate] = []
+    /// How many of `gates` this request holds a slot in.
+    private var slotsHeld = 0
+    /// The ticket of the wait in `gates[slotsHeld]`'s queue, while queued.
+    private var queueTicket: UInt64?
     var pendingBody = CircularBuffer<ByteBuffer>()
     var requestBodyBytes = 0
     /// The body so far while it fits `maxReplayBytes`, so a failed attempt can be sent again.
@@ -50,7 +61,8 @@ final class ProxyExchange {
     /// This attempt is a half-open breaker's probe, which must be reported or released.
     var isProbe = false
     var staleConnectionRetried = false
-    var retryTask: Scheduled<Void>?
+    /// The end of a wait without a connection: a queue timeout or a retry's backoff.
+    var waitTimer: Scheduled<Void>?
     var responseFraming = MessageFraming.noBody
     var upstreamKeepAlive = false
     var clientKeepAlive = false
@@ -108,8 +120,60 @@ final class ProxyExchange {
             self.downstream.flush()
         }
         self.route.recordRequest(now: Self.now)
+        self.gates = [self.shared.concurrency] + (self.route.bulkhead.map { [$0] } ?? [])
+        self.passGates()
+    }
+
+    /// Takes a slot in each gate in turn, queueing where one is full, then asks the breaker.
+    private func passGates() {
+        while self.slotsHeld < self.gates.count {
+            let gate = self.gates[self.slotsHeld]
+            let exchange = NIOLoopBound(self, eventLoop: self.pool.eventLoop)
+            let waiter = ConcurrencyGate.Waiter(eventLoop: self.pool.eventLoop) { exchange.value.slotGranted() }
+            switch gate.acquire(waiter) {
+            case .admitted:
+                self.slotsHeld += 1
+            case .queued(let ticket):
+                self.queueTicket = ticket
+                self.waitTimer = self.pool.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(gate.configuration.queueTimeout)) {
+                    self.waitTimer = nil
+                    // Lost the race to a slot handed over meanwhile: its wake-up is on the way.
+                    guard let ticket = self.queueTicket, gate.cancel(ticket: ticket) else { return }
+                    self.queueTicket = nil
+                    self.respondLocally(.queueTimeout)
+                }
+                return
+            case .rejected:
+                self.respondLocally(.hardLimit)
+                return
+            }
+        }
         guard self.admittedByBreaker() else { return }
         self.attempt()
+    }
+
+    /// A gate's queue handed this request a slot.
+    private func slotGranted() {
+        self.queueTicket = nil
+        self.waitTimer?.cancel()
+        self.waitTimer = nil
+        guard case .connecting = self.phase else {
+            // The client left while queued: pass the slot on.
+            self.gates[self.slotsHeld].release()
+            return
+        }
+        self.slotsHeld += 1
+        self.passGates()
+    }
+
+    private func releaseSlots() {
+        if let ticket = self.queueTicket, self.gates[self.slotsHeld].cancel(ticket: ticket) {
+            self.queueTicket = nil
+        }
+        while self.slotsHeld > 0 {
+            self.slotsHeld -= 1
+            self.gates[self.slotsHeld].release()
+        }
     }
 
     /// Asks the route's breaker; while it is open the client gets the route's fallback (or
@@ -215,8 +279,8 @@ final class ProxyExchange {
             // What went out must go out again; after a connect failure nothing did.
             self.pendingBody = CircularBuffer(self.replayableBody ?? [])
         }
-        self.retryTask = self.pool.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(delay)) {
-            self.retryTask = nil
+        self.waitTimer = self.pool.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(delay)) {
+            self.waitTimer = nil
             // The breaker may have opened meanwhile: then its answer is the client's.
             guard case .connecting = self.phase, self.admittedByBreaker() else { return }
             self.attempt()
@@ -319,7 +383,7 @@ final class ProxyExchange {
         self.route.release(probe: self.isProbe)
         self.isProbe = false
         self.phase = .finished
-        self.retryTask?.cancel()
+        self.waitTimer?.cancel()
         self.cancelDeadline()
     }
 
@@ -344,7 +408,7 @@ final class ProxyExchange {
             break
         }
         self.phase = .finished
-        self.retryTask?.cancel()
+        self.waitTimer?.cancel()
         self.cancelDeadline()
         let closeConnection = response.reason.closesConnection || !self.requestEnded || !self.request.isKeepAlive || self.isUpgrade
         self.downstream.respond(response, version: self.request.version, closeConnection: closeConnection)

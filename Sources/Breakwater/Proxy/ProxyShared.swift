@@ -5,12 +5,15 @@ import Logging
 final class ProxyShared: Sendable {
     let router: Router
     let routes: [Route]
+    /// `[concurrency]`: every request passes it first.
+    let concurrency: ConcurrencyGate
     let server: ServerConfig
     let logger: Logger
 
     init(configuration: ProxyConfig, logger: Logger) {
         self.router = Router(routes: configuration.routes)
         self.routes = configuration.routes.map(Route.init(configuration:))
+        self.concurrency = ConcurrencyGate(configuration: configuration.concurrency)
         self.server = configuration.server
         self.logger = logger
     }

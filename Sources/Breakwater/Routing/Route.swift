@@ -8,6 +8,8 @@ import NIOConcurrencyHelpers
 final class Route: Sendable {
     let configuration: RouteConfig
     let retryPolicy: RetryPolicy
+    /// The route's bulkhead, when it has `[route.concurrency]` (or `[defaults.concurrency]`).
+    let bulkhead: ConcurrencyGate?
     private let breaker: NIOLockedValueBox<CircuitBreaker>
     private let retryBudget: NIOLockedValueBox<RetryBudget>
 
@@ -16,6 +18,7 @@ final class Route: Sendable {
         self.retryPolicy = RetryPolicy(configuration: configuration.policy.retry, routeTimeout: configuration.policy.timeout)
         self.breaker = NIOLockedValueBox(CircuitBreaker(configuration: configuration.policy.breaker))
         self.retryBudget = NIOLockedValueBox(RetryBudget(ratio: configuration.policy.retry.budget))
+        self.bulkhead = configuration.policy.concurrency.map(ConcurrencyGate.init(configuration:))
     }
 
     var name: String { self.configuration.name }

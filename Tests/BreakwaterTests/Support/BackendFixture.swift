@@ -68,6 +68,9 @@ final class BackendFixture: Sendable {
         self.state.withLockedValue { $0.failing = failing }
     }
 
+    /// The most `/delay` requests the app worked on at once.
+    var maxConcurrentDelays: Int { self.state.withLockedValue { $0.maxDelaysInFlight } }
+
     /// Requests that reached the app whose path starts with `prefix`.
     func requestCount(pathPrefix prefix: String) -> Int {
         self.state.withLockedValue { $0.requests.filter { $0.uri.hasPrefix(prefix) }.count }
@@ -83,6 +86,9 @@ struct FixtureState: Sendable {
     var openConnections = 0
     var requests: [ReceivedRequest] = []
     var failing = false
+    /// `/delay` requests being worked on now, and the most at once.
+    var delaysInFlight = 0
+    var maxDelaysInFlight = 0
     /// Requests seen per `/flaky/KEY`.
     var flakyCounts: [String: Int] = [:]
 }

@@ -103,7 +103,12 @@ final class FixtureHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.send(status, body: bodyless ? [] : Array("status \(code)".utf8), headOnly: bodyless, context: context)
         case "delay":
             let milliseconds = segments.count > 1 ? Int64(segments[1]) ?? 0 : 0
+            self.state.withLockedValue { state in
+                state.delaysInFlight += 1
+                state.maxDelaysInFlight = max(state.maxDelaysInFlight, state.delaysInFlight)
+            }
             context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(milliseconds)) {
+                self.state.withLockedValue { $0.delaysInFlight -= 1 }
                 self.send(.ok, body: Array("delayed".utf8), context: context)
             }
         case "hang", "close", "reset":

@@ -1,0 +1,68 @@
+import DequeModule
+
+/// Load shedding in HAProxy's shape: at most `soft_limit` requests go to the app at once; up
+/// to `hard_limit` are held in all, the ones over the soft limit waiting in a FIFO queue; a
+/// request over the hard limit is refused at once, so an overloaded proxy answers in
+/// microseconds instead of after a queue it could never drain.
+///
+/// A plain value, generic over what a waiter is, so the data path can hand it a callback and
+/// tests a number. A freed slot goes straight to the first waiter: `release` returns it, and
+/// the caller wakes it. Queue timeouts are the caller's timers, which `cancel` a waiter.
+public struct ConcurrencyLimiter<Waiter> {
+    public enum Admission: Equatable {
+        case admitted
+        /// Waiting; `ticket` cancels the wait.
+        case queued(ticket: UInt64)
+        case rejected
+    }
+
+    public let softLimit: Int
+    public let hardLimit: Int
+    /// Requests holding a slot now (forwarded to the app).
+    public private(set) var active = 0
+    private var queue = Deque<(ticket: UInt64, waiter: Waiter)>()
+    private var nextTicket: UInt64 = 0
+
+    public init(softLimit: Int, hardLimit: Int) {
+        self.softLimit = softLimit
+        self.hardLimit = max(hardLimit, softLimit)
+    }
+
+    /// Requests waiting for a slot now.
+    public var queued: Int { self.queue.count }
+
+    public mutating func acquire(_ waiter: Waiter) -> Admission {
+        if self.active < self.softLimit && self.queue.isEmpty {
+            self.active += 1
+            return .admitted
+        }
+        guard self.active + self.queue.count < self.hardLimit else {
+            return .rejected
+        }
+        self.nextTicket += 1
+        self.queue.append((self.nextTicket, waiter))
+        return .queued(ticket: self.nextTicket)
+    }
+
+    /// Gives a slot back. When someone waits, the slot passes to the first of them, who is
+    /// returned to be woken; it then holds the slot and must release it in turn.
+    public mutating func release() -> Waiter? {
+        if let next = self.queue.popFirst() {
+            return next.waiter
+        }
+        self.active -= 1
+        return nil
+    }
+
+    /// Takes a waiter out of the queue (it timed out, or its client left). False when it was
+    /// no longer queued: it has been handed a slot meanwhile, which it must release.
+    public mutating func cancel(ticket: UInt64) -> Bool {
+        guard let index = self.queue.firstIndex(where: { $0.ticket == ticket }) else {
+            return false
+        }
+        self.queue.remove(at: index)
+        return true
+    }
+}
+
+extension ConcurrencyLimiter: Sendable where Waiter: Sendable {}

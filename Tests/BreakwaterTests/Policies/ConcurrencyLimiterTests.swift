@@ -1,0 +1,61 @@
+@testable import Breakwater
+import Testing
+
+@Suite struct ConcurrencyLimiterTests {
+    @Test func admitsUpToTheSoftLimitQueuesToTheHardLimitAndRefusesBeyond() {
+        var limiter = ConcurrencyLimiter<Int>(softLimit: 2, hardLimit: 4)
+        #expect({ limiter.acquire(1) }() == .admitted)
+        #expect({ limiter.acquire(2) }() == .admitted)
+        #expect({ limiter.acquire(3) }() == .queued(ticket: 1))
+        #expect({ limiter.acquire(4) }() == .queued(ticket: 2))
+        #expect({ limiter.acquire(5) }() == .rejected)
+        #expect(limiter.active == 2)
+        #expect(limiter.queued == 2)
+    }
+
+    @Test func aFreedSlotGoesToTheFirstWaiter() {
+        var limiter = ConcurrencyLimiter<Int>(softLimit: 1, hardLimit: 3)
+        _ = limiter.acquire(1)
+        _ = limiter.acquire(2)
+        _ = limiter.acquire(3)
+        #expect({ limiter.release() }() == 2)
+        #expect(limiter.active == 1)
+        #expect({ limiter.release() }() == 3)
+        #expect({ limiter.release() }() == nil)
+        #expect(limiter.active == 0)
+    }
+
+    @Test func aCancelledWaiterLeavesTheQueue() {
+        var limiter = ConcurrencyLimiter<Int>(softLimit: 1, hardLimit: 3)
+        _ = limiter.acquire(1)
+        guard case .queued(let ticket) = limiter.acquire(2) else {
+            Issue.record("expected to queue")
+            return
+        }
+        _ = limiter.acquire(3)
+        #expect({ limiter.cancel(ticket: ticket) }())
+        #expect(!{ limiter.cancel(ticket: ticket) }())
+        #expect({ limiter.release() }() == 3)
+        // The room it left is free for a newcomer.
+        #expect({ limiter.acquire(4) }() == .queued(ticket: 3))
+    }
+
+    @Test func aWaiterHandedASlotCannotBeCancelled() {
+        var limiter = ConcurrencyLimiter<Int>(softLimit: 1, hardLimit: 2)
+        _ = limiter.acquire(1)
+        guard case .queued(let ticket) = limiter.acquire(2) else {
+            Issue.record("expected to queue")
+            return
+        }
+        #expect({ limiter.release() }() == 2)
+        #expect(!{ limiter.cancel(ticket: ticket) }())
+    }
+
+    @Test func newcomersDoNotOvertakeTheQueue() {
+        var limiter = ConcurrencyLimiter<Int>(softLimit: 1, hardLimit: 3)
+        _ = limiter.acquire(1)
+        _ = limiter.acquire(2)
+        #expect({ limiter.release() }() == 2)
+        #expect({ limiter.acquire(3) }() == .queued(ticket: 2))
+    }
+}

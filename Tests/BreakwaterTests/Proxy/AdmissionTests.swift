@@ -1,0 +1,106 @@
+import Foundation
+import Testing
+
+/// Load shedding: soft and hard limits, the queue, and per-route bulkheads.
+@Suite struct AdmissionTests {
+    /// Sends `count` requests at once, each on its own connection, and returns each answer
+    /// with how long it took.
+    private static func concurrently(
+        _ count: Int,
+        _ path: String,
+        to proxy: ProxyHarness
+    ) async throws -> [(response: RawResponse, elapsed: Duration)] {
+        try await withThrowingTaskGroup(of: (RawResponse, Duration).self) { group in
+            for _ in 0..<count {
+                group.addTask {
+                    let started = ContinuousClock.now
+                    let response = try await proxy.request(get(path))
+                    return (response, ContinuousClock.now - started)
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+    }
+
+    @Test func tenSlowRequestsAgainstSoft2Hard4GiveFourServedAndSixFastRefusals() async throws {
+        try await ProxyHarness.with(configuration: "[concurrency]\nsoft_limit = 2\nhard_limit = 4\n") { proxy in
+            let results = try await Self.concurrently(10, "/delay/700", to: proxy)
+            let served = results.filter { $0.response.status == 200 }
+            let refused = results.filter { $0.response.status == 503 }
+            #expect(served.count == 4)
+            #expect(refused.count == 6)
+            for refusal in refused {
+                #expect(refusal.response.header("x-breakwater-reason") == "hard_limit")
+                #expect(refusal.response.header("retry-after") != nil)
+                #expect(refusal.elapsed < .milliseconds(500), "a refusal took \(refusal.elapsed)")
+            }
+            #expect(proxy.backend.maxConcurrentDelays == 2)
+            #expect(proxy.backend.requestCount(pathPrefix: "/delay/") == 4)
+        }
+    }
+
+    @Test func aQueuedRequestTimesOutOnTime() async throws {
+        let configuration = "[concurrency]\nsoft_limit = 1\nhard_limit = 3\nqueue_timeout = \"300ms\"\n"
+        try await ProxyHarness.with(configuration: configuration) { proxy in
+            async let holder = proxy.request(get("/delay/2000"))
+            try await eventually { proxy.backend.requestCount(pathPrefix: "/delay/") == 1 }
+            let started = ContinuousClock.now
+            let queued = try await proxy.request(get("/status/200"))
+            let waited = ContinuousClock.now - started
+            #expect(queued.status == 503)
+            #expect(queued.header("x-breakwater-reason") == "queue_timeout")
+            #expect(waited >= .milliseconds(280) && waited < .milliseconds(1500), "timed out after \(waited)")
+            #expect(try await holder.status == 200)
+        }
+    }
+
+    @Test func aQueuedRequestGetsTheNextFreeSlot() async throws {
+        try await ProxyHarness.with(configuration: "[concurrency]\nsoft_limit = 1\nhard_limit = 2\n") { proxy in
+            async let holder = proxy.request(get("/delay/300"))
+            try await eventually { proxy.backend.requestCount(pathPrefix: "/delay/") == 1 }
+            let queued = try await proxy.request(get("/status/201"))
+            #expect(queued.status == 201)
+            #expect(try await holder.status == 200)
+        }
+    }
+
+    @Test func aSlowRoutesBulkheadLeavesOtherRoutesFast() async throws {
+        let configuration = """
+            [[route]]
+            name = "slow"
+            path_prefix = "/delay/"
+            [route.concurrency]
+            soft_limit = 1
+            hard_limit = 2
+            """
+        try await ProxyHarness.with(configuration: configuration) { proxy in
+            async let slow = Self.concurrently(5, "/delay/1000", to: proxy)
+            try await eventually { proxy.backend.requestCount(pathPrefix: "/delay/") == 1 }
+            let started = ContinuousClock.now
+            for _ in 0..<5 {
+                #expect(try await proxy.request(get("/status/200")).status == 200)
+            }
+            #expect(ContinuousClock.now - started < .milliseconds(800))
+            let results = try await slow
+            #expect(results.filter { $0.response.status == 200 }.count == 2)
+            #expect(results.filter { $0.response.header("x-breakwater-reason") == "hard_limit" }.count == 3)
+        }
+    }
+
+    @Test func aClientThatLeavesTheQueueFreesItsPlace() async throws {
+        try await ProxyHarness.with(configuration: "[concurrency]\nsoft_limit = 1\nhard_limit = 2\n") { proxy in
+            async let holder = proxy.request(get("/delay/600"))
+            try await eventually { proxy.backend.requestCount(pathPrefix: "/delay/") == 1 }
+            let leaver = try await proxy.connect()
+            try await leaver.send(get("/status/200"))
+            try await Task.sleep(for: .milliseconds(100))
+            await leaver.close()
+            try await Task.sleep(for: .milliseconds(100))
+            // Its place in the queue is free again: this one waits instead of being refused.
+            let next = try await proxy.request(get("/status/202"))
+            #expect(next.status == 202)
+            #expect(try await holder.status == 200)
+            #expect(proxy.backend.requestCount(pathPrefix: "/status/200") == 0)
+        }
+    }
+}
