@@ -137,7 +137,7 @@ import Testing
             let idleSince = ContinuousClock.now
             #expect(try await client.waitForClose(timeout: .seconds(6)))
             let idle = ContinuousClock.now - idleSince
-            #expect(idle >= .milliseconds(900), "closed after only \(idle)")
+            #expect(idle >= .milliseconds(600), "closed after only \(idle)")
         }
     }
 
