@@ -3,6 +3,7 @@ import Breakwater
 import Foundation
 import Logging
 import ServiceLifecycle
+import UnixSignals
 
 @main
 struct BreakwaterCommand: AsyncParsableCommand {
@@ -58,15 +59,61 @@ struct Run: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "breakwater")
-        let group = ServiceGroup(
-            configuration: .init(
-                services: [.init(service: ProxyService(configuration: configuration, logger: logger))],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                cancellationSignals: [],
-                logger: logger
-            )
-        )
-        try await group.run()
+        let lifecycle = Lifecycle(appReadyAtStart: configuration.readiness == nil)
+        let proxy = ProxyService(configuration: configuration, lifecycle: lifecycle, logger: logger)
+        // Shut down in reverse: the proxy drains first, while the admin listener still
+        // answers `/health/ready` with 503.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: AdminService(configuration: configuration.admin, lifecycle: lifecycle, proxy: proxy, logger: logger))
+        ]
+        if let readiness = configuration.readiness, let upstream = configuration.upstream {
+            services.append(.init(service: ReadinessProber(configuration: readiness, upstream: upstream, lifecycle: lifecycle, logger: logger)))
+        }
+        services.append(.init(service: proxy))
+        let group = ServiceGroup(configuration: .init(services: services, logger: logger))
+        lifecycle.onDrainRequested {
+            Task { await group.triggerGracefulShutdown() }
+        }
+        let path = self.options.path
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            tasks.addTask { await Self.handleSignals(group: group, proxy: proxy, configurationPath: path, logger: logger) }
+            try await tasks.next()
+            tasks.cancelAll()
+        }
+    }
+
+    /// SIGTERM and SIGINT drain; a second one exits at once. SIGHUP reloads the file.
+    private static func handleSignals(group: ServiceGroup, proxy: ProxyService, configurationPath: String, logger: Logger) async {
+        var draining = false
+        for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint, .sighup) {
+            switch signal {
+            case .sighup:
+                Self.reload(proxy: proxy, path: configurationPath, logger: logger)
+            default:
+                if draining {
+                    logger.warning("second signal during the drain: exiting now", metadata: ["signal": "\(signal)"])
+                    Foundation.exit(1)
+                }
+                draining = true
+                logger.notice("signal received: draining", metadata: ["signal": "\(signal)"])
+                await group.triggerGracefulShutdown()
+            }
+        }
+    }
+
+    /// Reads and validates the file again; a broken file leaves the running configuration be.
+    private static func reload(proxy: ProxyService, path: String, logger: Logger) {
+        do {
+            let configuration = try ConfigLoader.load(path: path)
+            guard let needsRestart = proxy.reload(configuration) else { return }
+            logger.notice("configuration reloaded", metadata: ["file": "\(path)"])
+            if !needsRestart.isEmpty {
+                logger.warning("changes that take a restart were not applied", metadata: ["keys": "\(needsRestart.joined(separator: ", "))"])
+            }
+        } catch {
+            logger.error("configuration reload failed; keeping the running one", metadata: ["problems": "\(error)"])
+        }
     }
 }
 

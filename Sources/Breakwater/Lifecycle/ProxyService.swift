@@ -1,22 +1,34 @@
 import Logging
+import NIOConcurrencyHelpers
 import NIOPosix
 import ServiceLifecycle
 
-/// The proxy as a swift-service-lifecycle service: serves until a graceful shutdown (SIGTERM
-/// or SIGINT), then stops accepting and lets requests in flight finish within `drain.timeout`.
-public struct ProxyService: Service {
-    private let configuration: ProxyConfig
+/// The proxy as a swift-service-lifecycle service: serves until a graceful shutdown (SIGTERM,
+/// SIGINT or `POST /admin/drain`), then drains:
+///
+/// 1. `/health/ready` answers 503 at once, so load balancers stop sending;
+/// 2. requests are still served for `drain.delay`, while they notice;
+/// 3. the listener closes; keep-alive connections get `Connection: close` on their next
+///    response and idle ones are closed;
+/// 4. requests in flight (queued ones included) finish, for up to `drain.timeout`;
+/// 5. `run` returns, and the process exits 0.
+public final class ProxyService: Service, Sendable {
+    private let configuration: NIOLockedValueBox<ProxyConfig>
+    private let lifecycle: Lifecycle
     private let logger: Logger
+    private let server = NIOLockedValueBox<ProxyServer?>(nil)
 
-    public init(configuration: ProxyConfig, logger: Logger) {
-        self.configuration = configuration
+    public init(configuration: ProxyConfig, lifecycle: Lifecycle, logger: Logger) {
+        self.configuration = NIOLockedValueBox(configuration)
+        self.lifecycle = lifecycle
         self.logger = logger
     }
 
     public func run() async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: self.configuration.server.threads)
+        let configuration = self.configuration.withLockedValue { $0 }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.server.threads)
         do {
-            try await self.serve(on: group)
+            try await self.serve(configuration, on: group)
         } catch {
             try? await group.shutdownGracefully()
             throw error
@@ -25,17 +37,42 @@ public struct ProxyService: Service {
     }
 
     /// Everything the server holds is released before the group that runs it shuts down.
-    private func serve(on group: MultiThreadedEventLoopGroup) async throws {
-        let server = try await ProxyServer.start(configuration: self.configuration, eventLoopGroup: group, logger: self.logger)
+    private func serve(_ configuration: ProxyConfig, on group: MultiThreadedEventLoopGroup) async throws {
+        let server = try await ProxyServer.start(configuration: configuration, eventLoopGroup: group, lifecycle: self.lifecycle, logger: self.logger)
+        self.server.withLockedValue { $0 = server }
+        defer { self.server.withLockedValue { $0 = nil } }
         self.logger.info(
             "listening",
-            metadata: [
-                "listen": "\(self.configuration.listen.host):\(server.port)",
-                "upstream": "\(self.configuration.upstream.map { "\($0)" } ?? "-")",
-            ]
+            metadata: ["listen": "\(configuration.listen.host):\(server.port)", "upstream": "\(configuration.upstream.map { "\($0)" } ?? "-")"]
         )
         try? await gracefulShutdown()
-        self.logger.info("shutting down", metadata: ["grace_period": "\(self.configuration.drain.timeout)"])
-        try await server.shutdown(gracePeriod: self.configuration.drain.timeout)
+
+        self.lifecycle.advance(to: .draining)
+        self.logger.notice("draining", metadata: ["delay": "\(configuration.drain.delay)", "timeout": "\(configuration.drain.timeout)"])
+        if configuration.drain.delay > .zero {
+            try? await Task.sleep(for: configuration.drain.delay)
+        }
+        let cut = try await server.shutdown(gracePeriod: configuration.drain.timeout)
+        if cut > 0 {
+            self.logger.warning("drain timed out; cutting requests still in flight", metadata: ["requests_cut": "\(cut)"])
+        } else {
+            self.logger.notice("drained")
+        }
+    }
+
+    /// Applies a reloaded file to new requests. Returns the top-level keys whose change needs
+    /// a restart, or nil when the proxy is not serving.
+    public func reload(_ configuration: ProxyConfig) -> [String]? {
+        guard let server = self.server.withLockedValue({ $0 }) else { return nil }
+        let running = self.configuration.withLockedValue { $0 }
+        var needsRestart = server.reload(configuration: configuration, running: running)
+        if configuration.readiness != running.readiness { needsRestart.append("readiness") }
+        self.configuration.withLockedValue { $0 = configuration }
+        return needsRestart
+    }
+
+    /// The routes of the current generation, for the admin listener.
+    var routes: [Route] {
+        self.server.withLockedValue { $0 }?.routes ?? []
     }
 }

@@ -45,6 +45,37 @@ public struct CircuitBreaker: Sendable {
         self.window = OutcomeWindow(capacity: configuration.window)
     }
 
+    /// What the admin listener shows of a breaker.
+    public struct Snapshot: Sendable, Equatable {
+        public var state: String
+        public var consecutiveFailures: Int
+        public var windowRequests: Int
+        public var windowFailures: Int
+        /// While open: how long until it lets a probe through.
+        public var probeIn: Duration?
+        public var recoveryTimeout: Duration
+    }
+
+    public func snapshot(now: PolicyInstant) -> Snapshot {
+        let state: String
+        var probeIn: Duration?
+        switch self.state {
+        case .closed: state = "closed"
+        case .halfOpen: state = "half_open"
+        case .open(let until):
+            state = now >= until ? "half_open" : "open"
+            probeIn = until.duration(since: now)
+        }
+        return Snapshot(
+            state: state,
+            consecutiveFailures: self.consecutiveFailures,
+            windowRequests: self.window.count,
+            windowFailures: self.window.failures,
+            probeIn: probeIn,
+            recoveryTimeout: self.recoveryTimeout
+        )
+    }
+
     /// Whether a request may go to the app now.
     public mutating func admit(now: PolicyInstant) -> Admission {
         if case .open(let until) = self.state {

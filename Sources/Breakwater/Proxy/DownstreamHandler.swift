@@ -13,15 +13,15 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
-    private let shared: ProxyShared
+    private let generation: CurrentGeneration
     private let pool: UpstreamConnectionPool
     private var context: ChannelHandlerContext?
     private var exchange: ProxyExchange?
     private var clientAddress: String?
     private var readHeld = false
 
-    init(shared: ProxyShared, pool: UpstreamConnectionPool) {
-        self.shared = shared
+    init(generation: CurrentGeneration, pool: UpstreamConnectionPool) {
+        self.generation = generation
         self.pool = pool
     }
 
@@ -43,7 +43,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             let exchange = ProxyExchange(
                 request: head,
                 clientAddress: self.clientAddress,
-                shared: self.shared,
+                shared: self.generation.value,
                 pool: self.pool,
                 downstream: self
             )

@@ -1,9 +1,10 @@
+import Atomics
 import NIOCore
 import NIOHTTP1
 
-/// One request's journey through the proxy, top to bottom: route → admission (the proxy's
-/// limit, the route's bulkhead) → breaker → attempt (connect, forward, timeout) → retry or
-/// answer → response.
+/// One request's journey through the proxy, top to bottom: route → drain gate → readiness
+/// hold → admission (the proxy's limit, the route's bulkhead) → breaker → attempt (connect,
+/// forward, timeout) → retry or answer → response.
 ///
 /// Lives on the client connection's event loop, which is also where its upstream connections
 /// live, so both sides are driven without locks; only the route's shared policy state (breaker,
@@ -40,7 +41,10 @@ final class ProxyExchange {
 
     var phase = Phase.connecting {
         didSet {
-            if case .finished = self.phase { self.releaseSlots() }
+            // Every way out of an exchange ends here, once.
+            guard case .finished = self.phase else { return }
+            if case .finished = oldValue { return }
+            self.leaveQueuesAndReleaseSlots()
         }
     }
     /// The proxy's limit and the route's bulkhead, in the order a request passes them.
@@ -49,6 +53,8 @@ final class ProxyExchange {
     private var slotsHeld = 0
     /// The ticket of the wait in `gates[slotsHeld]`'s queue, while queued.
     private var queueTicket: UInt64?
+    /// The ticket of the wait for the app to become ready, while held.
+    private var readinessTicket: UInt64?
     var pendingBody = CircularBuffer<ByteBuffer>()
     var requestBodyBytes = 0
     /// The body so far while it fits `maxReplayBytes`, so a failed attempt can be sent again.
@@ -85,6 +91,7 @@ final class ProxyExchange {
         self.pool = pool
         self.downstream = downstream
         self.route = shared.route(method: request.method.rawValue, uri: request.uri)
+        shared.lifecycle.requestsInFlight.wrappingIncrement(ordering: .relaxed)
     }
 
     var hasStartedResponse: Bool {
@@ -119,8 +126,45 @@ final class ProxyExchange {
             self.downstream.writeResponsePart(.head(HTTPResponseHead(version: self.request.version, status: .continue)))
             self.downstream.flush()
         }
+        if self.shared.lifecycle.currentPhase == .stopping {
+            // Arrived on a connection still open after the listener closed.
+            self.respondLocally(.draining)
+            return
+        }
         self.route.recordRequest(now: Self.now)
         self.gates = [self.shared.concurrency] + (self.route.bulkhead.map { [$0] } ?? [])
+        self.waitForReadiness()
+    }
+
+    /// A waiter that wakes this exchange, on its event loop, with `action`.
+    private func waiter(_ action: @escaping @Sendable (ProxyExchange) -> Void) -> ConcurrencyGate.Waiter {
+        let exchange = NIOLoopBound(self, eventLoop: self.pool.eventLoop)
+        return ConcurrencyGate.Waiter(eventLoop: self.pool.eventLoop) { action(exchange.value) }
+    }
+
+    /// While the app is not ready, a request waits up to `readiness.hold` for it, so a cold
+    /// start or a restart answers late instead of failing.
+    private func waitForReadiness() {
+        guard let hold = self.shared.readinessHold,
+            let ticket = self.shared.lifecycle.readiness.wait(self.waiter { $0.appBecameReady() })
+        else {
+            self.passGates()
+            return
+        }
+        self.readinessTicket = ticket
+        self.waitTimer = self.pool.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(hold)) {
+            self.waitTimer = nil
+            guard let ticket = self.readinessTicket, self.shared.lifecycle.readiness.cancel(ticket: ticket) else { return }
+            self.readinessTicket = nil
+            self.respondLocally(.notReady)
+        }
+    }
+
+    private func appBecameReady() {
+        self.readinessTicket = nil
+        self.waitTimer?.cancel()
+        self.waitTimer = nil
+        guard case .connecting = self.phase else { return }
         self.passGates()
     }
 
@@ -128,9 +172,7 @@ final class ProxyExchange {
     private func passGates() {
         while self.slotsHeld < self.gates.count {
             let gate = self.gates[self.slotsHeld]
-            let exchange = NIOLoopBound(self, eventLoop: self.pool.eventLoop)
-            let waiter = ConcurrencyGate.Waiter(eventLoop: self.pool.eventLoop) { exchange.value.slotGranted() }
-            switch gate.acquire(waiter) {
+            switch gate.acquire(self.waiter { $0.slotGranted() }) {
             case .admitted:
                 self.slotsHeld += 1
             case .queued(let ticket):
@@ -166,7 +208,13 @@ final class ProxyExchange {
         self.passGates()
     }
 
-    private func releaseSlots() {
+    /// Once finished: out of any queue, and every slot handed on.
+    private func leaveQueuesAndReleaseSlots() {
+        self.shared.lifecycle.requestsInFlight.wrappingDecrement(ordering: .relaxed)
+        if let ticket = self.readinessTicket {
+            _ = self.shared.lifecycle.readiness.cancel(ticket: ticket)
+            self.readinessTicket = nil
+        }
         if let ticket = self.queueTicket, self.gates[self.slotsHeld].cancel(ticket: ticket) {
             self.queueTicket = nil
         }

@@ -50,7 +50,7 @@ public enum ProxyReason: String, Sendable, CaseIterable {
     /// After these the request stream cannot be trusted, so the connection is closed.
     var closesConnection: Bool {
         switch self {
-        case .badRequest, .headerTimeout, .bodyTooLarge, .headerTooLarge: true
+        case .badRequest, .headerTimeout, .bodyTooLarge, .headerTooLarge, .draining: true
         default: false
         }
     }

@@ -13,21 +13,28 @@ import NIOPosix
 public final class ProxyServer: Sendable {
     private let serverChannel: any Channel
     private let quiescing: ServerQuiescingHelper
+    private let generation: CurrentGeneration
+    private let lifecycle: Lifecycle
     private let pools: [ObjectIdentifier: NIOLoopBound<UpstreamConnectionPool>]
     private let logger: Logger
 
     /// Where the listener is bound (with port 0 in the file, the port the system chose).
-    public var localAddress: SocketAddress { self.serverChannel.localAddress! }
-    public var port: Int { self.localAddress.port! }
+    public let localAddress: SocketAddress
+    public var port: Int { self.localAddress.port ?? 0 }
 
     private init(
         serverChannel: any Channel,
         quiescing: ServerQuiescingHelper,
         pools: [ObjectIdentifier: NIOLoopBound<UpstreamConnectionPool>],
+        generation: CurrentGeneration,
+        lifecycle: Lifecycle,
         logger: Logger
     ) {
         self.serverChannel = serverChannel
+        self.localAddress = serverChannel.localAddress!
         self.quiescing = quiescing
+        self.generation = generation
+        self.lifecycle = lifecycle
         self.pools = pools
         self.logger = logger
     }
@@ -39,6 +46,7 @@ public final class ProxyServer: Sendable {
     public static func start(
         configuration: ProxyConfig,
         eventLoopGroup group: MultiThreadedEventLoopGroup,
+        lifecycle: Lifecycle,
         logger: Logger
     ) async throws -> ProxyServer {
         guard let upstream = configuration.upstream else {
@@ -56,7 +64,7 @@ public final class ProxyServer: Sendable {
         }
         let sharedPools = pools
 
-        let shared = ProxyShared(configuration: configuration, logger: logger)
+        let generation = CurrentGeneration(ProxyShared(configuration: configuration, lifecycle: lifecycle, logger: logger))
         let quiescing = ServerQuiescingHelper(group: group)
         let connectionLimit = ConnectionLimit(maximum: configuration.server.maxConnections)
         let serverConfig = configuration.server
@@ -76,33 +84,64 @@ public final class ProxyServer: Sendable {
                 }
                 return channel.eventLoop.makeCompletedFuture {
                     let pool = sharedPools[ObjectIdentifier(channel.eventLoop)]!.value
-                    try channel.pipeline.syncOperations.addClientHandlers(shared: shared, server: serverConfig, pool: pool)
+                    try channel.pipeline.syncOperations.addClientHandlers(generation: generation, server: serverConfig, pool: pool)
                 }
             }
             .bind(host: configuration.listen.host, port: configuration.listen.port)
             .get()
-        return ProxyServer(serverChannel: serverChannel, quiescing: quiescing, pools: pools, logger: logger)
+        return ProxyServer(
+            serverChannel: serverChannel,
+            quiescing: quiescing,
+            pools: pools,
+            generation: generation,
+            lifecycle: lifecycle,
+            logger: logger
+        )
     }
 
+    /// Routes and policies for new requests, from a reloaded file. What only a restart can
+    /// change — addresses, threads, pool and server limits — keeps its old value; the names of
+    /// such keys are returned so the caller can say so.
+    public func reload(configuration: ProxyConfig, running: ProxyConfig) -> [String] {
+        let previous = self.generation.value
+        self.generation.value = ProxyShared(configuration: configuration, lifecycle: self.lifecycle, logger: self.logger, previous: previous)
+        var needsRestart: [String] = []
+        if configuration.listen != running.listen { needsRestart.append("listen") }
+        if configuration.upstream != running.upstream { needsRestart.append("upstream") }
+        if configuration.server != running.server { needsRestart.append("server") }
+        if configuration.upstreamPool != running.upstreamPool { needsRestart.append("upstream_pool") }
+        if configuration.admin != running.admin { needsRestart.append("admin") }
+        return needsRestart
+    }
+
+    /// The routes new requests see, with their live policy state (for the admin listener).
+    var routes: [Route] { self.generation.value.routes }
+
     /// Stops accepting, lets requests in flight finish for up to `gracePeriod` (keep-alive
-    /// connections close as their current response ends, idle ones at once), then closes
-    /// what is left.
-    public func shutdown(gracePeriod: Duration = .seconds(5)) async throws {
+    /// connections close as their current response ends, idle ones at once), then returns.
+    ///
+    /// - Returns: the requests still in flight when the grace period ended; closing the event
+    ///   loops cuts them.
+    @discardableResult
+    public func shutdown(gracePeriod: Duration = .seconds(5)) async throws -> Int {
+        self.lifecycle.advance(to: .stopping)
         let eventLoop = self.serverChannel.eventLoop
         let drained = eventLoop.makePromise(of: Void.self)
         self.quiescing.initiateShutdown(promise: drained)
         let timeout = eventLoop.scheduleTask(in: TimeAmount(gracePeriod)) {
             drained.fail(ProxyServerError.drainTimedOut)
         }
+        var cut = 0
         do {
             try await drained.futureResult.get()
         } catch {
-            self.logger.warning("connections still open after the grace period; closing them")
+            cut = self.lifecycle.requestsInFlight.load(ordering: .relaxed)
         }
         timeout.cancel()
         for (_, pool) in self.pools {
             try await pool.eventLoop.submit { pool.value.shutdown() }.get()
         }
+        return cut
     }
 }
 
@@ -124,7 +163,7 @@ extension ChannelPipeline.SynchronousOperations {
     /// Built by hand rather than with `configureHTTPServerPipeline`: the decoder must forward
     /// the bytes after an upgrade (for tunnels), the guard must see raw bytes before the decoder,
     /// and protocol errors are answered by `DownstreamHandler` with SPEC's JSON bodies.
-    fileprivate func addClientHandlers(shared: ProxyShared, server: ServerConfig, pool: UpstreamConnectionPool) throws {
+    fileprivate func addClientHandlers(generation: CurrentGeneration, server: ServerConfig, pool: UpstreamConnectionPool) throws {
         var limits = NIOHTTPDecoderLimitConfiguration()
         limits.maxHeaderFieldSize = server.maxHeaderBytes
         limits.maxHeaderListSize = server.maxHeaderBytes
@@ -135,7 +174,7 @@ extension ChannelPipeline.SynchronousOperations {
             HTTPResponseEncoder(configuration: encoderConfiguration),
             ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: limits)),
             HTTPServerPipelineHandler(),
-            DownstreamHandler(shared: shared, pool: pool),
+            DownstreamHandler(generation: generation, pool: pool),
         ])
     }
 }

@@ -1,4 +1,5 @@
 import Logging
+import NIOConcurrencyHelpers
 
 /// What every connection of one configuration generation shares: immutable configuration and
 /// the routes with their live policy state, so event loops read it without coordination.
@@ -8,11 +9,20 @@ final class ProxyShared: Sendable {
     /// `[concurrency]`: every request passes it first.
     let concurrency: ConcurrencyGate
     let server: ServerConfig
+    /// How long a request waits for the app to become ready; nil without `[readiness]`.
+    let readinessHold: Duration?
+    let lifecycle: Lifecycle
     let logger: Logger
 
-    init(configuration: ProxyConfig, logger: Logger) {
+    /// - Parameter previous: the generation this one replaces on reload; a route that keeps its
+    ///   name keeps its breaker and retry budget.
+    init(configuration: ProxyConfig, lifecycle: Lifecycle, logger: Logger, previous: ProxyShared? = nil) {
         self.router = Router(routes: configuration.routes)
-        self.routes = configuration.routes.map(Route.init(configuration:))
+        self.routes = configuration.routes.map { route in
+            Route(configuration: route, continuing: previous?.routes.first { $0.name == route.name })
+        }
+        self.readinessHold = configuration.readiness?.hold
+        self.lifecycle = lifecycle
         self.concurrency = ConcurrencyGate(configuration: configuration.concurrency)
         self.server = configuration.server
         self.logger = logger
@@ -21,5 +31,20 @@ final class ProxyShared: Sendable {
     /// The route for a request, with its policies.
     func route(method: String, uri: String) -> Route {
         self.routes[self.router.routeIndex(method: method, uri: uri)]
+    }
+}
+
+/// The generation new requests use; a reload swaps it, and requests already under way finish
+/// under the one they started with.
+final class CurrentGeneration: Sendable {
+    private let box: NIOLockedValueBox<ProxyShared>
+
+    init(_ shared: ProxyShared) {
+        self.box = NIOLockedValueBox(shared)
+    }
+
+    var value: ProxyShared {
+        get { self.box.withLockedValue { $0 } }
+        set { self.box.withLockedValue { $0 = newValue } }
     }
 }

@@ -13,11 +13,21 @@ final class Route: Sendable {
     private let breaker: NIOLockedValueBox<CircuitBreaker>
     private let retryBudget: NIOLockedValueBox<RetryBudget>
 
-    init(configuration: RouteConfig) {
+    /// - Parameter previous: the route of the same name before a reload: its breaker state and
+    ///   retry budget carry on when their settings did not change.
+    init(configuration: RouteConfig, continuing previous: Route? = nil) {
         self.configuration = configuration
         self.retryPolicy = RetryPolicy(configuration: configuration.policy.retry, routeTimeout: configuration.policy.timeout)
-        self.breaker = NIOLockedValueBox(CircuitBreaker(configuration: configuration.policy.breaker))
-        self.retryBudget = NIOLockedValueBox(RetryBudget(ratio: configuration.policy.retry.budget))
+        if let previous, previous.policy.breaker == configuration.policy.breaker {
+            self.breaker = previous.breaker
+        } else {
+            self.breaker = NIOLockedValueBox(CircuitBreaker(configuration: configuration.policy.breaker))
+        }
+        if let previous, previous.policy.retry.budget == configuration.policy.retry.budget {
+            self.retryBudget = previous.retryBudget
+        } else {
+            self.retryBudget = NIOLockedValueBox(RetryBudget(ratio: configuration.policy.retry.budget))
+        }
         self.bulkhead = configuration.policy.concurrency.map(ConcurrencyGate.init(configuration:))
     }
 
@@ -54,7 +64,12 @@ final class Route: Sendable {
         self.retryBudget.withLockedValue { $0.tryAcquireRetry(now: now) }
     }
 
-    var breakerState: CircuitBreaker.State {
-        self.breaker.withLockedValue { $0.state }
+    func breakerSnapshot(now: PolicyInstant) -> CircuitBreaker.Snapshot {
+        self.breaker.withLockedValue { $0.snapshot(now: now) }
+    }
+
+    /// Closes the breaker, for `POST /admin/circuit-breakers/NAME/reset`.
+    func resetBreaker() {
+        self.breaker.withLockedValue { $0.close() }
     }
 }

@@ -1,4 +1,4 @@
-import Breakwater
+@testable import Breakwater
 import Logging
 import NIOCore
 
@@ -6,6 +6,7 @@ import NIOCore
 struct ProxyHarness {
     let proxy: ProxyServer
     let backend: BackendFixture
+    let lifecycle: Lifecycle
 
     var port: Int { self.proxy.port }
 
@@ -15,6 +16,7 @@ struct ProxyHarness {
         configuration: String = "",
         upstream: String? = nil,
         backendSocketPath: String? = nil,
+        lifecycle: Lifecycle = Lifecycle(appReadyAtStart: true),
         _ body: (ProxyHarness) async throws -> Void
     ) async throws {
         let backend = try await BackendFixture.start(unixSocketPath: backendSocketPath)
@@ -28,8 +30,8 @@ struct ProxyHarness {
         let config = try ConfigLoader.parse(toml, fileName: "test.conf")
         var logger = Logger(label: "breakwater-test")
         logger.logLevel = .critical
-        let proxy = try await ProxyServer.start(configuration: config, eventLoopGroup: .singleton, logger: logger)
-        let harness = ProxyHarness(proxy: proxy, backend: backend)
+        let proxy = try await ProxyServer.start(configuration: config, eventLoopGroup: .singleton, lifecycle: lifecycle, logger: logger)
+        let harness = ProxyHarness(proxy: proxy, backend: backend, lifecycle: lifecycle)
         do {
             try await body(harness)
         } catch {

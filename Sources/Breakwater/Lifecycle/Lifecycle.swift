@@ -1,0 +1,47 @@
+import Atomics
+import NIOConcurrencyHelpers
+
+/// The proxy's place in its life — starting, serving, draining — as every part sees it: the
+/// data path (hold requests until the app is ready; refuse new ones once stopping), the admin
+/// listener (`/health/ready`) and the services that move it along.
+public final class Lifecycle: Sendable {
+    public enum Phase: Int, AtomicValue, Sendable {
+        case serving
+        /// A drain began: readiness answers 503, requests are still served (`drain.delay`).
+        case draining
+        /// The listener is closed; requests in flight finish, new ones are refused.
+        case stopping
+    }
+
+    let readiness: ReadinessGate
+    /// Requests between their head and the end of their response, across reloads.
+    let requestsInFlight = ManagedAtomic(0)
+    private let phase = ManagedAtomic(Phase.serving)
+    private let drainTrigger = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
+
+    /// - Parameter appReadyAtStart: true without a `[readiness]` probe.
+    public init(appReadyAtStart: Bool) {
+        self.readiness = ReadinessGate(ready: appReadyAtStart)
+    }
+
+    public var currentPhase: Phase { self.phase.load(ordering: .acquiring) }
+    public var isAppReady: Bool { self.readiness.isReady }
+
+    func advance(to phase: Phase) {
+        self.phase.store(phase, ordering: .releasing)
+    }
+
+    public func setAppReady(_ ready: Bool) {
+        self.readiness.setReady(ready)
+    }
+
+    /// What `POST /admin/drain` does: the same as SIGTERM.
+    public func requestDrain() {
+        self.drainTrigger.withLockedValue { $0 }?()
+    }
+
+    /// Set by whoever runs the services (the command line: the service group's graceful shutdown).
+    public func onDrainRequested(_ trigger: @escaping @Sendable () -> Void) {
+        self.drainTrigger.withLockedValue { $0 = trigger }
+    }
+}

@@ -1,0 +1,89 @@
+@testable import Breakwater
+import Foundation
+import NIOCore
+import NIOPosix
+import Testing
+
+/// Readiness gating and the drain, in process.
+@Suite struct LifecycleTests {
+    private static let readiness = "[readiness]\npath = \"/status/200\"\nhold = \"2s\"\n"
+
+    @Test func requestsWaitForTheAppAndGoTheMomentItIsReady() async throws {
+        let lifecycle = Lifecycle(appReadyAtStart: false)
+        try await ProxyHarness.with(configuration: Self.readiness, lifecycle: lifecycle) { proxy in
+            async let held = proxy.request(get("/status/200"))
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(proxy.backend.requestsReceived.isEmpty)
+            let released = ContinuousClock.now
+            lifecycle.setAppReady(true)
+            let response = try await held
+            #expect(response.status == 200)
+            #expect(ContinuousClock.now - released < .milliseconds(500))
+        }
+    }
+
+    @Test func aRequestHeldPastTheHoldGets503NotReady() async throws {
+        let lifecycle = Lifecycle(appReadyAtStart: false)
+        let configuration = "[readiness]\npath = \"/status/200\"\nhold = \"300ms\"\n"
+        try await ProxyHarness.with(configuration: configuration, lifecycle: lifecycle) { proxy in
+            let started = ContinuousClock.now
+            let response = try await proxy.request(get("/status/200"))
+            let waited = ContinuousClock.now - started
+            #expect(response.status == 503)
+            #expect(response.header("x-breakwater-reason") == "not_ready")
+            #expect(response.header("retry-after") != nil)
+            #expect(waited >= .milliseconds(280) && waited < .milliseconds(1500))
+            #expect(proxy.backend.requestsReceived.isEmpty)
+        }
+    }
+
+    @Test func theProbeTellsAHealthyAppFromAnUnhealthyOne() async throws {
+        let backend = try await BackendFixture.start()
+        let target = try SocketAddress(ipAddress: "127.0.0.1", port: backend.port)
+        let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
+        #expect(await HealthProbe.check(target: target, path: "/status/204", timeout: .seconds(1), eventLoop: eventLoop))
+        #expect(!(await HealthProbe.check(target: target, path: "/status/500", timeout: .seconds(1), eventLoop: eventLoop)))
+        let started = ContinuousClock.now
+        #expect(!(await HealthProbe.check(target: target, path: "/hang", timeout: .milliseconds(300), eventLoop: eventLoop)))
+        #expect(ContinuousClock.now - started < .seconds(2))
+        try await backend.shutdown()
+        #expect(!(await HealthProbe.check(target: target, path: "/status/200", timeout: .seconds(1), eventLoop: eventLoop)))
+    }
+
+    @Test func theTrackerNeedsItsStreaks() {
+        var tracker = ReadinessTracker(healthyThreshold: 2, unhealthyThreshold: 3)
+        #expect(tracker.record(healthy: true) == nil)
+        #expect(tracker.record(healthy: true) == true)
+        #expect(tracker.record(healthy: false) == nil)
+        #expect(tracker.record(healthy: true) == nil)
+        #expect(tracker.record(healthy: false) == nil)
+        #expect(tracker.record(healthy: false) == nil)
+        #expect(tracker.record(healthy: false) == false)
+        #expect(!tracker.isReady)
+    }
+
+    @Test func aShutdownLetsRequestsInFlightFinish() async throws {
+        try await ProxyHarness.with { proxy in
+            async let inFlight = proxy.request(get("/delay/500"))
+            try await eventually { proxy.backend.requestCount(pathPrefix: "/delay/") == 1 }
+            let cut = try await proxy.proxy.shutdown(gracePeriod: .seconds(5))
+            #expect(cut == 0)
+            #expect(try await inFlight.status == 200)
+            // The listener is closed.
+            await #expect(throws: (any Error).self) { _ = try await RawClient.connect(port: proxy.port) }
+        }
+    }
+
+    @Test func aHungRequestCannotHoldTheDrainPastItsTimeout() async throws {
+        try await ProxyHarness.with { proxy in
+            let client = try await proxy.connect()
+            try await client.send(get("/hang"))
+            try await eventually { proxy.backend.requestCount(pathPrefix: "/hang") == 1 }
+            let started = ContinuousClock.now
+            let cut = try await proxy.proxy.shutdown(gracePeriod: .milliseconds(500))
+            #expect(cut == 1)
+            #expect(ContinuousClock.now - started < .seconds(2))
+            await client.close()
+        }
+    }
+}
