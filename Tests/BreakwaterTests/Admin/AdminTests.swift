@@ -1,0 +1,163 @@
+@testable import Breakwater
+import Foundation
+import NIOConcurrencyHelpers
+import Logging
+import NIOCore
+import NIOPosix
+import Testing
+
+/// The admin listener over real sockets, beside a proxy.
+@Suite struct AdminTests {
+    /// Runs `body` with an admin listener for `proxy`; its token variable is unique to the test.
+    private static func withAdmin(
+        _ proxy: ProxyHarness,
+        token: String?,
+        _ body: (_ port: Int) async throws -> Void
+    ) async throws {
+        let variable = "BREAKWATER_TEST_TOKEN_\(UUID().uuidString.prefix(8))"
+        if let token { setenv(variable, token, 1) }
+        defer { unsetenv(variable) }
+        let service = AdminService(
+            configuration: AdminConfig(listen: HostPort(host: "127.0.0.1", port: 0), tokenEnv: variable),
+            lifecycle: proxy.lifecycle,
+            routes: { [server = proxy.proxy] in server.routes },
+            logger: Logger(label: "admin-test")
+        )
+        let channel = try await service.bind(on: MultiThreadedEventLoopGroup.singleton)
+        do {
+            try await body(channel.localAddress!.port!)
+        } catch {
+            try? await channel.close()
+            throw error
+        }
+        try await channel.close()
+    }
+
+    private static func request(_ port: Int, _ raw: String) async throws -> RawResponse {
+        let client = try await RawClient.connect(port: port)
+        defer { Task { await client.close() } }
+        try await client.send(raw)
+        return try await client.readResponse()
+    }
+
+
+    @Test func healthEndpointsAnswer() async throws {
+        let lifecycle = Lifecycle(appReadyAtStart: false)
+        try await ProxyHarness.with(lifecycle: lifecycle) { proxy in
+            try await Self.withAdmin(proxy, token: nil) { port in
+                #expect(try await Self.request(port, get("/health/live")).status == 200)
+                let notReady = try await Self.request(port, get("/health/ready"))
+                #expect(notReady.status == 503)
+                #expect(notReady.bodyString.contains("app not ready"))
+                lifecycle.setAppReady(true)
+                #expect(try await Self.request(port, get("/health/ready")).status == 200)
+                lifecycle.advance(to: .draining)
+                let draining = try await Self.request(port, get("/health/ready"))
+                #expect(draining.status == 503)
+                #expect(draining.bodyString.contains("draining"))
+                let metrics = try await Self.request(port, get("/metrics"))
+                #expect(metrics.status == 200)
+                #expect(metrics.header("content-type")?.hasPrefix("text/plain; version=0.0.4") == true)
+                #expect(try await Self.request(port, get("/nope")).status == 404)
+            }
+        }
+    }
+
+    @Test func postsNeedTheRightToken() async throws {
+        try await ProxyHarness.with { proxy in
+            try await Self.withAdmin(proxy, token: "s3cret") { port in
+                let status1 = try await Self.request(port, post("/admin/drain")).status
+                #expect(status1 == 401)
+                let status2 = try await Self.request(port, post("/admin/drain", token: "wrong!")).status
+                #expect(status2 == 401)
+                let status3 = try await Self.request(port, post("/admin/drain", token: "s3cre")).status
+                #expect(status3 == 401)
+                let status4 = try await Self.request(port, post("/admin/circuit-breakers/default/reset", token: "wrong!")).status
+                #expect(status4 == 401)
+                let status5 = try await Self.request(port, post("/admin/circuit-breakers/nope/reset", token: "s3cret")).status
+                #expect(status5 == 404)
+            }
+            try await Self.withAdmin(proxy, token: nil) { port in
+                let status6 = try await Self.request(port, post("/admin/drain", token: "anything")).status
+                #expect(status6 == 403)
+            }
+        }
+    }
+
+    @Test func aBreakerCanBeReadAndReset() async throws {
+        let configuration = """
+            [[route]]
+            name = "switchable"
+            path = "/switchable"
+            [route.breaker]
+            failure_threshold = 1
+            [route.retry]
+            attempts = 1
+            """
+        try await ProxyHarness.with(configuration: configuration) { proxy in
+            try await Self.withAdmin(proxy, token: "t") { port in
+                proxy.backend.setFailing(true)
+                _ = try await proxy.request(get("/switchable"))
+                let breakers = try await Self.request(port, get("/health/circuit-breakers"))
+                let json = try JSONSerialization.jsonObject(with: Data(breakers.body)) as? [String: Any]
+                let routes = json?["routes"] as? [[String: Any]] ?? []
+                let switchable = routes.first { $0["route"] as? String == "switchable" }
+                #expect(switchable?["state"] as? String == "open")
+                #expect((switchable?["probe_in_seconds"] as? Double ?? 0) > 25)
+                #expect(routes.first { $0["route"] as? String == "default" }?["state"] as? String == "closed")
+
+                #expect(try await proxy.request(get("/switchable")).header("x-breakwater-reason") == "breaker_open")
+                let status7 = try await Self.request(port, post("/admin/circuit-breakers/switchable/reset", token: "t")).status
+                #expect(status7 == 200)
+                proxy.backend.setFailing(false)
+                #expect(try await proxy.request(get("/switchable")).status == 200)
+            }
+        }
+    }
+
+    @Test func adminDrainTriggersTheDrain() async throws {
+        try await ProxyHarness.with { proxy in
+            let requested = NIOLockedValueBoxForTests(false)
+            proxy.lifecycle.onDrainRequested { requested.set(true) }
+            try await Self.withAdmin(proxy, token: "t") { port in
+                let status8 = try await Self.request(port, post("/admin/drain", token: "t")).status
+                #expect(status8 == 202)
+                #expect(requested.get())
+            }
+        }
+    }
+
+    @Test func theAdminListenerAnswersWhileTheProxyIsOverloaded() async throws {
+        let configuration = "[concurrency]\nsoft_limit = 2\nhard_limit = 4\n"
+        try await ProxyHarness.with(configuration: configuration) { proxy in
+            try await Self.withAdmin(proxy, token: nil) { port in
+                try await withThrowingTaskGroup(of: Int.self) { group in
+                    for _ in 0..<200 {
+                        group.addTask { try await proxy.request(get("/delay/500")).status }
+                    }
+                    for _ in 0..<5 {
+                        let started = ContinuousClock.now
+                        #expect(try await Self.request(port, get("/health/live")).status == 200)
+                        #expect(ContinuousClock.now - started < .milliseconds(500))
+                    }
+                    let statuses = try await group.reduce(into: [Int]()) { $0.append($1) }
+                    #expect(statuses.filter { $0 == 200 }.count == 4)
+                    #expect(statuses.filter { $0 == 503 }.count == 196)
+                }
+            }
+        }
+    }
+}
+
+/// A Bool that closures on any thread may set.
+final class NIOLockedValueBoxForTests: Sendable {
+    private let box: NIOLockedValueBox<Bool>
+    init(_ value: Bool) { self.box = NIOLockedValueBox(value) }
+    func set(_ value: Bool) { self.box.withLockedValue { $0 = value } }
+    func get() -> Bool { self.box.withLockedValue { $0 } }
+}
+
+/// An empty POST, with a bearer token when given.
+private func post(_ path: String, token: String? = nil) -> String {
+    "POST \(path) HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\n" + (token.map { "Authorization: Bearer \($0)\r\n" } ?? "") + "\r\n"
+}

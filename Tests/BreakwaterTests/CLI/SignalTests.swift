@@ -1,0 +1,109 @@
+import Foundation
+import Testing
+
+/// Draining, exiting and reloading, as the process does them on signals.
+@Suite(.serialized) struct SignalTests {
+    private static func configuration(upstream: Int, extra: String = "") -> String {
+        """
+        listen = "127.0.0.1:0"
+        upstream = "127.0.0.1:\(upstream)"
+        [admin]
+        listen = "127.0.0.1:0"
+        [log]
+        level = "info"
+        [drain]
+        timeout = "2s"
+        \(extra)
+        """
+    }
+
+    @Test func sigtermLosesNoRequestInFlightAndExitsZeroQuickly() async throws {
+        let backend = try await BackendFixture.start()
+        let breakwater = try await BreakwaterProcess(configuration: Self.configuration(upstream: backend.port))
+        let port = try #require(breakwater.port)
+        let inFlight = try await withThrowingTaskGroup(of: Int.self) { group in
+            for index in 0..<10 {
+                group.addTask {
+                    let client = try await RawClient.connect(port: port)
+                    try await client.send(get("/delay/\(300 + index * 20)"))
+                    let status = try await client.readResponse().status
+                    await client.close()
+                    return status
+                }
+            }
+            try await eventually { backend.requestCount(pathPrefix: "/delay/") == 10 }
+            let started = ContinuousClock.now
+            breakwater.signal(SIGTERM)
+            let statuses = try await group.reduce(into: [Int]()) { $0.append($1) }
+            let status = await breakwater.waitForExit(timeout: .seconds(5))
+            #expect(status == 0, "\(breakwater.log)")
+            #expect(ContinuousClock.now - started < .seconds(2))
+            return statuses
+        }
+        #expect(inFlight == Array(repeating: 200, count: 10))
+        try await backend.shutdown()
+    }
+
+    @Test func aHungRequestCannotHoldTheExitPastTheDrainTimeout() async throws {
+        let backend = try await BackendFixture.start()
+        let breakwater = try await BreakwaterProcess(configuration: Self.configuration(upstream: backend.port))
+        let client = try await RawClient.connect(port: try #require(breakwater.port))
+        try await client.send(get("/hang"))
+        try await eventually { backend.requestCount(pathPrefix: "/hang") == 1 }
+        let started = ContinuousClock.now
+        breakwater.signal(SIGINT)
+        let status = await breakwater.waitForExit(timeout: .seconds(8))
+        let took = ContinuousClock.now - started
+        #expect(status == 0)
+        #expect(took >= .milliseconds(1800) && took < .seconds(5), "exited after \(took)")
+        #expect(breakwater.log.contains("requests_cut=1"), "\(breakwater.log)")
+        await client.close()
+        try await backend.shutdown()
+    }
+
+    @Test func aSecondSignalExitsAtOnce() async throws {
+        let backend = try await BackendFixture.start()
+        let breakwater = try await BreakwaterProcess(configuration: Self.configuration(upstream: backend.port))
+        let client = try await RawClient.connect(port: try #require(breakwater.port))
+        try await client.send(get("/hang"))
+        try await eventually { backend.requestCount(pathPrefix: "/hang") == 1 }
+        breakwater.signal(SIGTERM)
+        try await Task.sleep(for: .milliseconds(200))
+        let started = ContinuousClock.now
+        breakwater.signal(SIGTERM)
+        let status = await breakwater.waitForExit(timeout: .seconds(5))
+        #expect(status != nil && status != 0)
+        #expect(ContinuousClock.now - started < .seconds(1))
+        await client.close()
+        try await backend.shutdown()
+    }
+
+    @Test func sighupAppliesAChangeAndSurvivesABrokenFile() async throws {
+        let backend = try await BackendFixture.start()
+        let route = { (timeout: String) in "[[route]]\nname = \"slow\"\npath_prefix = \"/delay/\"\ntimeout = \"\(timeout)\"\n" }
+        let breakwater = try await BreakwaterProcess(configuration: Self.configuration(upstream: backend.port, extra: route("30s")))
+        let port = try #require(breakwater.port)
+        let request = { () async throws -> Int in
+            let client = try await RawClient.connect(port: port)
+            try await client.send(get("/delay/600"))
+            let status = try await client.readResponse().status
+            await client.close()
+            return status
+        }
+        #expect(try await request() == 200)
+
+        try breakwater.rewriteConfiguration(Self.configuration(upstream: backend.port, extra: route("200ms")))
+        breakwater.signal(SIGHUP)
+        try await eventually { breakwater.log.contains("configuration reloaded") }
+        #expect(try await request() == 504)
+
+        try breakwater.rewriteConfiguration("this is = not [valid toml")
+        breakwater.signal(SIGHUP)
+        try await eventually { breakwater.log.contains("configuration reload failed") }
+        #expect(try await request() == 504)
+
+        breakwater.signal(SIGTERM)
+        #expect(await breakwater.waitForExit(timeout: .seconds(5)) == 0)
+        try await backend.shutdown()
+    }
+}

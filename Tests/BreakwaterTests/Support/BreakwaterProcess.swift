@@ -1,0 +1,87 @@
+import Foundation
+
+/// The `breakwater` executable run as a user runs it, for what only a process shows: signals,
+/// exit codes, reloads.
+final class BreakwaterProcess: @unchecked Sendable {
+    let process = Process()
+    let configurationPath: String
+    private let logPath: String
+
+    /// The binary that `swift build` put beside the tests.
+    static var executable: URL {
+        get throws {
+            var directory = URL(fileURLWithPath: #filePath)
+            while directory.path != "/" && !FileManager.default.fileExists(atPath: directory.appendingPathComponent("Package.swift").path) {
+                directory.deleteLastPathComponent()
+            }
+            let candidates = ["debug", "release"].map { directory.appendingPathComponent(".build/\($0)/breakwater") }
+            guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
+                throw RawClientError(description: "no breakwater binary under .build: build the package first")
+            }
+            return found
+        }
+    }
+
+    /// Starts `breakwater --config FILE` with `configuration` in FILE, and waits until it listens.
+    init(configuration: String, environment: [String: String] = [:]) async throws {
+        let directory = FileManager.default.temporaryDirectory
+        let name = "breakwater-\(UUID().uuidString.prefix(8))"
+        self.configurationPath = directory.appendingPathComponent("\(name).conf").path
+        self.logPath = directory.appendingPathComponent("\(name).log").path
+        try configuration.write(toFile: self.configurationPath, atomically: true, encoding: .utf8)
+        FileManager.default.createFile(atPath: self.logPath, contents: nil)
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: self.logPath))
+        self.process.executableURL = try Self.executable
+        self.process.arguments = ["--config", self.configurationPath]
+        self.process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        self.process.standardOutput = log
+        self.process.standardError = log
+        try self.process.run()
+        try await eventually(timeout: .seconds(10)) { self.port != nil && self.adminPort != nil }
+    }
+
+    var log: String {
+        (try? String(contentsOfFile: self.logPath, encoding: .utf8)) ?? ""
+    }
+
+    /// The proxy's port, from its "listening" log line.
+    var port: Int? { self.loggedPort(lineEndingWith: "] listening") }
+
+    /// The admin listener's port, from its log line.
+    var adminPort: Int? { self.loggedPort(lineEndingWith: "] admin listening") }
+
+    /// The port of `listen=HOST:PORT` on the first log line with that ending.
+    private func loggedPort(lineEndingWith ending: String) -> Int? {
+        guard let line = self.log.split(separator: "\n").first(where: { $0.hasSuffix(ending) }),
+            let range = line.range(of: "listen=")
+        else { return nil }
+        let address = line[range.upperBound...].prefix { $0 != " " }
+        return address.lastIndex(of: ":").flatMap { Int(address[address.index(after: $0)...]) }
+    }
+
+    func signal(_ signal: Int32) {
+        kill(self.process.processIdentifier, signal)
+    }
+
+    /// The exit status once the process ended, or nil if it still runs after `timeout`.
+    func waitForExit(timeout: Duration) async -> Int32? {
+        let deadline = ContinuousClock.now + timeout
+        while self.process.isRunning {
+            if ContinuousClock.now >= deadline { return nil }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return self.process.terminationStatus
+    }
+
+    func rewriteConfiguration(_ text: String) throws {
+        try text.write(toFile: self.configurationPath, atomically: true, encoding: .utf8)
+    }
+
+    deinit {
+        if self.process.isRunning {
+            kill(self.process.processIdentifier, SIGKILL)
+        }
+        try? FileManager.default.removeItem(atPath: self.configurationPath)
+        try? FileManager.default.removeItem(atPath: self.logPath)
+    }
+}
