@@ -126,6 +126,12 @@ final class ProxyExchange {
             self.downstream.writeResponsePart(.head(HTTPResponseHead(version: self.request.version, status: .continue)))
             self.downstream.flush()
         }
+        if let path = self.shared.publicReadinessPath, Router.path(of: self.request.uri) == path {
+            // `readiness.public_path`: for checks that can reach only the public port (Fly's).
+            let ready = self.shared.lifecycle.currentPhase == .serving && self.shared.lifecycle.isAppReady
+            self.finishLocally(with: LocalResponse(status: ready ? .ok : .serviceUnavailable, json: #"{"ready":\#(ready)}"#))
+            return
+        }
         if self.shared.lifecycle.currentPhase == .stopping {
             // Arrived on a connection still open after the listener closed.
             self.respondLocally(.draining)
@@ -441,7 +447,7 @@ final class ProxyExchange {
         self.finishLocally(with: LocalResponse(reason))
     }
 
-    private func finishLocally(with response: LocalResponse) {
+    func finishLocally(with response: LocalResponse) {
         switch self.phase {
         case .forwarding(let connection):
             connection.close()
@@ -458,7 +464,7 @@ final class ProxyExchange {
         self.phase = .finished
         self.waitTimer?.cancel()
         self.cancelDeadline()
-        let closeConnection = response.reason.closesConnection || !self.requestEnded || !self.request.isKeepAlive || self.isUpgrade
+        let closeConnection = response.closesConnection || !self.requestEnded || !self.request.isKeepAlive || self.isUpgrade
         self.downstream.respond(response, version: self.request.version, closeConnection: closeConnection)
     }
 }

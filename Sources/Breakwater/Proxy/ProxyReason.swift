@@ -59,7 +59,8 @@ public enum ProxyReason: String, Sendable, CaseIterable {
 /// A response the proxy makes itself: SPEC's small JSON body plus `X-Breakwater-Reason`.
 struct LocalResponse {
     var status: HTTPResponseStatus
-    var reason: ProxyReason
+    /// Nil only for the answers that stand in for no failure (the public readiness check).
+    var reason: ProxyReason?
     var contentType = "application/json"
     var body: String
     /// Whole seconds; 503s always carry one so well-behaved clients back off.
@@ -75,12 +76,24 @@ struct LocalResponse {
         self.retryAfterSeconds = retryAfterSeconds ?? (reason.status == .serviceUnavailable ? 1 : nil)
     }
 
+    /// A plain JSON answer of the proxy's own.
+    init(status: HTTPResponseStatus, json: String) {
+        self.status = status
+        self.reason = nil
+        self.body = json
+        self.retryAfterSeconds = status == .serviceUnavailable ? 1 : nil
+    }
+
+    var closesConnection: Bool { self.reason?.closesConnection ?? false }
+
     func head(version: HTTPVersion, keepAlive: Bool) -> HTTPResponseHead {
         var headers = HTTPHeaders()
         headers.reserveCapacity(6)
         headers.add(name: "content-type", value: self.contentType)
         headers.add(name: "content-length", value: String(self.body.utf8.count))
-        headers.add(name: "x-breakwater-reason", value: self.reason.rawValue)
+        if let reason = self.reason {
+            headers.add(name: "x-breakwater-reason", value: reason.rawValue)
+        }
         if let retryAfterSeconds {
             headers.add(name: "retry-after", value: String(retryAfterSeconds))
         }

@@ -11,6 +11,8 @@ final class ProxyShared: Sendable {
     let server: ServerConfig
     /// How long a request waits for the app to become ready; nil without `[readiness]`.
     let readinessHold: Duration?
+    /// `readiness.public_path`, answered by the proxy itself on the public listener.
+    let publicReadinessPath: String?
     let lifecycle: Lifecycle
     let logger: Logger
 
@@ -22,6 +24,7 @@ final class ProxyShared: Sendable {
             Route(configuration: route, continuing: previous?.routes.first { $0.name == route.name })
         }
         self.readinessHold = configuration.readiness?.hold
+        self.publicReadinessPath = configuration.readiness?.publicPath
         self.lifecycle = lifecycle
         self.concurrency = ConcurrencyGate(configuration: configuration.concurrency)
         self.server = configuration.server

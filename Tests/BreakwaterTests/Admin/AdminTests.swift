@@ -141,8 +141,11 @@ import Testing
                         #expect(ContinuousClock.now - started < .milliseconds(500))
                     }
                     let statuses = try await group.reduce(into: [Int]()) { $0.append($1) }
-                    #expect(statuses.filter { $0 == 200 }.count == 4)
-                    #expect(statuses.filter { $0 == 503 }.count == 196)
+                    // 200 connects take a while: slots freed meanwhile serve a few more.
+                    #expect(statuses.filter { $0 == 200 }.count >= 4)
+                    #expect(statuses.filter { $0 == 503 }.count >= 150)
+                    #expect(statuses.count == 200)
+                    #expect(proxy.backend.maxConcurrentDelays <= 2)
                 }
             }
         }

@@ -87,3 +87,22 @@ import Testing
         }
     }
 }
+
+@Suite struct PublicReadinessTests {
+    @Test func thePublicPathAnswersReadinessOnTheProxyPort() async throws {
+        let lifecycle = Lifecycle(appReadyAtStart: false)
+        let configuration = "[readiness]\nhold = \"0s\"\npublic_path = \"/__breakwater/ready\"\n"
+        try await ProxyHarness.with(configuration: configuration, lifecycle: lifecycle) { proxy in
+            let notReady = try await proxy.request(get("/__breakwater/ready"))
+            #expect(notReady.status == 503)
+            #expect(notReady.bodyString == #"{"ready":false}"#)
+            lifecycle.setAppReady(true)
+            let ready = try await proxy.request(get("/__breakwater/ready?probe=fly"))
+            #expect(ready.status == 200)
+            #expect(ready.bodyString == #"{"ready":true}"#)
+            lifecycle.advance(to: .draining)
+            #expect(try await proxy.request(get("/__breakwater/ready")).status == 503)
+            #expect(proxy.backend.requestsReceived.isEmpty)
+        }
+    }
+}
