@@ -1,0 +1,124 @@
+import Foundation
+import NIOConcurrencyHelpers
+
+/// One access log line: what happened to one request, as JSON.
+struct AccessLogRecord {
+    var time: Date
+    var requestID: String
+    var traceID: String?
+    var method: String
+    var path: String
+    var route: String
+    var status: Int
+    /// `ok` when the app answered; else the proxy's reason, `client_closed` or `cut`.
+    var reason: String
+    var duration: Duration
+    var upstreamDuration: Duration?
+    var attempts: Int
+    var bytesIn: Int
+    var bytesOut: Int
+    var client: String?
+
+    func jsonLine() -> String {
+        var fields: [String] = []
+        fields.reserveCapacity(14)
+        fields.append(#""time":"\#(Self.timestamp(self.time))""#)
+        fields.append(#""request_id":\#(Self.quoted(self.requestID))"#)
+        fields.append(#""trace_id":\#(self.traceID.map(Self.quoted) ?? "null")"#)
+        fields.append(#""method":\#(Self.quoted(self.method))"#)
+        fields.append(#""path":\#(Self.quoted(self.path))"#)
+        fields.append(#""route":\#(Self.quoted(self.route))"#)
+        fields.append(#""status":\#(self.status)"#)
+        fields.append(#""reason":\#(Self.quoted(self.reason))"#)
+        fields.append(#""duration_ms":\#(Self.milliseconds(self.duration))"#)
+        fields.append(#""upstream_ms":\#(self.upstreamDuration.map(Self.milliseconds) ?? "null")"#)
+        fields.append(#""attempts":\#(self.attempts)"#)
+        fields.append(#""bytes_in":\#(self.bytesIn)"#)
+        fields.append(#""bytes_out":\#(self.bytesOut)"#)
+        fields.append(#""client":\#(self.client.map(Self.quoted) ?? "null")"#)
+        return "{" + fields.joined(separator: ",") + "}"
+    }
+
+    private static func milliseconds(_ duration: Duration) -> String {
+        let (seconds, attoseconds) = duration.components
+        let microseconds = seconds * 1_000_000 + attoseconds / 1_000_000_000_000
+        return String(format: "%.3f", Double(microseconds) / 1000)
+    }
+
+    private static func timestamp(_ date: Date) -> String {
+        date.formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true).timeZone(separator: .omitted))
+    }
+
+    /// A JSON string literal; paths and ids come from clients, so everything is escaped.
+    static func quoted(_ text: String) -> String {
+        var result = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": result += "\\\""
+            case "\\": result += "\\\\"
+            case "\n": result += "\\n"
+            case "\r": result += "\\r"
+            case "\t": result += "\\t"
+            case _ where scalar.value < 0x20: result += String(format: "\\u%04x", scalar.value)
+            default: result.unicodeScalars.append(scalar)
+            }
+        }
+        return result + "\""
+    }
+}
+
+/// Writes access log lines to stdout from a thread of its own, so a slow reader of stdout
+/// never blocks an event loop. The queue is bounded: when it is full, lines are dropped and
+/// counted rather than memory grown.
+final class AccessLogWriter: Sendable {
+    /// The one writer of the process: stdout is one stream.
+    static let standardOutput = AccessLogWriter()
+
+    private struct Queue {
+        var lines: [String] = []
+        var dropped = 0
+    }
+
+    private let queue = NIOLockedValueBox(Queue())
+    private let wakeUp = ConditionLock(value: false)
+    private let capacity: Int
+
+    private init(capacity: Int = 10_000) {
+        self.capacity = capacity
+        let thread = Thread { [self] in self.drain() }
+        thread.name = "breakwater-access-log"
+        thread.start()
+    }
+
+    func write(_ line: String) {
+        let accepted = self.queue.withLockedValue { queue in
+            guard queue.lines.count < self.capacity else {
+                queue.dropped += 1
+                return false
+            }
+            queue.lines.append(line)
+            return true
+        }
+        if accepted {
+            self.wakeUp.lock()
+            self.wakeUp.unlock(withValue: true)
+        }
+    }
+
+    /// Lines dropped because stdout could not keep up.
+    var dropped: Int { self.queue.withLockedValue { $0.dropped } }
+
+    private func drain() {
+        while true {
+            self.wakeUp.lock(whenValue: true)
+            self.wakeUp.unlock(withValue: false)
+            let lines = self.queue.withLockedValue { queue in
+                defer { queue.lines.removeAll(keepingCapacity: true) }
+                return queue.lines
+            }
+            guard !lines.isEmpty else { continue }
+            let text = lines.joined(separator: "\n") + "\n"
+            FileHandle.standardOutput.write(Data(text.utf8))
+        }
+    }
+}
