@@ -77,19 +77,26 @@ struct Run: AsyncParsableCommand {
         let path = self.options.path
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
-            tasks.addTask { await Self.handleSignals(group: group, proxy: proxy, configurationPath: path, logger: logger) }
+            tasks.addTask { await Self.handleSignals(group: group, proxy: proxy, lifecycle: lifecycle, configurationPath: path, logger: logger) }
             try await tasks.next()
             tasks.cancelAll()
         }
     }
 
     /// SIGTERM and SIGINT drain; a second one exits at once. SIGHUP reloads the file.
-    private static func handleSignals(group: ServiceGroup, proxy: ProxyService, configurationPath: String, logger: Logger) async {
+    private static func handleSignals(
+        group: ServiceGroup,
+        proxy: ProxyService,
+        lifecycle: Lifecycle,
+        configurationPath: String,
+        logger: Logger
+    ) async {
         var draining = false
         for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint, .sighup) {
             switch signal {
             case .sighup:
-                Self.reload(proxy: proxy, path: configurationPath, logger: logger)
+                let succeeded = Self.reload(proxy: proxy, path: configurationPath, logger: logger)
+                lifecycle.metrics.recordReload(succeeded: succeeded)
             default:
                 if draining {
                     logger.warning("second signal during the drain: exiting now", metadata: ["signal": "\(signal)"])
@@ -103,16 +110,18 @@ struct Run: AsyncParsableCommand {
     }
 
     /// Reads and validates the file again; a broken file leaves the running configuration be.
-    private static func reload(proxy: ProxyService, path: String, logger: Logger) {
+    private static func reload(proxy: ProxyService, path: String, logger: Logger) -> Bool {
         do {
             let configuration = try ConfigLoader.load(path: path)
-            guard let needsRestart = proxy.reload(configuration) else { return }
+            guard let needsRestart = proxy.reload(configuration) else { return false }
             logger.notice("configuration reloaded", metadata: ["file": "\(path)"])
             if !needsRestart.isEmpty {
                 logger.warning("changes that take a restart were not applied", metadata: ["keys": "\(needsRestart.joined(separator: ", "))"])
             }
+            return true
         } catch {
             logger.error("configuration reload failed; keeping the running one", metadata: ["problems": "\(error)"])
+            return false
         }
     }
 }

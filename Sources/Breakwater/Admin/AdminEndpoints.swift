@@ -25,9 +25,7 @@ struct AdminEndpoints: Sendable {
         case (.GET, "/health/circuit-breakers"):
             return self.circuitBreakers()
         case (.GET, "/metrics"):
-            // The metrics families arrive with the observability issue; until then the
-            // exposition is valid and empty.
-            return Answer(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: "")
+            return Answer(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: self.lifecycle.metrics.exposition())
         case (.POST, "/admin/drain"):
             return self.authorized(request) {
                 self.lifecycle.requestDrain()

@@ -14,14 +14,19 @@ public final class Lifecycle: Sendable {
     }
 
     let readiness: ReadinessGate
+    /// The process's metrics, which outlive reloads.
+    public let metrics: ProxyMetrics
     /// Requests between their head and the end of their response, across reloads.
     let requestsInFlight = ManagedAtomic(0)
     private let phase = ManagedAtomic(Phase.serving)
     private let drainTrigger = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
 
     /// - Parameter appReadyAtStart: true without a `[readiness]` probe.
-    public init(appReadyAtStart: Bool) {
+    public init(appReadyAtStart: Bool, metrics: ProxyMetrics = ProxyMetrics()) {
         self.readiness = ReadinessGate(ready: appReadyAtStart)
+        self.metrics = metrics
+        metrics.upstreamReady.record(appReadyAtStart ? 1 : 0)
+        metrics.draining.record(0)
     }
 
     public var currentPhase: Phase { self.phase.load(ordering: .acquiring) }
@@ -29,10 +34,12 @@ public final class Lifecycle: Sendable {
 
     func advance(to phase: Phase) {
         self.phase.store(phase, ordering: .releasing)
+        self.metrics.draining.record(phase == .serving ? 0 : 1)
     }
 
     public func setAppReady(_ ready: Bool) {
         self.readiness.setReady(ready)
+        self.metrics.upstreamReady.record(ready ? 1 : 0)
     }
 
     /// What `POST /admin/drain` does: the same as SIGTERM.

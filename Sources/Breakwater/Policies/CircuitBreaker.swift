@@ -17,6 +17,15 @@ public struct CircuitBreaker: Sendable {
         case closed
         case open(until: PolicyInstant)
         case halfOpen
+
+        /// As metrics and the admin listener name it.
+        public var name: String {
+            switch self {
+            case .closed: "closed"
+            case .open: "open"
+            case .halfOpen: "half_open"
+            }
+        }
     }
 
     public enum Admission: Equatable, Sendable {

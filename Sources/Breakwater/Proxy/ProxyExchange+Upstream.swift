@@ -13,6 +13,7 @@ extension ProxyExchange: UpstreamConnectionDelegate {
         case (.forwarding(let connection), .head(let head)):
             self.receivedResponseHead(head, on: connection)
         case (.responding, .body(let body)):
+            self.bytesOut += body.readableBytes
             self.downstream.writeResponsePart(.body(.byteBuffer(body)))
             self.resetDeadline(in: self.route.policy.bodyTimeout)
         case (.responding(let connection), .end(let trailers)):
@@ -23,12 +24,13 @@ extension ProxyExchange: UpstreamConnectionDelegate {
             connection.channel.eventLoop.assumeIsolated().execute {
                 guard case .upgrading = self.phase else { return }
                 self.phase = .finished
-                let head = HeaderRewriting.clientResponse(
+                var head = HeaderRewriting.clientResponse(
                     upgradeHead,
                     framing: .noBody,
                     clientVersion: self.request.version,
                     keepAlive: true
                 )
+                head.headers.replaceOrAdd(name: self.shared.trace.requestIDHeader, value: self.trace.requestID)
                 self.downstream.startTunnel(response: head, upstream: connection)
             }
         default:
@@ -56,6 +58,7 @@ extension ProxyExchange: UpstreamConnectionDelegate {
             self.upstreamKeepAlive = false
             self.finishResponse(trailers: nil, on: connection)
         case .responding, .upgrading:
+            self.answerReason = "cut"
             self.phase = .finished
             self.cancelDeadline()
             self.downstream.cutConnection()
@@ -68,6 +71,9 @@ extension ProxyExchange: UpstreamConnectionDelegate {
 
     private func receivedResponseHead(_ head: HTTPResponseHead, on connection: UpstreamConnection) {
         let status = Int(head.status.code)
+        self.responseHeadAt = .now()
+        self.answeredStatus = status
+        self.answerReason = "ok"
         self.recordOutcome(self.route.isFailure(status: status) ? .failure : .success)
         if self.route.retryPolicy.retries(status: status), let delay = self.retryDelay(after: .status(status)) {
             // This answer is dropped for another try; its connection, mid-response, goes too.
@@ -95,12 +101,13 @@ extension ProxyExchange: UpstreamConnectionDelegate {
             && (self.request.version.speaksChunked || self.responseFraming != .chunked)
         self.phase = .responding(connection)
         self.resetDeadline(in: self.route.policy.bodyTimeout)
-        let clientHead = HeaderRewriting.clientResponse(
+        var clientHead = HeaderRewriting.clientResponse(
             head,
             framing: self.responseFraming,
             clientVersion: self.request.version,
             keepAlive: self.clientKeepAlive
         )
+        clientHead.headers.replaceOrAdd(name: self.shared.trace.requestIDHeader, value: self.trace.requestID)
         self.downstream.writeResponsePart(.head(clientHead))
     }
 
@@ -151,6 +158,7 @@ extension ProxyExchange: UpstreamConnectionDelegate {
         case .forwarding(let connection), .responding(let connection):
             // A body stalled longer than `body_timeout`, in either direction.
             connection.close()
+            if case .responding = self.phase { self.answerReason = "cut" }
             self.phase = .finished
             self.downstream.cutConnection()
         case .connecting, .upgrading, .finished:

@@ -1,4 +1,5 @@
 import Atomics
+import Foundation
 import NIOCore
 import NIOHTTP1
 
@@ -37,6 +38,7 @@ final class ProxyExchange {
     let pool: UpstreamConnectionPool
     let downstream: DownstreamHandler
     let route: Route
+    let trace: RequestTrace
     let startedAt = NIODeadline.now()
 
     var phase = Phase.connecting {
@@ -55,6 +57,16 @@ final class ProxyExchange {
     private var queueTicket: UInt64?
     /// The ticket of the wait for the app to become ready, while held.
     private var readinessTicket: UInt64?
+    /// Counted in the route's in-flight gauge (it passed the gates).
+    private var countedInFlight = false
+
+    // What the access log and the metrics say of the request once it is over.
+    var answeredStatus = 499
+    /// `ok` when the app answered; else the proxy's reason, `cut` or `client_closed`.
+    var answerReason = "client_closed"
+    var bytesOut = 0
+    var firstForwardedAt: NIODeadline?
+    var responseHeadAt: NIODeadline?
     var pendingBody = CircularBuffer<ByteBuffer>()
     var requestBodyBytes = 0
     /// The body so far while it fits `maxReplayBytes`, so a failed attempt can be sent again.
@@ -91,6 +103,7 @@ final class ProxyExchange {
         self.pool = pool
         self.downstream = downstream
         self.route = shared.route(method: request.method.rawValue, uri: request.uri)
+        self.trace = RequestTrace(request: request.headers, configuration: shared.trace)
         shared.lifecycle.requestsInFlight.wrappingIncrement(ordering: .relaxed)
     }
 
@@ -183,11 +196,13 @@ final class ProxyExchange {
                 self.slotsHeld += 1
             case .queued(let ticket):
                 self.queueTicket = ticket
+                self.route.metrics.queued.increment()
                 self.waitTimer = self.pool.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(gate.configuration.queueTimeout)) {
                     self.waitTimer = nil
                     // Lost the race to a slot handed over meanwhile: its wake-up is on the way.
                     guard let ticket = self.queueTicket, gate.cancel(ticket: ticket) else { return }
                     self.queueTicket = nil
+                    self.route.metrics.queued.decrement()
                     self.respondLocally(.queueTimeout)
                 }
                 return
@@ -196,6 +211,8 @@ final class ProxyExchange {
                 return
             }
         }
+        self.countedInFlight = true
+        self.route.metrics.inFlight.increment()
         guard self.admittedByBreaker() else { return }
         self.attempt()
     }
@@ -203,6 +220,7 @@ final class ProxyExchange {
     /// A gate's queue handed this request a slot.
     private func slotGranted() {
         self.queueTicket = nil
+        self.route.metrics.queued.decrement()
         self.waitTimer?.cancel()
         self.waitTimer = nil
         guard case .connecting = self.phase else {
@@ -223,7 +241,12 @@ final class ProxyExchange {
         }
         if let ticket = self.queueTicket, self.gates[self.slotsHeld].cancel(ticket: ticket) {
             self.queueTicket = nil
+            self.route.metrics.queued.decrement()
         }
+        if self.countedInFlight {
+            self.route.metrics.inFlight.decrement()
+        }
+        self.recordCompletion()
         while self.slotsHeld > 0 {
             self.slotsHeld -= 1
             self.gates[self.slotsHeld].release()
@@ -268,12 +291,14 @@ final class ProxyExchange {
     private func forward(on connection: UpstreamConnection) {
         self.phase = .forwarding(connection)
         connection.delegate = self
-        let head = HeaderRewriting.upstreamRequest(
+        var head = HeaderRewriting.upstreamRequest(
             self.request,
             framing: self.requestFraming,
             clientAddress: self.clientAddress,
             isUpgrade: self.isUpgrade
         )
+        self.trace.apply(to: &head.headers, configuration: self.shared.trace)
+        self.firstForwardedAt = self.firstForwardedAt ?? .now()
         connection.write(.head(head))
         while let part = self.pendingBody.popFirst() {
             connection.write(.body(.byteBuffer(part)))
@@ -319,6 +344,9 @@ final class ProxyExchange {
             return
         }
         self.recordOutcome(.failure)
+        if failure == .timeout {
+            self.route.metrics.upstreamTimeouts.increment()
+        }
         if let delay = self.retryDelay(after: failure) {
             self.retry(after: delay, failure: failure)
         } else {
@@ -329,6 +357,7 @@ final class ProxyExchange {
     /// Sends the request again after `delay`, if the breaker still lets it through then.
     func retry(after delay: Duration, failure: RetryPolicy.Failure) {
         self.phase = .connecting
+        self.route.metrics.retries.increment()
         if failure != .connectFailure {
             // What went out must go out again; after a connect failure nothing did.
             self.pendingBody = CircularBuffer(self.replayableBody ?? [])
@@ -454,6 +483,7 @@ final class ProxyExchange {
         case .responding(let connection), .upgrading(let connection, _):
             // A status line is already out: cut instead.
             connection.close()
+            self.answerReason = "cut"
             self.phase = .finished
             self.cancelDeadline()
             self.downstream.cutConnection()
@@ -461,11 +491,54 @@ final class ProxyExchange {
         case .connecting, .finished:
             break
         }
+        var response = response
+        response.requestID = (self.shared.trace.requestIDHeader, self.trace.requestID)
+        self.answeredStatus = Int(response.status.code)
+        self.answerReason = response.reason?.rawValue ?? "ok"
+        self.bytesOut += response.body.utf8.count
+        if let reason = response.reason, reason.isShed {
+            self.route.metrics.recordShed(reason: reason.rawValue)
+        }
         self.phase = .finished
         self.waitTimer?.cancel()
         self.cancelDeadline()
         let closeConnection = response.closesConnection || !self.requestEnded || !self.request.isKeepAlive || self.isUpgrade
         self.downstream.respond(response, version: self.request.version, closeConnection: closeConnection)
+    }
+}
+
+extension ProxyExchange {
+    /// The request is over: one access log line, and the request counters.
+    private func recordCompletion() {
+        let now = NIODeadline.now()
+        let duration = Duration.nanoseconds((now - self.startedAt).nanoseconds)
+        self.route.metrics.recordRequest(
+            method: self.request.method.rawValue,
+            code: self.answeredStatus,
+            reason: self.answerReason,
+            duration: duration
+        )
+        guard let accessLog = self.shared.accessLog else { return }
+        let upstream = self.firstForwardedAt.flatMap { sent in
+            self.responseHeadAt.map { Duration.nanoseconds(($0 - sent).nanoseconds) }
+        }
+        let record = AccessLogRecord(
+            time: Date(),
+            requestID: self.trace.requestID,
+            traceID: self.trace.traceID,
+            method: self.request.method.rawValue,
+            path: String(Router.path(of: self.request.uri)),
+            route: self.route.name,
+            status: self.answeredStatus,
+            reason: self.answerReason,
+            duration: duration,
+            upstreamDuration: upstream,
+            attempts: self.attempts,
+            bytesIn: self.requestBodyBytes,
+            bytesOut: self.bytesOut,
+            client: self.clientAddress
+        )
+        accessLog.write(record.jsonLine())
     }
 }
 

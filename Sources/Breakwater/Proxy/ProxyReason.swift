@@ -47,6 +47,14 @@ public enum ProxyReason: String, Sendable, CaseIterable {
         }
     }
 
+    /// Load shed or refused before reaching the app: counted in `breakwater_shed_total`.
+    var isShed: Bool {
+        switch self {
+        case .hardLimit, .queueTimeout, .breakerOpen, .notReady, .draining: true
+        default: false
+        }
+    }
+
     /// After these the request stream cannot be trusted, so the connection is closed.
     var closesConnection: Bool {
         switch self {
@@ -65,6 +73,8 @@ struct LocalResponse {
     var body: String
     /// Whole seconds; 503s always carry one so well-behaved clients back off.
     var retryAfterSeconds: Int?
+    /// The request id header and value, returned on every answer.
+    var requestID: (name: String, value: String)?
 
     /// - Parameter fallback: a route's own answer for an open breaker, in place of the
     ///   generic body (the reason header stays, so the answer can still be told apart).
@@ -96,6 +106,9 @@ struct LocalResponse {
         }
         if let retryAfterSeconds {
             headers.add(name: "retry-after", value: String(retryAfterSeconds))
+        }
+        if let requestID {
+            headers.add(name: requestID.name, value: requestID.value)
         }
         if !keepAlive {
             headers.add(name: "connection", value: "close")

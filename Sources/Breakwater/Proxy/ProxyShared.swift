@@ -14,6 +14,9 @@ final class ProxyShared: Sendable {
     /// `readiness.public_path`, answered by the proxy itself on the public listener.
     let publicReadinessPath: String?
     let lifecycle: Lifecycle
+    let trace: TraceConfig
+    /// Where access log lines go; nil with `log.access = false`.
+    let accessLog: AccessLogWriter?
     let logger: Logger
 
     /// - Parameter previous: the generation this one replaces on reload; a route that keeps its
@@ -21,11 +24,13 @@ final class ProxyShared: Sendable {
     init(configuration: ProxyConfig, lifecycle: Lifecycle, logger: Logger, previous: ProxyShared? = nil) {
         self.router = Router(routes: configuration.routes)
         self.routes = configuration.routes.map { route in
-            Route(configuration: route, continuing: previous?.routes.first { $0.name == route.name })
+            Route(configuration: route, metrics: lifecycle.metrics, continuing: previous?.routes.first { $0.name == route.name })
         }
         self.readinessHold = configuration.readiness?.hold
         self.publicReadinessPath = configuration.readiness?.publicPath
         self.lifecycle = lifecycle
+        self.trace = configuration.trace
+        self.accessLog = configuration.log.access ? AccessLogWriter.standardOutput : nil
         self.concurrency = ConcurrencyGate(configuration: configuration.concurrency)
         self.server = configuration.server
         self.logger = logger

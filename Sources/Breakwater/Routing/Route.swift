@@ -10,13 +10,15 @@ final class Route: Sendable {
     let retryPolicy: RetryPolicy
     /// The route's bulkhead, when it has `[route.concurrency]` (or `[defaults.concurrency]`).
     let bulkhead: ConcurrencyGate?
+    let metrics: RouteMetrics
     private let breaker: NIOLockedValueBox<CircuitBreaker>
     private let retryBudget: NIOLockedValueBox<RetryBudget>
 
     /// - Parameter previous: the route of the same name before a reload: its breaker state and
     ///   retry budget carry on when their settings did not change.
-    init(configuration: RouteConfig, continuing previous: Route? = nil) {
+    init(configuration: RouteConfig, metrics: ProxyMetrics, continuing previous: Route? = nil) {
         self.configuration = configuration
+        self.metrics = previous?.metrics ?? RouteMetrics(route: configuration.name, metrics: metrics)
         self.retryPolicy = RetryPolicy(configuration: configuration.policy.retry, routeTimeout: configuration.policy.timeout)
         if let previous, previous.policy.breaker == configuration.policy.breaker {
             self.breaker = previous.breaker
@@ -36,13 +38,13 @@ final class Route: Sendable {
 
     /// Asks the breaker whether a request (or a retry) may go to the app.
     func admit(now: PolicyInstant) -> CircuitBreaker.Admission {
-        self.breaker.withLockedValue { $0.admit(now: now) }
+        self.updatingBreaker { $0.admit(now: now) }
     }
 
     /// Tells the breaker how an admitted attempt went.
     func record(_ outcome: CircuitBreaker.Outcome, probe: Bool, now: PolicyInstant) {
         let jitter = Double.random(in: 0.8..<1.2)
-        self.breaker.withLockedValue { _ = $0.record(outcome, probe: probe, now: now, jitter: jitter) }
+        self.updatingBreaker { _ = $0.record(outcome, probe: probe, now: now, jitter: jitter) }
     }
 
     /// An admitted probe that ended without an outcome (the client left).
@@ -70,6 +72,19 @@ final class Route: Sendable {
 
     /// Closes the breaker, for `POST /admin/circuit-breakers/NAME/reset`.
     func resetBreaker() {
-        self.breaker.withLockedValue { $0.close() }
+        self.updatingBreaker { $0.close() }
+    }
+
+    /// Runs `change` on the breaker and reports a change of state to the metrics.
+    private func updatingBreaker<Result>(_ change: (inout CircuitBreaker) -> Result) -> Result {
+        let (result, before, after) = self.breaker.withLockedValue { breaker in
+            let before = breaker.state.name
+            let result = change(&breaker)
+            return (result, before, breaker.state.name)
+        }
+        if before != after {
+            self.metrics.recordBreakerTransition(to: after)
+        }
+        return result
     }
 }

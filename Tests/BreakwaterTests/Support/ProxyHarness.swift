@@ -26,7 +26,7 @@ struct ProxyHarness {
             [admin]
             listen = "127.0.0.1:0"
 
-            """ + configuration
+            """ + configuration + (configuration.contains("[log]") ? "" : "\n[log]\naccess = false\n")
         let config = try ConfigLoader.parse(toml, fileName: "test.conf")
         var logger = Logger(label: "breakwater-test")
         logger.logLevel = .critical

@@ -1,0 +1,87 @@
+@testable import Breakwater
+import Foundation
+import Testing
+
+/// `/metrics` after traffic, as Prometheus would scrape it.
+@Suite struct MetricsTests {
+    private static func lines(_ exposition: String, _ prefix: String) -> [Substring] {
+        exposition.split(separator: "\n").filter { $0.hasPrefix(prefix) }
+    }
+
+    @Test func requestsAreCountedByRouteMethodCodeAndReason() async throws {
+        let configuration = "[[route]]\nname = \"api\"\npath_prefix = \"/status/\"\n"
+        try await ProxyHarness.with(configuration: configuration) { proxy in
+            for _ in 0..<3 { _ = try await proxy.request(get("/status/201")) }
+            _ = try await proxy.request("PROPFIND /status/200 HTTP/1.1\r\nHost: x\r\n\r\n")
+            _ = try await proxy.request(get("/hello"))
+            let text = proxy.lifecycle.metrics.exposition()
+            #expect(text.contains(#"breakwater_requests_total{route="api",method="GET",code="201",reason="ok"} 3"#), "\(text)")
+            #expect(text.contains(#"breakwater_requests_total{route="api",method="OTHER",code="200",reason="ok"} 1"#))
+            #expect(text.contains(#"breakwater_requests_total{route="default",method="GET",code="200",reason="ok"} 1"#))
+            #expect(text.contains("# TYPE breakwater_requests_total counter"))
+            #expect(text.contains("# TYPE breakwater_request_duration_seconds histogram"))
+            #expect(text.contains(#"breakwater_request_duration_seconds_bucket{route="api",le="0.001"}"#))
+            #expect(text.contains(#"breakwater_request_duration_seconds_bucket{route="api",le="30.0"} 4"#))
+            #expect(text.contains(#"breakwater_request_duration_seconds_count{route="api"} 4"#))
+            #expect(text.contains(#"breakwater_in_flight_requests{route="api"} 0.0"#))
+            #expect(text.contains("process_resident_memory_bytes"))
+            #expect(text.contains("process_open_fds"))
+        }
+    }
+
+    @Test func breakerStatesTransitionsShedsAndTimeoutsShow() async throws {
+        let configuration = """
+            [[route]]
+            name = "flaky"
+            path = "/switchable"
+            [route.breaker]
+            failure_threshold = 2
+            [route.retry]
+            attempts = 1
+            [[route]]
+            name = "slow"
+            path = "/hang"
+            timeout = "100ms"
+            """
+        try await ProxyHarness.with(configuration: configuration) { proxy in
+            proxy.backend.setFailing(true)
+            for _ in 0..<3 { _ = try await proxy.request(get("/switchable")) }
+            _ = try await proxy.request(get("/hang"))
+            let text = proxy.lifecycle.metrics.exposition()
+            #expect(text.contains(#"breakwater_circuit_breaker_state{route="flaky",state="open"} 1.0"#), "\(text)")
+            #expect(text.contains(#"breakwater_circuit_breaker_state{route="flaky",state="closed"} 0.0"#))
+            #expect(text.contains(#"breakwater_circuit_breaker_transitions_total{route="flaky",to="open"} 1"#))
+            #expect(text.contains(#"breakwater_shed_total{route="flaky",reason="breaker_open"} 1"#))
+            #expect(text.contains(#"breakwater_requests_total{route="flaky",method="GET",code="503",reason="breaker_open"} 1"#))
+            #expect(text.contains(#"breakwater_requests_total{route="flaky",method="GET",code="500",reason="ok"} 2"#))
+            #expect(text.contains(#"breakwater_upstream_timeouts_total{route="slow"} 1"#))
+            #expect(text.contains("breakwater_upstream_ready 1.0"))
+            #expect(text.contains("breakwater_draining 0.0"))
+        }
+    }
+
+    @Test func thePrometheusToolAcceptsTheExposition() async throws {
+        guard let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"].first(where: FileManager.default.isExecutableFile(atPath:)) else {
+            return  // `apt-get install prometheus` provides it; .ci/run installs it when it can.
+        }
+        try await ProxyHarness.with { proxy in
+            _ = try await proxy.request(get("/status/200"))
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: promtool)
+            process.arguments = ["check", "metrics"]
+            let input = Pipe()
+            let output = Pipe()
+            process.standardInput = input
+            process.standardOutput = output
+            process.standardError = output
+            try process.run()
+            input.fileHandleForWriting.write(Data(proxy.lifecycle.metrics.exposition().utf8))
+            try input.fileHandleForWriting.close()
+            process.waitUntilExit()
+            let report = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            // HELP texts are lints, not errors: swift-metrics has no place for them.
+            let errors = report.split(separator: "\n").filter { !$0.contains("no help text") }
+            #expect(errors.isEmpty, "\(report)")
+        }
+    }
+}

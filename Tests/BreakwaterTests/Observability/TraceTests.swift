@@ -1,0 +1,97 @@
+@testable import Breakwater
+import Foundation
+import Testing
+
+/// X-Request-ID and W3C traceparent, as the app and the client see them.
+@Suite struct TraceTests {
+    private static let validParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+    private static func isHex(_ text: String, count: Int) -> Bool {
+        text.count == count && text.allSatisfy { "0123456789abcdef".contains($0) }
+    }
+
+    @Test func aRequestWithoutAnIDGetsOneAndItComesBack() async throws {
+        try await ProxyHarness.with { proxy in
+            let response = try await proxy.request(get("/status/200"))
+            let id = try #require(response.header("x-request-id"))
+            #expect(Self.isHex(id, count: 32))
+            #expect(proxy.backend.requestsReceived.last?.header("x-request-id") == id)
+            let traceparent = try #require(proxy.backend.requestsReceived.last?.header("traceparent"))
+            #expect(traceparent.split(separator: "-").count == 4)
+        }
+    }
+
+    @Test func aClientsIDIsKept() async throws {
+        try await ProxyHarness.with { proxy in
+            let response = try await proxy.request(get("/status/200", headers: ["X-Request-ID: client-chosen-42"]))
+            #expect(response.header("x-request-id") == "client-chosen-42")
+            #expect(proxy.backend.requestsReceived.last?.header("x-request-id") == "client-chosen-42")
+        }
+    }
+
+    @Test func localAnswersCarryTheIDToo() async throws {
+        try await ProxyHarness.with(upstream: "127.0.0.1:1") { proxy in
+            let response = try await proxy.request(get("/", headers: ["X-Request-ID: abc"]))
+            #expect(response.status == 502)
+            #expect(response.header("x-request-id") == "abc")
+        }
+    }
+
+    @Test func aValidTraceparentIsKeptWithItsTracestate() async throws {
+        try await ProxyHarness.with { proxy in
+            _ = try await proxy.request(get("/status/200", headers: ["traceparent: \(Self.validParent)", "tracestate: congo=t61rcWkgMzE"]))
+            let received = try #require(proxy.backend.requestsReceived.last)
+            #expect(received.header("traceparent") == Self.validParent)
+            #expect(received.header("tracestate") == "congo=t61rcWkgMzE")
+        }
+    }
+
+    @Test func anInvalidTraceparentIsReplaced() async throws {
+        try await ProxyHarness.with { proxy in
+            _ = try await proxy.request(get("/status/200", headers: ["traceparent: 00-not-a-trace-01", "tracestate: stale=1"]))
+            let received = try #require(proxy.backend.requestsReceived.last)
+            let parts = try #require(received.header("traceparent")).split(separator: "-").map(String.init)
+            #expect(parts.count == 4)
+            #expect(parts[0] == "00")
+            #expect(Self.isHex(parts[1], count: 32))
+            #expect(Self.isHex(parts[2], count: 16))
+            #expect(received.header("tracestate") == nil)
+        }
+    }
+
+    @Test func aCustomHeaderNameIsUsed() async throws {
+        try await ProxyHarness.with(configuration: "[trace]\nrequest_id_header = \"X-Correlation-ID\"\ntraceparent = false\n") { proxy in
+            let response = try await proxy.request(get("/status/200"))
+            #expect(response.header("x-correlation-id") != nil)
+            #expect(response.header("x-request-id") == nil)
+            #expect(proxy.backend.requestsReceived.last?.header("traceparent") == nil)
+        }
+    }
+
+    @Test func theAccessLogLineIsJSONWithTheRequestsIdentity() throws {
+        let record = AccessLogRecord(
+            time: Date(timeIntervalSince1970: 0),
+            requestID: "abc",
+            traceID: "4bf92f3577b34da6a3ce929d0e0e4736",
+            method: "GET",
+            path: "/a\"b",
+            route: "api",
+            status: 200,
+            reason: "ok",
+            duration: .milliseconds(12),
+            upstreamDuration: .microseconds(11_500),
+            attempts: 1,
+            bytesIn: 0,
+            bytesOut: 5,
+            client: "127.0.0.1"
+        )
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(record.jsonLine().utf8)) as? [String: Any])
+        #expect(object["request_id"] as? String == "abc")
+        #expect(object["trace_id"] as? String == "4bf92f3577b34da6a3ce929d0e0e4736")
+        #expect(object["path"] as? String == "/a\"b")
+        #expect(object["duration_ms"] as? Double == 12)
+        #expect(object["upstream_ms"] as? Double == 11.5)
+        #expect(object["status"] as? Int == 200)
+        #expect((object["time"] as? String)?.hasPrefix("1970-01-01T00:00:00.000") == true)
+    }
+}
