@@ -131,15 +131,17 @@ final class RouteMetrics: Sendable {
 }
 
 /// The conventional `process_*` metrics, read from /proc at each scrape.
-private struct ProcessMetrics: Sendable {
+private final class ProcessMetrics: Sendable {
     let residentMemory: CoreMetrics.Gauge
-    let cpuSeconds: CoreMetrics.Gauge
+    /// A counter, as Prometheus wants `_total`s: each scrape adds the CPU time used since the last.
+    let cpuSeconds: FloatingPointCounter
+    private let cpuSecondsCounted = NIOLockedValueBox(0.0)
     let openFileDescriptors: CoreMetrics.Gauge
     let startTime: CoreMetrics.Gauge
 
     init(factory: PrometheusMetricsFactory) {
         self.residentMemory = CoreMetrics.Gauge(label: "process_resident_memory_bytes", factory: factory)
-        self.cpuSeconds = CoreMetrics.Gauge(label: "process_cpu_seconds_total", factory: factory)
+        self.cpuSeconds = FloatingPointCounter(label: "process_cpu_seconds_total", factory: factory)
         self.openFileDescriptors = CoreMetrics.Gauge(label: "process_open_fds", factory: factory)
         self.startTime = CoreMetrics.Gauge(label: "process_start_time_seconds", factory: factory)
         self.startTime.record(Date().timeIntervalSince1970)
@@ -154,7 +156,12 @@ private struct ProcessMetrics: Sendable {
             // Fields after the command name: state is field 3; utime 14, stime 15, rss 24.
             let fields = stat[stat.index(after: afterName)...].split(separator: " ")
             if fields.count > 21, let user = Double(fields[11]), let system = Double(fields[12]), let pages = Double(fields[21]) {
-                self.cpuSeconds.record((user + system) / ticks)
+                let total = (user + system) / ticks
+                let added = self.cpuSecondsCounted.withLockedValue { counted in
+                    defer { counted = max(counted, total) }
+                    return max(0, total - counted)
+                }
+                self.cpuSeconds.increment(by: added)
                 self.residentMemory.record(pages * pageSize)
             }
         }

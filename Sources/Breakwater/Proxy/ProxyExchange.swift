@@ -1,5 +1,6 @@
 import Atomics
 import Foundation
+import Logging
 import NIOCore
 import NIOHTTP1
 
@@ -344,6 +345,7 @@ final class ProxyExchange {
             return
         }
         self.recordOutcome(.failure)
+        self.log(.debug, "attempt failed", ["failure": "\(failure)", "attempt": "\(self.attempts)"])
         if failure == .timeout {
             self.route.metrics.upstreamTimeouts.increment()
         }
@@ -358,6 +360,7 @@ final class ProxyExchange {
     func retry(after delay: Duration, failure: RetryPolicy.Failure) {
         self.phase = .connecting
         self.route.metrics.retries.increment()
+        self.log(.debug, "retrying", ["failure": "\(failure)", "delay": "\(delay)"])
         if failure != .connectFailure {
             // What went out must go out again; after a connect failure nothing did.
             self.pendingBody = CircularBuffer(self.replayableBody ?? [])
@@ -508,6 +511,17 @@ final class ProxyExchange {
 }
 
 extension ProxyExchange {
+    /// A diagnostic line about this request: it always carries the request id and route, so
+    /// one request can be followed through the proxy's and the app's logs.
+    func log(_ level: Logger.Level, _ message: @autoclosure () -> Logger.Message, _ metadata: Logger.Metadata = [:]) {
+        let logger = self.shared.logger
+        guard logger.logLevel <= level else { return }
+        var metadata = metadata
+        metadata["request_id"] = "\(self.trace.requestID)"
+        metadata["route"] = "\(self.route.name)"
+        logger.log(level: level, message(), metadata: metadata)
+    }
+
     /// The request is over: one access log line, and the request counters.
     private func recordCompletion() {
         let now = NIODeadline.now()

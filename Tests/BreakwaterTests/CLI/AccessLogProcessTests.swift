@@ -1,0 +1,52 @@
+import Foundation
+import Testing
+
+/// The access log and diagnostic logs of a running process.
+@Suite struct AccessLogProcessTests {
+    @Test func oneJSONLinePerRequestCarriesTheRequestsIdentity() async throws {
+        let backend = try await BackendFixture.start()
+        let breakwater = try await BreakwaterProcess(configuration: """
+            listen = "127.0.0.1:0"
+            upstream = "127.0.0.1:\(backend.port)"
+            [admin]
+            listen = "127.0.0.1:0"
+            [log]
+            access = true
+            level = "debug"
+            [[route]]
+            name = "broken"
+            path = "/close"
+            [route.retry]
+            attempts = 1
+            """)
+        let port = try #require(breakwater.port)
+        let client = try await RawClient.connect(port: port)
+        try await client.send(get("/status/201?x=1", headers: ["X-Request-ID: follow-me-1"]))
+        #expect(try await client.readResponse().status == 201)
+        try await client.send(get("/close", headers: ["X-Request-ID: follow-me-2"]))
+        #expect(try await client.readResponse().status == 502)
+        await client.close()
+
+        try await eventually { breakwater.log.contains("follow-me-2\",") }
+        let lines = breakwater.log.split(separator: "\n").filter { $0.hasPrefix("{") }
+        let records = try lines.map { try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
+        let first = try #require(records.first { $0["request_id"] as? String == "follow-me-1" })
+        #expect(first["path"] as? String == "/status/201")
+        #expect(first["status"] as? Int == 201)
+        #expect(first["reason"] as? String == "ok")
+        #expect(first["route"] as? String == "default")
+        #expect(first["attempts"] as? Int == 1)
+        #expect(first["client"] as? String == "127.0.0.1")
+        #expect((first["trace_id"] as? String)?.count == 32)
+        #expect(first["bytes_out"] as? Int == "status 201".utf8.count)
+        let second = try #require(records.first { $0["request_id"] as? String == "follow-me-2" })
+        #expect(second["status"] as? Int == 502)
+        #expect(second["reason"] as? String == "upstream_unavailable")
+        // The diagnostic line about the failure names the same request.
+        #expect(breakwater.log.split(separator: "\n").contains { $0.contains("attempt failed") && $0.contains("request_id=follow-me-2") })
+
+        breakwater.signal(SIGTERM)
+        #expect(await breakwater.waitForExit(timeout: .seconds(5)) == 0)
+        try await backend.shutdown()
+    }
+}
