@@ -47,11 +47,13 @@ struct Run: AsyncParsableCommand {
     var appCommand: [String] = []
 
     func run() async throws {
-        let configuration = try self.options.load()
-        if !self.appCommand.isEmpty || configuration.app != nil {
-            FileHandle.standardError.write(Data("breakwater: supervisor mode (`-- CMD` or [app]) is not available in this version\n".utf8))
-            throw ExitCode(2)
+        var configuration = try self.options.load()
+        if !self.appCommand.isEmpty {
+            var app = configuration.app ?? AppConfig()
+            app.command = self.appCommand
+            configuration.app = app
         }
+        let supervised = try configuration.app.map { try Self.supervisedCommand($0, configuration: &configuration) }
         let level = configuration.log.level
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -59,14 +61,24 @@ struct Run: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "breakwater")
-        let lifecycle = Lifecycle(appReadyAtStart: configuration.readiness == nil)
+        let lifecycle = Lifecycle(appReadyAtStart: configuration.readiness == nil && supervised == nil)
         let proxy = ProxyService(configuration: configuration, lifecycle: lifecycle, logger: logger)
         // Shut down in reverse: the proxy drains first, while the admin listener still
-        // answers `/health/ready` with 503.
+        // answers `/health/ready` with 503; the app stops after the drain.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: AdminService(configuration: configuration.admin, lifecycle: lifecycle, proxy: proxy, logger: logger))
         ]
-        if let readiness = configuration.readiness, let upstream = configuration.upstream {
+        if let (app, command) = supervised, let upstream = configuration.upstream {
+            let supervisor = AppSupervisor(
+                app: app,
+                command: command,
+                target: upstream,
+                readiness: configuration.readiness,
+                lifecycle: lifecycle,
+                logger: logger
+            )
+            services.append(.init(service: supervisor))
+        } else if let readiness = configuration.readiness, let upstream = configuration.upstream {
             services.append(.init(service: ReadinessProber(configuration: readiness, upstream: upstream, lifecycle: lifecycle, logger: logger)))
         }
         services.append(.init(service: proxy))
@@ -81,6 +93,27 @@ struct Run: AsyncParsableCommand {
             try await tasks.next()
             tasks.cancelAll()
         }
+        if let code = lifecycle.exitCode {
+            throw ExitCode(code)
+        }
+    }
+
+    /// The app's command with `{port}` filled in, and the upstream it implies when the file
+    /// names none (`127.0.0.1:base_port`).
+    private static func supervisedCommand(_ app: AppConfig, configuration: inout ProxyConfig) throws -> (AppConfig, [String]) {
+        guard !app.command.isEmpty else {
+            FileHandle.standardError.write(Data("breakwater: supervisor mode needs the app's command: [app] command, or after `--`\n".utf8))
+            throw ExitCode.failure
+        }
+        guard app.workers == 1 else {
+            FileHandle.standardError.write(Data("breakwater: [app] workers > 1 is not available in this version; use workers = 1\n".utf8))
+            throw ExitCode(2)
+        }
+        if configuration.upstream == nil {
+            configuration.upstream = .tcp(HostPort(host: "127.0.0.1", port: app.basePort))
+        }
+        let command = app.command.map { $0.replacingOccurrences(of: "{port}", with: String(app.basePort)) }
+        return (app, command)
     }
 
     /// SIGTERM and SIGINT drain; a second one exits at once. SIGHUP reloads the file.

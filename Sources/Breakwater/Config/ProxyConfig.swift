@@ -26,6 +26,11 @@ public struct HostPort: Sendable, Equatable, CustomStringConvertible {
     public var host: String
     public var port: Int
 
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
     public var description: String {
         self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)"
     }
@@ -96,6 +101,8 @@ public struct AppConfig: Sendable, Equatable {
     public var restart = RestartPolicy.always
     public var restartBackoff: Duration = .seconds(1)
     public var stopTimeout: Duration = .seconds(10)
+
+    public init() {}
 }
 
 public enum RestartPolicy: String, Sendable, Equatable, CaseIterable {

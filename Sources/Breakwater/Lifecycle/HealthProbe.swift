@@ -37,6 +37,17 @@ enum HealthProbe {
     }
 }
 
+extension HealthProbe {
+    /// Whether the app accepts a TCP connection: readiness for apps without a health path.
+    static func accepts(target: SocketAddress, timeout: Duration, eventLoop: any EventLoop) async -> Bool {
+        guard let channel = try? await ClientBootstrap(group: eventLoop).connectTimeout(TimeAmount(timeout)).connect(to: target).get() else {
+            return false
+        }
+        try? await channel.close()
+        return true
+    }
+}
+
 private final class ProbeResponseHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPClientResponsePart
 

@@ -20,6 +20,7 @@ public final class Lifecycle: Sendable {
     let requestsInFlight = ManagedAtomic(0)
     private let phase = ManagedAtomic(Phase.serving)
     private let drainTrigger = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
+    private let appExitCode = NIOLockedValueBox<Int32?>(nil)
 
     /// - Parameter appReadyAtStart: true without a `[readiness]` probe.
     public init(appReadyAtStart: Bool, metrics: ProxyMetrics = ProxyMetrics()) {
@@ -40,6 +41,13 @@ public final class Lifecycle: Sendable {
     public func setAppReady(_ ready: Bool) {
         self.readiness.setReady(ready)
         self.metrics.upstreamReady.record(ready ? 1 : 0)
+    }
+
+    /// The supervised app ended for good with this code; the process exits with it.
+    public var exitCode: Int32? { self.appExitCode.withLockedValue { $0 } }
+
+    func setAppExitCode(_ code: Int32) {
+        self.appExitCode.withLockedValue { $0 = code }
     }
 
     /// What `POST /admin/drain` does: the same as SIGTERM.

@@ -14,6 +14,8 @@ public final class ProxyMetrics: Sendable {
     let factory: PrometheusMetricsFactory
     let upstreamReady: CoreMetrics.Gauge
     let draining: CoreMetrics.Gauge
+    /// Supervisor mode: how often the app (re)started or exited.
+    let appExits: CoreMetrics.Counter
     private let reloadsOK: CoreMetrics.Counter
     private let reloadsFailed: CoreMetrics.Counter
     private let process: ProcessMetrics
@@ -32,6 +34,7 @@ public final class ProxyMetrics: Sendable {
         self.factory = factory
         self.upstreamReady = CoreMetrics.Gauge(label: "breakwater_upstream_ready", factory: factory)
         self.draining = CoreMetrics.Gauge(label: "breakwater_draining", factory: factory)
+        self.appExits = CoreMetrics.Counter(label: "breakwater_app_exits_total", factory: factory)
         self.reloadsOK = CoreMetrics.Counter(label: "breakwater_config_reloads_total", dimensions: [("result", "ok")], factory: factory)
         self.reloadsFailed = CoreMetrics.Counter(label: "breakwater_config_reloads_total", dimensions: [("result", "error")], factory: factory)
         self.process = ProcessMetrics(factory: factory)

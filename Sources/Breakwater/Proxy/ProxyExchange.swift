@@ -56,8 +56,9 @@ final class ProxyExchange {
     private var slotsHeld = 0
     /// The ticket of the wait in `gates[slotsHeld]`'s queue, while queued.
     private var queueTicket: UInt64?
-    /// The ticket of the wait for the app to become ready, while held.
+    /// The ticket of the wait for the app to become ready, while held, and what comes next.
     private var readinessTicket: UInt64?
+    private var afterReadiness: ((ProxyExchange) -> Void)?
     /// Counted in the route's in-flight gauge (it passed the gates).
     private var countedInFlight = false
 
@@ -153,7 +154,7 @@ final class ProxyExchange {
         }
         self.route.recordRequest(now: Self.now)
         self.gates = [self.shared.concurrency] + (self.route.bulkhead.map { [$0] } ?? [])
-        self.waitForReadiness()
+        self.waitForReadiness { $0.passGates() }
     }
 
     /// A waiter that wakes this exchange, on its event loop, with `action`.
@@ -162,16 +163,17 @@ final class ProxyExchange {
         return ConcurrencyGate.Waiter(eventLoop: self.pool.eventLoop) { action(exchange.value) }
     }
 
-    /// While the app is not ready, a request waits up to `readiness.hold` for it, so a cold
-    /// start or a restart answers late instead of failing.
-    private func waitForReadiness() {
+    /// While the app is not ready, a request waits up to `readiness.hold` for it, then goes on
+    /// with `next`; a cold start, or a retry after a crash, answers late instead of failing.
+    private func waitForReadiness(then next: @escaping (ProxyExchange) -> Void) {
         guard let hold = self.shared.readinessHold,
             let ticket = self.shared.lifecycle.readiness.wait(self.waiter { $0.appBecameReady() })
         else {
-            self.passGates()
+            next(self)
             return
         }
         self.readinessTicket = ticket
+        self.afterReadiness = next
         self.waitTimer = self.pool.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(hold)) {
             self.waitTimer = nil
             guard let ticket = self.readinessTicket, self.shared.lifecycle.readiness.cancel(ticket: ticket) else { return }
@@ -184,8 +186,9 @@ final class ProxyExchange {
         self.readinessTicket = nil
         self.waitTimer?.cancel()
         self.waitTimer = nil
-        guard case .connecting = self.phase else { return }
-        self.passGates()
+        guard case .connecting = self.phase, let next = self.afterReadiness else { return }
+        self.afterReadiness = nil
+        next(self)
     }
 
     /// Takes a slot in each gate in turn, queueing where one is full, then asks the breaker.
@@ -367,9 +370,10 @@ final class ProxyExchange {
         }
         self.waitTimer = self.pool.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(delay)) {
             self.waitTimer = nil
-            // The breaker may have opened meanwhile: then its answer is the client's.
+            // The breaker may have opened meanwhile: then its answer is the client's. The app
+            // may be restarting: then the retry waits for it, like a new request.
             guard case .connecting = self.phase, self.admittedByBreaker() else { return }
-            self.attempt()
+            self.waitForReadiness { $0.attempt() }
         }
     }
 

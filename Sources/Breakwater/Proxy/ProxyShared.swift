@@ -26,7 +26,8 @@ final class ProxyShared: Sendable {
         self.routes = configuration.routes.map { route in
             Route(configuration: route, metrics: lifecycle.metrics, continuing: previous?.routes.first { $0.name == route.name })
         }
-        self.readinessHold = configuration.readiness?.hold
+        // A supervised app is not ready while it restarts, with or without a probe table.
+        self.readinessHold = configuration.readiness?.hold ?? (configuration.app != nil ? ReadinessConfig().hold : nil)
         self.publicReadinessPath = configuration.readiness?.publicPath
         self.lifecycle = lifecycle
         self.trace = configuration.trace

@@ -23,7 +23,7 @@ final class BreakwaterProcess: @unchecked Sendable {
     }
 
     /// Starts `breakwater --config FILE` with `configuration` in FILE, and waits until it listens.
-    init(configuration: String, environment: [String: String] = [:]) async throws {
+    init(configuration: String, environment: [String: String] = [:], waitForListening: Bool = true) async throws {
         let directory = FileManager.default.temporaryDirectory
         let name = "breakwater-\(UUID().uuidString.prefix(8))"
         self.configurationPath = directory.appendingPathComponent("\(name).conf").path
@@ -37,7 +37,9 @@ final class BreakwaterProcess: @unchecked Sendable {
         self.process.standardOutput = log
         self.process.standardError = log
         try self.process.run()
-        try await eventually(timeout: .seconds(10)) { self.port != nil && self.adminPort != nil }
+        if waitForListening {
+            try await eventually(timeout: .seconds(10)) { self.port != nil && self.adminPort != nil }
+        }
     }
 
     var log: String {

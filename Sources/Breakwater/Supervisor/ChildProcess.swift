@@ -1,0 +1,96 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Foundation
+
+/// One run of the app as a child process.
+///
+/// - It leads a process group of its own, so a stop signal reaches whatever it forked too
+///   (uvicorn's workers, a shell's children).
+/// - On Linux it is started through `setpriv --pdeathsig KILL` when that exists (util-linux,
+///   in every Debian image), so it dies with Breakwater even when Breakwater is killed with
+///   SIGKILL and cannot clean up: no orphans.
+/// - It inherits Breakwater's stdout and stderr, so its output is forwarded as it is written,
+///   without a copy through Breakwater.
+/// - Its exit is awaited on a thread of its own (`waitpid` blocks), never on an event loop, and
+///   reaped there, so it never lingers as a zombie.
+final class ChildProcess: Sendable {
+    let pid: pid_t
+    private let exit: Task<Int32, Never>
+
+    struct SpawnError: Error, CustomStringConvertible {
+        var command: [String]
+        var code: Int32
+        var description: String { "cannot start \(self.command.joined(separator: " ")): \(String(cString: strerror(self.code)))" }
+    }
+
+    /// Starts `command` (searched in PATH) with `environment` added to Breakwater's own.
+    init(command: [String], environment: [String: String] = [:]) throws {
+        precondition(!command.isEmpty, "an empty command")
+        let deathSignalWrapper = "/usr/bin/setpriv"
+        let argv = FileManager.default.isExecutableFile(atPath: deathSignalWrapper)
+            ? [deathSignalWrapper, "--pdeathsig", "KILL", "--"] + command
+            : command
+
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        posix_spawnattr_setpgroup(&attributes, 0)
+        // Breakwater traps these; the child starts with the default dispositions.
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for signal in [SIGTERM, SIGINT, SIGHUP, SIGUSR2, SIGPIPE] { sigaddset(&defaults, signal) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+
+        let environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }.map { "\($0.key)=\($0.value)" }
+        var pid: pid_t = 0
+        let code = Self.withCStrings(argv) { arguments in
+            Self.withCStrings(environment) { variables in
+                posix_spawnp(&pid, argv[0], nil, &attributes, arguments, variables)
+            }
+        }
+        guard code == 0 else {
+            throw SpawnError(command: command, code: code)
+        }
+        self.pid = pid
+        let child = pid
+        self.exit = Task.detached {
+            await withCheckedContinuation { continuation in
+                let thread = Thread {
+                    var status: Int32 = 0
+                    while waitpid(child, &status, 0) == -1 && errno == EINTR {}
+                    continuation.resume(returning: status)
+                }
+                thread.name = "breakwater-wait-\(child)"
+                thread.start()
+            }
+        }
+    }
+
+    /// The exit status once the process ended: its exit code, or 128 + the signal that killed it.
+    func waitForExit() async -> Int32 {
+        let status = await self.exit.value
+        let signal = status & 0x7F
+        return signal == 0 ? (status >> 8) & 0xFF : 128 + signal
+    }
+
+    /// Sends `signal` to the child's whole process group.
+    func signalGroup(_ signal: Int32) {
+        kill(-self.pid, signal)
+    }
+
+    private static func withCStrings<Result>(_ strings: [String], _ body: ([UnsafeMutablePointer<CChar>?]) -> Result) -> Result {
+        var pointers = strings.map { strdup($0) }
+        pointers.append(nil)
+        defer { pointers.forEach { free($0) } }
+        return body(pointers)
+    }
+}

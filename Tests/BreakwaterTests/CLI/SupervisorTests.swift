@@ -1,0 +1,124 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import Testing
+
+/// Supervisor mode with a real child process: Python's standard-library test app.
+@Suite(.serialized) struct SupervisorTests {
+    private static var appScript: String {
+        var root = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { root.deleteLastPathComponent() }
+        return root.appendingPathComponent("Fixtures/app.py").path
+    }
+
+    /// A port that was free a moment ago.
+    private static func freePort() async throws -> Int {
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let port = channel.localAddress!.port!
+        try await channel.close()
+        return port
+    }
+
+    private static func configuration(command: String, basePort: Int, restart: String = "always") -> String {
+        """
+        listen = "127.0.0.1:0"
+        [admin]
+        listen = "127.0.0.1:0"
+        [log]
+        access = false
+        [app]
+        command = \(command)
+        base_port = \(basePort)
+        restart = "\(restart)"
+        restart_backoff = "200ms"
+        stop_timeout = "3s"
+        """
+    }
+
+    private static func get(_ port: Int, _ path: String) async throws -> RawResponse {
+        let client = try await RawClient.connect(port: port)
+        defer { Task { await client.close() } }
+        try await client.send(BreakwaterTests.get(path))
+        return try await client.readResponse(timeout: .seconds(20))
+    }
+
+    @Test func killingTheAppUnderLoadLosesNoRequest() async throws {
+        let appPort = try await Self.freePort()
+        let breakwater = try await BreakwaterProcess(
+            configuration: Self.configuration(command: #"["python3", "\#(Self.appScript)", "{port}"]"#, basePort: appPort)
+        )
+        let port = try #require(breakwater.port)
+        #expect(try await Self.get(port, "/health").status == 200)
+        let firstPID = try await Self.get(port, "/pid").bodyString
+
+        let statuses = try await withThrowingTaskGroup(of: [Int].self) { group in
+            for _ in 0..<4 {
+                group.addTask {
+                    var statuses: [Int] = []
+                    let end = ContinuousClock.now + .seconds(4)
+                    while ContinuousClock.now < end {
+                        statuses.append(try await Self.get(port, "/delay/20").status)
+                    }
+                    return statuses
+                }
+            }
+            try await Task.sleep(for: .seconds(1))
+            kill(pid_t(firstPID)!, SIGKILL)
+            return try await group.reduce(into: []) { $0 += $1 }
+        }
+        #expect(statuses.count > 50)
+        #expect(statuses.allSatisfy { $0 == 200 }, "lost: \(statuses.filter { $0 != 200 })")
+        let secondPID = try await Self.get(port, "/pid").bodyString
+        #expect(secondPID != firstPID)
+        #expect(breakwater.log.contains("app exited"))
+
+        breakwater.signal(SIGTERM)
+        #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
+        #expect(kill(pid_t(secondPID)!, 0) != 0, "the app outlived Breakwater")
+    }
+
+    @Test func aCrashLoopingAppIsRestartedWithGrowingDelays() async throws {
+        let breakwater = try await BreakwaterProcess(
+            configuration: Self.configuration(command: #"["python3", "-c", "import sys; sys.exit(3)"]"#, basePort: 1),
+            waitForListening: false
+        )
+        try await eventually(timeout: .seconds(10)) {
+            breakwater.log.components(separatedBy: "restarting app").count > 4
+        }
+        let delays = breakwater.log.split(separator: "\n").filter { $0.hasSuffix("restarting app") }.compactMap { line -> Double? in
+            guard let range = line.range(of: "in=") else { return nil }
+            return Double(line[range.upperBound...].prefix { $0 != " " })
+        }
+        #expect(delays.count >= 4)
+        #expect(Array(delays.prefix(4)) == [0.2, 0.4, 0.8, 1.6], "\(delays)")
+        breakwater.signal(SIGTERM)
+        #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
+    }
+
+    @Test func sigtermStopsTheAppOnlyAfterRequestsInFlightFinished() async throws {
+        let appPort = try await Self.freePort()
+        let breakwater = try await BreakwaterProcess(
+            configuration: Self.configuration(command: #"["python3", "\#(Self.appScript)", "{port}"]"#, basePort: appPort)
+        )
+        let port = try #require(breakwater.port)
+        let pid = try await Self.get(port, "/pid").bodyString
+        async let slow = Self.get(port, "/delay/1500")
+        try await Task.sleep(for: .milliseconds(300))
+        breakwater.signal(SIGTERM)
+        #expect(try await slow.status == 200)
+        #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
+        let log = breakwater.log
+        let drained = try #require(log.range(of: "drained"))
+        let stopping = try #require(log.range(of: "stopping app"))
+        #expect(drained.lowerBound < stopping.lowerBound)
+        #expect(kill(pid_t(pid)!, 0) != 0)
+    }
+
+    @Test func anAppThatEndsWithRestartNeverEndsBreakwaterWithItsCode() async throws {
+        let breakwater = try await BreakwaterProcess(
+            configuration: Self.configuration(command: #"["python3", "-c", "import time, sys; time.sleep(0.5); sys.exit(3)"]"#, basePort: 1, restart: "never"),
+            waitForListening: false
+        )
+        #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 3, "\(breakwater.log)")
+    }
+}
