@@ -53,7 +53,11 @@ struct Run: AsyncParsableCommand {
             app.command = self.appCommand
             configuration.app = app
         }
-        let supervised = try configuration.app.map { try Self.supervisedCommand($0, configuration: &configuration) }
+        let workers = try configuration.app.map { try Self.supervisedWorkers($0, configuration: configuration) }
+        let upstreams = try workers.map { try UpstreamSet(addresses: $0.map(\.address), supervised: true) }
+        if let workers, configuration.upstream == nil {
+            configuration.upstream = workers[0].address
+        }
         let level = configuration.log.level
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -61,23 +65,27 @@ struct Run: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "breakwater")
-        let lifecycle = Lifecycle(appReadyAtStart: configuration.readiness == nil && supervised == nil)
-        let proxy = ProxyService(configuration: configuration, lifecycle: lifecycle, logger: logger)
+        let lifecycle = Lifecycle(appReadyAtStart: configuration.readiness == nil && workers == nil)
+        let proxy = ProxyService(configuration: configuration, upstreams: upstreams, lifecycle: lifecycle, logger: logger)
         // Shut down in reverse: the proxy drains first, while the admin listener still
         // answers `/health/ready` with 503; the app stops after the drain.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: AdminService(configuration: configuration.admin, lifecycle: lifecycle, proxy: proxy, logger: logger))
         ]
-        if let (app, command) = supervised, let upstream = configuration.upstream {
-            let supervisor = AppSupervisor(
+        var supervisor: AppSupervisor?
+        if let app = configuration.app, let workers, let upstreams {
+            supervisor = AppSupervisor(
                 app: app,
-                command: command,
-                target: upstream,
+                commands: workers.map(\.command),
+                upstreams: upstreams,
                 readiness: configuration.readiness,
                 lifecycle: lifecycle,
                 logger: logger
             )
-            services.append(.init(service: supervisor))
+            services.append(.init(service: supervisor!))
+            lifecycle.onRollingRestartRequested { [supervisor] in
+                Task { await supervisor?.rollingRestart() }
+            }
         } else if let readiness = configuration.readiness, let upstream = configuration.upstream {
             services.append(.init(service: ReadinessProber(configuration: readiness, upstream: upstream, lifecycle: lifecycle, logger: logger)))
         }
@@ -98,25 +106,29 @@ struct Run: AsyncParsableCommand {
         }
     }
 
-    /// The app's command with `{port}` filled in, and the upstream it implies when the file
-    /// names none (`127.0.0.1:base_port`).
-    private static func supervisedCommand(_ app: AppConfig, configuration: inout ProxyConfig) throws -> (AppConfig, [String]) {
+    /// Each worker's command with `{port}` filled in, and where it listens: `base_port + i`, or
+    /// with one worker and no `{port}`, `upstream` (default `127.0.0.1:base_port`).
+    private static func supervisedWorkers(_ app: AppConfig, configuration: ProxyConfig) throws -> [(command: [String], address: UpstreamAddress)] {
         guard !app.command.isEmpty else {
             FileHandle.standardError.write(Data("breakwater: supervisor mode needs the app's command: [app] command, or after `--`\n".utf8))
             throw ExitCode.failure
         }
-        guard app.workers == 1 else {
-            FileHandle.standardError.write(Data("breakwater: [app] workers > 1 is not available in this version; use workers = 1\n".utf8))
-            throw ExitCode(2)
+        let usesPort = app.command.contains { $0.contains("{port}") }
+        guard usesPort || app.workers == 1 else {
+            FileHandle.standardError.write(Data("breakwater: [app] workers = \(app.workers) needs {port} in the command, or they would share one port\n".utf8))
+            throw ExitCode.failure
         }
-        if configuration.upstream == nil {
-            configuration.upstream = .tcp(HostPort(host: "127.0.0.1", port: app.basePort))
+        if !usesPort {
+            return [(app.command, configuration.upstream ?? .tcp(HostPort(host: "127.0.0.1", port: app.basePort)))]
         }
-        let command = app.command.map { $0.replacingOccurrences(of: "{port}", with: String(app.basePort)) }
-        return (app, command)
+        return (0..<app.workers).map { index in
+            let port = app.basePort + index
+            return (app.command.map { $0.replacingOccurrences(of: "{port}", with: String(port)) }, .tcp(HostPort(host: "127.0.0.1", port: port)))
+        }
     }
 
-    /// SIGTERM and SIGINT drain; a second one exits at once. SIGHUP reloads the file.
+    /// SIGTERM and SIGINT drain; a second one exits at once. SIGHUP reloads the file; SIGUSR2
+    /// restarts the supervised app's workers one at a time.
     private static func handleSignals(
         group: ServiceGroup,
         proxy: ProxyService,
@@ -125,8 +137,10 @@ struct Run: AsyncParsableCommand {
         logger: Logger
     ) async {
         var draining = false
-        for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint, .sighup) {
+        for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint, .sighup, .sigusr2) {
             switch signal {
+            case .sigusr2:
+                lifecycle.requestRollingRestart()
             case .sighup:
                 let succeeded = Self.reload(proxy: proxy, path: configurationPath, logger: logger)
                 lifecycle.metrics.recordReload(succeeded: succeeded)

@@ -31,6 +31,13 @@ struct AdminEndpoints: Sendable {
                 self.lifecycle.requestDrain()
                 return self.json(.accepted, ["status": "draining"])
             }
+        case (.POST, "/admin/restart-app"):
+            return self.authorized(request) {
+                guard self.lifecycle.requestRollingRestart() else {
+                    return self.json(.conflict, ["error": "no supervised app: start Breakwater with [app] or -- CMD"])
+                }
+                return self.json(.accepted, ["status": "restarting"])
+            }
         case (.POST, _) where path.hasPrefix("/admin/circuit-breakers/") && path.hasSuffix("/reset"):
             let name = path.dropFirst("/admin/circuit-breakers/".count).dropLast("/reset".count)
             return self.authorized(request) {
@@ -40,7 +47,7 @@ struct AdminEndpoints: Sendable {
                 route.resetBreaker()
                 return self.json(.ok, ["route": route.name, "state": "closed"])
             }
-        case (_, "/health/live"), (_, "/health/ready"), (_, "/health/circuit-breakers"), (_, "/metrics"), (_, "/admin/drain"):
+        case (_, "/health/live"), (_, "/health/ready"), (_, "/health/circuit-breakers"), (_, "/metrics"), (_, "/admin/drain"), (_, "/admin/restart-app"):
             return self.json(.methodNotAllowed, ["error": "method not allowed"])
         default:
             return self.json(.notFound, ["error": "not found"])

@@ -21,6 +21,7 @@ public final class Lifecycle: Sendable {
     private let phase = ManagedAtomic(Phase.serving)
     private let drainTrigger = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
     private let appExitCode = NIOLockedValueBox<Int32?>(nil)
+    private let rollingRestartTrigger = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
 
     /// - Parameter appReadyAtStart: true without a `[readiness]` probe.
     public init(appReadyAtStart: Bool, metrics: ProxyMetrics = ProxyMetrics()) {
@@ -53,6 +54,18 @@ public final class Lifecycle: Sendable {
     /// What `POST /admin/drain` does: the same as SIGTERM.
     public func requestDrain() {
         self.drainTrigger.withLockedValue { $0 }?()
+    }
+
+    /// What SIGUSR2 and `POST /admin/restart-app` do; false when nothing is supervised.
+    @discardableResult
+    public func requestRollingRestart() -> Bool {
+        guard let trigger = self.rollingRestartTrigger.withLockedValue({ $0 }) else { return false }
+        trigger()
+        return true
+    }
+
+    public func onRollingRestartRequested(_ trigger: @escaping @Sendable () -> Void) {
+        self.rollingRestartTrigger.withLockedValue { $0 = trigger }
     }
 
     /// Set by whoever runs the services (the command line: the service group's graceful shutdown).

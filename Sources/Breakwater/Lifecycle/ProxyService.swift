@@ -17,9 +17,12 @@ public final class ProxyService: Service, Sendable {
     private let lifecycle: Lifecycle
     private let logger: Logger
     private let server = NIOLockedValueBox<ProxyServer?>(nil)
+    private let upstreams: UpstreamSet?
 
-    public init(configuration: ProxyConfig, lifecycle: Lifecycle, logger: Logger) {
+    /// - Parameter upstreams: the supervised workers; nil for the file's `upstream`.
+    public init(configuration: ProxyConfig, upstreams: UpstreamSet? = nil, lifecycle: Lifecycle, logger: Logger) {
         self.configuration = NIOLockedValueBox(configuration)
+        self.upstreams = upstreams
         self.lifecycle = lifecycle
         self.logger = logger
     }
@@ -38,7 +41,13 @@ public final class ProxyService: Service, Sendable {
 
     /// Everything the server holds is released before the group that runs it shuts down.
     private func serve(_ configuration: ProxyConfig, on group: MultiThreadedEventLoopGroup) async throws {
-        let server = try await ProxyServer.start(configuration: configuration, eventLoopGroup: group, lifecycle: self.lifecycle, logger: self.logger)
+        let server = try await ProxyServer.start(
+            configuration: configuration,
+            eventLoopGroup: group,
+            upstreams: self.upstreams,
+            lifecycle: self.lifecycle,
+            logger: self.logger
+        )
         self.server.withLockedValue { $0 = server }
         defer { self.server.withLockedValue { $0 = nil } }
         self.logger.info(

@@ -40,6 +40,32 @@ public final class ProxyMetrics: Sendable {
         self.process = ProcessMetrics(factory: factory)
     }
 
+    private let workerHandles = NIOLockedValueBox<[Int: (ready: CoreMetrics.Gauge, ejections: CoreMetrics.Counter)]>([:])
+
+    /// Supervisor mode: the per-worker series, made the first time a worker is seen.
+    private func worker(_ index: Int) -> (ready: CoreMetrics.Gauge, ejections: CoreMetrics.Counter) {
+        self.workerHandles.withLockedValue { handles in
+            if let existing = handles[index] { return existing }
+            let dimensions = [("worker", String(index))]
+            let made = (
+                CoreMetrics.Gauge(label: "breakwater_worker_ready", dimensions: dimensions, factory: self.factory),
+                CoreMetrics.Counter(label: "breakwater_worker_ejections_total", dimensions: dimensions, factory: self.factory)
+            )
+            handles[index] = made
+            return made
+        }
+    }
+
+    public func workerReady(_ index: Int, _ ready: Bool) {
+        self.worker(index).ready.record(ready ? 1 : 0)
+    }
+
+    func workerEjected(_ index: Int) {
+        let handles = self.worker(index)
+        handles.ejections.increment()
+        handles.ready.record(0)
+    }
+
     public func recordReload(succeeded: Bool) {
         (succeeded ? self.reloadsOK : self.reloadsFailed).increment()
     }

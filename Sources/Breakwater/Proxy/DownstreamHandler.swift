@@ -14,15 +14,15 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundOut = HTTPServerResponsePart
 
     private let generation: CurrentGeneration
-    private let pool: UpstreamConnectionPool
+    private let upstreams: LoopUpstreams
     private var context: ChannelHandlerContext?
     private var exchange: ProxyExchange?
     private var clientAddress: String?
     private var readHeld = false
 
-    init(generation: CurrentGeneration, pool: UpstreamConnectionPool) {
+    init(generation: CurrentGeneration, upstreams: LoopUpstreams) {
         self.generation = generation
-        self.pool = pool
+        self.upstreams = upstreams
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -44,7 +44,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 request: head,
                 clientAddress: self.clientAddress,
                 shared: self.generation.value,
-                pool: self.pool,
+                upstreams: self.upstreams,
                 downstream: self
             )
             self.exchange = exchange

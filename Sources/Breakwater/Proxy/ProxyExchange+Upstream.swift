@@ -112,9 +112,10 @@ extension ProxyExchange: UpstreamConnectionDelegate {
     }
 
     private func finishResponse(trailers: HTTPHeaders?, on connection: UpstreamConnection) {
+        let pool = self.pool
         self.phase = .finished
         self.cancelDeadline()
-        self.pool.release(connection, reusable: self.requestForwarded && self.upstreamKeepAlive)
+        pool.release(connection, reusable: self.requestForwarded && self.upstreamKeepAlive)
         self.downstream.finishResponse(trailers: trailers, closeConnection: !self.clientKeepAlive)
     }
 
@@ -134,7 +135,7 @@ extension ProxyExchange: UpstreamConnectionDelegate {
 
     private func armDeadlineTimer() {
         let firesAt = self.deadline
-        let task = self.pool.eventLoop.assumeIsolated().scheduleTask(deadline: firesAt) {
+        let task = self.eventLoop.assumeIsolated().scheduleTask(deadline: firesAt) {
             self.deadlineTimer = nil
             if NIODeadline.now() < self.deadline {
                 self.armDeadlineTimer()

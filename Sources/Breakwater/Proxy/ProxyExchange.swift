@@ -36,7 +36,8 @@ final class ProxyExchange {
     let isUpgrade: Bool
     let clientAddress: String?
     let shared: ProxyShared
-    let pool: UpstreamConnectionPool
+    let upstreams: LoopUpstreams
+    var eventLoop: any EventLoop { self.upstreams.eventLoop }
     let downstream: DownstreamHandler
     let route: Route
     let trace: RequestTrace
@@ -44,12 +45,28 @@ final class ProxyExchange {
 
     var phase = Phase.connecting {
         didSet {
+            switch self.phase {
+            case .connecting, .finished: self.member = nil  // the attempt is over
+            case .forwarding, .responding, .upgrading: break
+            }
             // Every way out of an exchange ends here, once.
             guard case .finished = self.phase else { return }
             if case .finished = oldValue { return }
             self.leaveQueuesAndReleaseSlots()
         }
     }
+    /// The instance of the app the current attempt went to; counted as outstanding there.
+    private var member: UpstreamSet.Member? {
+        didSet {
+            oldValue?.outstanding.wrappingDecrement(ordering: .relaxed)
+            self.member?.outstanding.wrappingIncrement(ordering: .relaxed)
+        }
+    }
+    /// The current instance's connection pool on this event loop.
+    var pool: UpstreamConnectionPool {
+        self.upstreams.pools[self.member?.index ?? 0]
+    }
+
     /// The proxy's limit and the route's bulkhead, in the order a request passes them.
     private var gates: [ConcurrencyGate] = []
     /// How many of `gates` this request holds a slot in.
@@ -94,7 +111,7 @@ final class ProxyExchange {
         request: HTTPRequestHead,
         clientAddress: String?,
         shared: ProxyShared,
-        pool: UpstreamConnectionPool,
+        upstreams: LoopUpstreams,
         downstream: DownstreamHandler
     ) {
         self.request = request
@@ -102,7 +119,7 @@ final class ProxyExchange {
         self.isUpgrade = HeaderRewriting.isUpgradeRequest(request)
         self.clientAddress = clientAddress
         self.shared = shared
-        self.pool = pool
+        self.upstreams = upstreams
         self.downstream = downstream
         self.route = shared.route(method: request.method.rawValue, uri: request.uri)
         self.trace = RequestTrace(request: request.headers, configuration: shared.trace)
@@ -159,8 +176,8 @@ final class ProxyExchange {
 
     /// A waiter that wakes this exchange, on its event loop, with `action`.
     private func waiter(_ action: @escaping @Sendable (ProxyExchange) -> Void) -> ConcurrencyGate.Waiter {
-        let exchange = NIOLoopBound(self, eventLoop: self.pool.eventLoop)
-        return ConcurrencyGate.Waiter(eventLoop: self.pool.eventLoop) { action(exchange.value) }
+        let exchange = NIOLoopBound(self, eventLoop: self.eventLoop)
+        return ConcurrencyGate.Waiter(eventLoop: self.eventLoop) { action(exchange.value) }
     }
 
     /// While the app is not ready, a request waits up to `readiness.hold` for it, then goes on
@@ -174,7 +191,7 @@ final class ProxyExchange {
         }
         self.readinessTicket = ticket
         self.afterReadiness = next
-        self.waitTimer = self.pool.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(hold)) {
+        self.waitTimer = self.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(hold)) {
             self.waitTimer = nil
             guard let ticket = self.readinessTicket, self.shared.lifecycle.readiness.cancel(ticket: ticket) else { return }
             self.readinessTicket = nil
@@ -201,7 +218,7 @@ final class ProxyExchange {
             case .queued(let ticket):
                 self.queueTicket = ticket
                 self.route.metrics.queued.increment()
-                self.waitTimer = self.pool.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(gate.configuration.queueTimeout)) {
+                self.waitTimer = self.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(gate.configuration.queueTimeout)) {
                     self.waitTimer = nil
                     // Lost the race to a slot handed over meanwhile: its wake-up is on the way.
                     guard let ticket = self.queueTicket, gate.cancel(ticket: ticket) else { return }
@@ -275,11 +292,13 @@ final class ProxyExchange {
     func attempt() {
         self.attempts += 1
         self.requestForwarded = false
-        self.pool.lease { result in
+        let member = self.upstreams.set.pick()
+        self.member = member
+        self.upstreams.pools[member.index].lease { result in
             guard case .connecting = self.phase else {
                 // The client left while we connected; the connection never carried anything.
                 if case .success(let connection) = result {
-                    self.pool.release(connection, reusable: true)
+                    self.upstreams.pools[member.index].release(connection, reusable: true)
                 }
                 return
             }
@@ -287,6 +306,11 @@ final class ProxyExchange {
             case .success(let connection):
                 self.forward(on: connection)
             case .failure:
+                if self.upstreams.set.ejectsOnConnectFailure, member.setReady(false) {
+                    // Out of the balance until its probe passes again; others take its share.
+                    self.shared.lifecycle.metrics.workerEjected(member.index)
+                    self.log(.warning, "app instance ejected after a failed connect", ["instance": "\(member.address)"])
+                }
                 self.attemptFailed(.connectFailure, on: nil)
             }
         }
@@ -368,7 +392,7 @@ final class ProxyExchange {
             // What went out must go out again; after a connect failure nothing did.
             self.pendingBody = CircularBuffer(self.replayableBody ?? [])
         }
-        self.waitTimer = self.pool.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(delay)) {
+        self.waitTimer = self.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(delay)) {
             self.waitTimer = nil
             // The breaker may have opened meanwhile: then its answer is the client's. The app
             // may be restarting: then the retry waits for it, like a new request.

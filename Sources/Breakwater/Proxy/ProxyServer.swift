@@ -15,7 +15,7 @@ public final class ProxyServer: Sendable {
     private let quiescing: ServerQuiescingHelper
     private let generation: CurrentGeneration
     private let lifecycle: Lifecycle
-    private let pools: [ObjectIdentifier: NIOLoopBound<UpstreamConnectionPool>]
+    private let pools: [ObjectIdentifier: NIOLoopBound<LoopUpstreams>]
     private let logger: Logger
 
     /// Where the listener is bound (with port 0 in the file, the port the system chose).
@@ -25,7 +25,7 @@ public final class ProxyServer: Sendable {
     private init(
         serverChannel: any Channel,
         quiescing: ServerQuiescingHelper,
-        pools: [ObjectIdentifier: NIOLoopBound<UpstreamConnectionPool>],
+        pools: [ObjectIdentifier: NIOLoopBound<LoopUpstreams>],
         generation: CurrentGeneration,
         lifecycle: Lifecycle,
         logger: Logger
@@ -46,18 +46,19 @@ public final class ProxyServer: Sendable {
     public static func start(
         configuration: ProxyConfig,
         eventLoopGroup group: MultiThreadedEventLoopGroup,
+        upstreams: UpstreamSet? = nil,
         lifecycle: Lifecycle,
         logger: Logger
     ) async throws -> ProxyServer {
-        guard let upstream = configuration.upstream else {
+        let upstreams = try upstreams ?? configuration.upstream.map { try UpstreamSet(addresses: [$0], supervised: false) }
+        guard let upstreams else {
             throw ProxyServerError.noUpstream
         }
-        let target = try upstream.resolve()
-        var pools: [ObjectIdentifier: NIOLoopBound<UpstreamConnectionPool>] = [:]
+        var pools: [ObjectIdentifier: NIOLoopBound<LoopUpstreams>] = [:]
         for eventLoop in group.makeIterator() {
             pools[ObjectIdentifier(eventLoop)] = try await eventLoop.submit {
                 NIOLoopBound(
-                    UpstreamConnectionPool(eventLoop: eventLoop, target: target, configuration: configuration.upstreamPool),
+                    LoopUpstreams(eventLoop: eventLoop, set: upstreams, configuration: configuration.upstreamPool),
                     eventLoop: eventLoop
                 )
             }.get()
@@ -83,8 +84,8 @@ public final class ProxyServer: Sendable {
                     return channel.close()
                 }
                 return channel.eventLoop.makeCompletedFuture {
-                    let pool = sharedPools[ObjectIdentifier(channel.eventLoop)]!.value
-                    try channel.pipeline.syncOperations.addClientHandlers(generation: generation, server: serverConfig, pool: pool)
+                    let upstreams = sharedPools[ObjectIdentifier(channel.eventLoop)]!.value
+                    try channel.pipeline.syncOperations.addClientHandlers(generation: generation, server: serverConfig, upstreams: upstreams)
                 }
             }
             .bind(host: configuration.listen.host, port: configuration.listen.port)
@@ -163,7 +164,7 @@ extension ChannelPipeline.SynchronousOperations {
     /// Built by hand rather than with `configureHTTPServerPipeline`: the decoder must forward
     /// the bytes after an upgrade (for tunnels), the guard must see raw bytes before the decoder,
     /// and protocol errors are answered by `DownstreamHandler` with SPEC's JSON bodies.
-    fileprivate func addClientHandlers(generation: CurrentGeneration, server: ServerConfig, pool: UpstreamConnectionPool) throws {
+    fileprivate func addClientHandlers(generation: CurrentGeneration, server: ServerConfig, upstreams: LoopUpstreams) throws {
         var limits = NIOHTTPDecoderLimitConfiguration()
         limits.maxHeaderFieldSize = server.maxHeaderBytes
         limits.maxHeaderListSize = server.maxHeaderBytes
@@ -174,7 +175,7 @@ extension ChannelPipeline.SynchronousOperations {
             HTTPResponseEncoder(configuration: encoderConfiguration),
             ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: limits)),
             HTTPServerPipelineHandler(),
-            DownstreamHandler(generation: generation, pool: pool),
+            DownstreamHandler(generation: generation, upstreams: upstreams),
         ])
     }
 }

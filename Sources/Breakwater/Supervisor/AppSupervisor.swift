@@ -4,46 +4,60 @@ import NIOCore
 import NIOPosix
 import ServiceLifecycle
 
-/// Supervisor mode: starts the app, gates readiness on it, restarts it when it dies, and stops
-/// it last.
+/// Supervisor mode: runs the app's workers, gates readiness on them, restarts them when they
+/// die, rolls them one at a time on request, and stops them last.
 ///
-/// - Readiness: after each start the app is probed every 100 ms — `GET readiness.path` with a
-///   `[readiness]` table, else a TCP connect — and requests are held (up to `readiness.hold`)
-///   until it answers; when it exits they are held again at once.
+/// - Readiness: after each start a worker is probed every 100 ms — `GET readiness.path` with a
+///   `[readiness]` table, else a TCP connect — and joins the balance when it answers. While no
+///   worker is ready, requests are held (up to `readiness.hold`); when one dies it leaves the
+///   balance at once and the others take its share.
 /// - Restarts follow `[app] restart` with `RestartBackoff` delays.
+/// - A rolling restart (SIGUSR2, `POST /admin/restart-app`) takes each worker out of the
+///   balance, waits for its requests to finish, restarts it and waits until it is ready before
+///   the next: a deploy inside the Machine drops nothing.
 /// - Stopping comes after the proxy's drain (the service group stops services in reverse):
-///   SIGTERM to the app's process group, SIGKILL after `stop_timeout`.
+///   SIGTERM to each worker's process group, SIGKILL after `stop_timeout`.
 /// - With `restart = "never"` (or `on-failure` and a clean exit) an exit of the app drains the
 ///   proxy, and the process exits with the app's code.
 public final class AppSupervisor: Service, Sendable {
     private let app: AppConfig
-    private let command: [String]
-    private let target: UpstreamAddress
+    /// Per worker, `{port}` already replaced.
+    private let commands: [[String]]
+    private let upstreams: UpstreamSet
     private let readiness: ReadinessConfig?
     private let lifecycle: Lifecycle
     private let logger: Logger
-    private let state = NIOLockedValueBox(State())
+    private let state: NIOLockedValueBox<State>
 
     private struct State {
-        var child: ChildProcess?
+        var children: [ChildProcess?]
+        /// Workers whose next exit is a planned restart, not a crash.
+        var restarting: Set<Int> = []
+        var rolling = false
         var stopping = false
     }
 
-    /// - Parameters:
-    ///   - command: the app's command, `{port}` already replaced.
-    ///   - target: where the app listens, for the readiness probe.
-    public init(app: AppConfig, command: [String], target: UpstreamAddress, readiness: ReadinessConfig?, lifecycle: Lifecycle, logger: Logger) {
+    public init(app: AppConfig, commands: [[String]], upstreams: UpstreamSet, readiness: ReadinessConfig?, lifecycle: Lifecycle, logger: Logger) {
+        precondition(commands.count == upstreams.members.count, "one command per worker")
         self.app = app
-        self.command = command
-        self.target = target
+        self.commands = commands
+        self.upstreams = upstreams
         self.readiness = readiness
         self.lifecycle = lifecycle
         self.logger = logger
+        self.state = NIOLockedValueBox(State(children: Array(repeating: nil, count: commands.count)))
     }
 
     public func run() async throws {
-        try await withGracefulShutdownHandler {
-            try await self.supervise()
+        await withGracefulShutdownHandler {
+            await withTaskGroup(of: Void.self) { group in
+                for member in self.upstreams.members {
+                    group.addTask { await self.supervise(member) }
+                }
+            }
+            // Workers that ended for good asked for a drain; returning before it came would
+            // end the service group without one.
+            try? await gracefulShutdown()
         } onGracefulShutdown: {
             self.stop()
         }
@@ -51,78 +65,127 @@ public final class AppSupervisor: Service, Sendable {
 
     private var isStopping: Bool { self.state.withLockedValue { $0.stopping } }
 
-    private func supervise() async throws {
-        let address = try self.target.resolve()
+    private func supervise(_ worker: UpstreamSet.Member) async {
         var backoff = RestartBackoff(base: self.app.restartBackoff)
+        let command = self.commands[worker.index]
+        var logger = self.logger
+        logger[metadataKey: "worker"] = "\(worker.index)"
         while !self.isStopping {
             let started = ContinuousClock.now
             let status: Int32
             do {
-                let child = try ChildProcess(command: self.command)
-                self.state.withLockedValue { $0.child = child }
-                self.logger.notice("app started", metadata: ["pid": "\(child.pid)", "command": "\(self.command.joined(separator: " "))"])
-                let becameReady = Task { await self.waitUntilReady(address, child: child) }
+                let child = try ChildProcess(command: command)
+                self.state.withLockedValue { $0.children[worker.index] = child }
+                logger.notice("app started", metadata: ["pid": "\(child.pid)", "command": "\(command.joined(separator: " "))"])
+                let becameReady = Task { await self.waitUntilReady(worker, child: child, logger: logger) }
                 status = await child.waitForExit()
                 becameReady.cancel()
-                self.state.withLockedValue { $0.child = nil }
+                self.state.withLockedValue { $0.children[worker.index] = nil }
             } catch {
-                self.logger.error("app failed to start", metadata: ["error": "\(error)"])
+                logger.error("app failed to start", metadata: ["error": "\(error)"])
                 status = 127
             }
-            self.lifecycle.setAppReady(false)
+            self.setReady(worker, false)
             self.lifecycle.metrics.appExits.increment()
+            let planned = self.state.withLockedValue { $0.restarting.remove(worker.index) != nil }
             if self.isStopping {
-                self.logger.notice("app stopped", metadata: ["status": "\(status)"])
+                logger.notice("app stopped", metadata: ["status": "\(status)"])
                 return
             }
-            self.logger.warning("app exited", metadata: ["status": "\(status)"])
+            if planned {
+                logger.notice("app restarted on request", metadata: ["status": "\(status)"])
+                continue
+            }
+            logger.warning("app exited", metadata: ["status": "\(status)"])
             switch self.app.restart {
             case .never, .onFailure where status == 0:
                 // Nothing left to serve: drain, then exit with the app's code.
                 self.lifecycle.setAppExitCode(status)
                 self.lifecycle.requestDrain()
-                try? await gracefulShutdown()
                 return
             case .always, .onFailure:
                 let delay = backoff.delay(afterRunOf: ContinuousClock.now - started)
-                self.logger.notice("restarting app", metadata: ["in": "\(delay)"])
+                logger.notice("restarting app", metadata: ["in": "\(delay)"])
                 try? await Task.sleep(for: delay)
             }
         }
     }
 
-    /// Probes the fresh app until it answers, then lets the held requests go.
-    private func waitUntilReady(_ address: SocketAddress, child: ChildProcess) async {
+    /// Probes a fresh worker until it answers, then puts it in the balance.
+    private func waitUntilReady(_ worker: UpstreamSet.Member, child: ChildProcess, logger: Logger) async {
         let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
         while !Task.isCancelled {
             let healthy: Bool
             if let readiness = self.readiness {
-                healthy = await HealthProbe.check(target: address, path: readiness.path, timeout: readiness.timeout, eventLoop: eventLoop)
+                healthy = await HealthProbe.check(target: worker.target, path: readiness.path, timeout: readiness.timeout, eventLoop: eventLoop)
             } else {
-                healthy = await HealthProbe.accepts(target: address, timeout: .seconds(1), eventLoop: eventLoop)
+                healthy = await HealthProbe.accepts(target: worker.target, timeout: .seconds(1), eventLoop: eventLoop)
             }
             if healthy, !Task.isCancelled {
-                self.lifecycle.setAppReady(true)
-                self.logger.notice("app ready", metadata: ["pid": "\(child.pid)"])
+                self.setReady(worker, true)
+                logger.notice("app ready", metadata: ["pid": "\(child.pid)"])
                 return
             }
             try? await Task.sleep(for: .milliseconds(100))
         }
     }
 
-    /// SIGTERM to the app's process group now, SIGKILL after `stop_timeout`.
-    private func stop() {
-        let child = self.state.withLockedValue { state -> ChildProcess? in
-            state.stopping = true
-            return state.child
+    private func setReady(_ worker: UpstreamSet.Member, _ ready: Bool) {
+        worker.setReady(ready)
+        self.lifecycle.metrics.workerReady(worker.index, ready)
+        self.lifecycle.setAppReady(self.upstreams.anyReady)
+    }
+
+    /// Restarts the workers one at a time, each out of the balance and idle before it stops,
+    /// and back in it before the next one goes.
+    public func rollingRestart() async {
+        guard self.state.withLockedValue({ state in
+            defer { state.rolling = true }
+            return !state.rolling && !state.stopping
+        }) else {
+            self.logger.notice("rolling restart already under way")
+            return
         }
-        guard let child else { return }
-        self.logger.notice("stopping app", metadata: ["pid": "\(child.pid)", "timeout": "\(self.app.stopTimeout)"])
+        defer { self.state.withLockedValue { $0.rolling = false } }
+        self.logger.notice("rolling restart", metadata: ["workers": "\(self.upstreams.members.count)"])
+        for worker in self.upstreams.members {
+            guard !self.isStopping else { return }
+            self.setReady(worker, false)
+            let deadline = ContinuousClock.now + self.app.stopTimeout
+            while worker.requestsInProgress > 0 && ContinuousClock.now < deadline {
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+            guard let child = self.state.withLockedValue({ state -> ChildProcess? in
+                state.restarting.insert(worker.index)
+                return state.children[worker.index]
+            }) else { continue }
+            self.terminate(child)
+            // Back in the balance before the next one leaves it.
+            while !self.isStopping && !(worker.isReady && self.state.withLockedValue { !$0.restarting.contains(worker.index) }) {
+                try? await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        self.logger.notice("rolling restart done")
+    }
+
+    /// SIGTERM to every worker's process group now, SIGKILL after `stop_timeout`.
+    private func stop() {
+        let children = self.state.withLockedValue { state -> [ChildProcess] in
+            state.stopping = true
+            return state.children.compactMap { $0 }
+        }
+        for child in children {
+            self.logger.notice("stopping app", metadata: ["pid": "\(child.pid)", "timeout": "\(self.app.stopTimeout)"])
+            self.terminate(child)
+        }
+    }
+
+    private func terminate(_ child: ChildProcess) {
         child.signalGroup(SIGTERM)
         let stopTimeout = self.app.stopTimeout
         Task {
             try? await Task.sleep(for: stopTimeout)
-            if self.state.withLockedValue({ $0.child === child }) {
+            if self.state.withLockedValue({ state in state.children.contains { $0 === child } }) {
                 self.logger.warning("app did not stop in time; killing it", metadata: ["pid": "\(child.pid)"])
                 child.signalGroup(SIGKILL)
             }

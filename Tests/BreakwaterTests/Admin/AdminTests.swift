@@ -138,7 +138,7 @@ import Testing
                     for _ in 0..<5 {
                         let started = ContinuousClock.now
                         #expect(try await Self.request(port, get("/health/live")).status == 200)
-                        #expect(ContinuousClock.now - started < .milliseconds(500))
+                        #expect(ContinuousClock.now - started < .seconds(2))
                     }
                     let statuses = try await group.reduce(into: [Int]()) { $0.append($1) }
                     // 200 connects take a while: slots freed meanwhile serve a few more.

@@ -19,7 +19,52 @@ import Testing
         return port
     }
 
-    private static func configuration(command: String, basePort: Int, restart: String = "always") -> String {
+    /// A base port with `count` free ports from it.
+    private static func freePorts(_ count: Int) async throws -> Int {
+        for _ in 0..<50 {
+            let base = Int.random(in: 20_000..<60_000)
+            var channels: [any Channel] = []
+            for offset in 0..<count {
+                guard let channel = try? await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                    .bind(host: "127.0.0.1", port: base + offset).get() else { break }
+                channels.append(channel)
+            }
+            for channel in channels { try await channel.close() }
+            if channels.count == count { return base }
+        }
+        throw RawClientError(description: "no \(count) free ports in a row")
+    }
+
+    /// Steady load of idempotent requests from 4 clients for `duration`; `during` runs meanwhile.
+    private static func underLoad(
+        _ port: Int,
+        for duration: Duration,
+        during: @escaping @Sendable () async throws -> Void
+    ) async throws -> [Int] {
+        try await withThrowingTaskGroup(of: [Int].self) { group in
+            for _ in 0..<4 {
+                group.addTask {
+                    var statuses: [Int] = []
+                    let end = ContinuousClock.now + duration
+                    while ContinuousClock.now < end {
+                        statuses.append(try await Self.get(port, "/delay/20").status)
+                    }
+                    return statuses
+                }
+            }
+            try await during()
+            return try await group.reduce(into: []) { $0 += $1 }
+        }
+    }
+
+    /// The app processes that answered `count` requests.
+    private static func pids(_ port: Int, count: Int) async throws -> Set<String> {
+        var pids: Set<String> = []
+        for _ in 0..<count { pids.insert(try await Self.get(port, "/pid").bodyString) }
+        return pids
+    }
+
+    private static func configuration(command: String, basePort: Int, restart: String = "always", workers: Int = 1) -> String {
         """
         listen = "127.0.0.1:0"
         [admin]
@@ -29,6 +74,7 @@ import Testing
         [app]
         command = \(command)
         base_port = \(basePort)
+        workers = \(workers)
         restart = "\(restart)"
         restart_backoff = "200ms"
         stop_timeout = "3s"
@@ -120,5 +166,48 @@ import Testing
             waitForListening: false
         )
         #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 3, "\(breakwater.log)")
+    }
+
+    @Test func withThreeWorkersKillingOneLosesNoneAndTheOthersCarryIt() async throws {
+        let basePort = try await Self.freePorts(3)
+        let breakwater = try await BreakwaterProcess(
+            configuration: Self.configuration(command: #"["python3", "\#(Self.appScript)", "{port}"]"#, basePort: basePort, workers: 3)
+        )
+        let port = try #require(breakwater.port)
+        try await eventually(timeout: .seconds(10)) { breakwater.log.components(separatedBy: "app ready").count == 4 }
+        let before = try await Self.pids(port, count: 30)
+        #expect(before.count == 3, "requests were not spread: \(before)")
+        let victim = try #require(before.first)
+        let statuses = try await Self.underLoad(port, for: .seconds(3)) {
+            try await Task.sleep(for: .seconds(1))
+            kill(pid_t(victim)!, SIGKILL)
+        }
+        #expect(statuses.count > 50)
+        #expect(statuses.allSatisfy { $0 == 200 }, "lost: \(statuses.filter { $0 != 200 })")
+        let after = try await Self.pids(port, count: 30)
+        #expect(!after.contains(victim))
+        breakwater.signal(SIGTERM)
+        #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
+    }
+
+    @Test func aRollingRestartUnderLoadLosesNone() async throws {
+        let basePort = try await Self.freePorts(2)
+        let breakwater = try await BreakwaterProcess(
+            configuration: Self.configuration(command: #"["python3", "\#(Self.appScript)", "{port}"]"#, basePort: basePort, workers: 2)
+        )
+        let port = try #require(breakwater.port)
+        try await eventually(timeout: .seconds(10)) { breakwater.log.components(separatedBy: "app ready").count == 3 }
+        let before = try await Self.pids(port, count: 20)
+        let statuses = try await Self.underLoad(port, for: .seconds(4)) {
+            try await Task.sleep(for: .milliseconds(500))
+            breakwater.signal(SIGUSR2)
+            try await eventually(timeout: .seconds(10)) { breakwater.log.contains("rolling restart done") }
+        }
+        #expect(statuses.count > 50)
+        #expect(statuses.allSatisfy { $0 == 200 }, "lost: \(statuses.filter { $0 != 200 })")
+        let after = try await Self.pids(port, count: 20)
+        #expect(after.isDisjoint(with: before), "before \(before), after \(after)")
+        breakwater.signal(SIGTERM)
+        #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
     }
 }
