@@ -79,11 +79,12 @@ import Testing
         try await ProxyHarness.with(configuration: configuration) { proxy in
             async let slow = Self.concurrently(5, "/delay/1000", to: proxy)
             try await eventually { proxy.backend.requestCount(pathPrefix: "/delay/") == 1 }
-            let started = ContinuousClock.now
+            // Each answer comes well before the slow route's 1 s: nothing waits behind it.
             for _ in 0..<5 {
+                let started = ContinuousClock.now
                 #expect(try await proxy.request(get("/status/200")).status == 200)
+                #expect(ContinuousClock.now - started < .milliseconds(700))
             }
-            #expect(ContinuousClock.now - started < .milliseconds(800))
             let results = try await slow
             #expect(results.filter { $0.response.status == 200 }.count == 2)
             #expect(results.filter { $0.response.header("x-breakwater-reason") == "hard_limit" }.count == 3)
