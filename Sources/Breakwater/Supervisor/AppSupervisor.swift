@@ -74,7 +74,7 @@ public final class AppSupervisor: Service, Sendable {
             let started = ContinuousClock.now
             let status: Int32
             do {
-                let child = try ChildProcess(command: command)
+                let child = try await ChildProcess.spawn(command: command)
                 self.state.withLockedValue { $0.children[worker.index] = child }
                 logger.notice("app started", metadata: ["pid": "\(child.pid)", "command": "\(command.joined(separator: " "))"])
                 let becameReady = Task { await self.waitUntilReady(worker, child: child, logger: logger) }

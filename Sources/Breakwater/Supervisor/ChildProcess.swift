@@ -6,6 +6,7 @@ import Musl
 import Darwin
 #endif
 import Foundation
+import NIOPosix
 
 /// One run of the app as a child process.
 ///
@@ -13,7 +14,9 @@ import Foundation
 ///   (uvicorn's workers, a shell's children).
 /// - On Linux it is started through `setpriv --pdeathsig KILL` when that exists (util-linux,
 ///   in every Debian image), so it dies with Breakwater even when Breakwater is killed with
-///   SIGKILL and cannot clean up: no orphans.
+///   SIGKILL and cannot clean up: no orphans. The parent-death signal fires when the *thread*
+///   that spawned the child ends, so spawning happens on a thread that lives as long as the
+///   process (`NIOThreadPool.singleton`'s), never on one the concurrency runtime may retire.
 /// - It inherits Breakwater's stdout and stderr, so its output is forwarded as it is written,
 ///   without a copy through Breakwater.
 /// - Its exit is awaited on a thread of its own (`waitpid` blocks), never on an event loop, and
@@ -29,7 +32,13 @@ final class ChildProcess: Sendable {
     }
 
     /// Starts `command` (searched in PATH) with `environment` added to Breakwater's own.
-    init(command: [String], environment: [String: String] = [:]) throws {
+    static func spawn(command: [String], environment: [String: String] = [:]) async throws -> ChildProcess {
+        try await NIOThreadPool.singleton.runIfActive {
+            try ChildProcess(command: command, environment: environment)
+        }
+    }
+
+    private init(command: [String], environment: [String: String]) throws {
         precondition(!command.isEmpty, "an empty command")
         let deathSignalWrapper = "/usr/bin/setpriv"
         let argv = FileManager.default.isExecutableFile(atPath: deathSignalWrapper)

@@ -210,4 +210,19 @@ import Testing
         breakwater.signal(SIGTERM)
         #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
     }
+
+    @Test func theAppDiesWithBreakwaterEvenWhenItIsKilled() async throws {
+        let appPort = try await Self.freePort()
+        let breakwater = try await BreakwaterProcess(
+            configuration: Self.configuration(command: #"["python3", "\#(Self.appScript)", "{port}"]"#, basePort: appPort)
+        )
+        let port = try #require(breakwater.port)
+        let pid = try #require(pid_t(try await Self.get(port, "/pid").bodyString))
+        // Long enough for idle runtime threads to retire: the app must not go with them.
+        try await Task.sleep(for: .seconds(3))
+        #expect(kill(pid, 0) == 0, "the app died while Breakwater ran")
+        breakwater.signal(SIGKILL)
+        _ = await breakwater.waitForExit(timeout: .seconds(5))
+        try await eventually(timeout: .seconds(5)) { kill(pid, 0) != 0 }
+    }
 }

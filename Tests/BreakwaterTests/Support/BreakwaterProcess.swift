@@ -23,7 +23,12 @@ final class BreakwaterProcess: @unchecked Sendable {
     }
 
     /// Starts `breakwater --config FILE` with `configuration` in FILE, and waits until it listens.
-    init(configuration: String, environment: [String: String] = [:], waitForListening: Bool = true) async throws {
+    init(
+        configuration: String,
+        environment: [String: String] = [:],
+        directory workingDirectory: String? = nil,
+        waitForListening: Bool = true
+    ) async throws {
         let directory = FileManager.default.temporaryDirectory
         let name = "breakwater-\(UUID().uuidString.prefix(8))"
         self.configurationPath = directory.appendingPathComponent("\(name).conf").path
@@ -33,6 +38,9 @@ final class BreakwaterProcess: @unchecked Sendable {
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: self.logPath))
         self.process.executableURL = try Self.executable
         self.process.arguments = ["--config", self.configurationPath]
+        if let workingDirectory {
+            self.process.currentDirectoryURL = URL(fileURLWithPath: workingDirectory)
+        }
         self.process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         self.process.standardOutput = log
         self.process.standardError = log
