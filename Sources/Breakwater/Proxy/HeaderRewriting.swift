@@ -158,3 +158,13 @@ extension HTTPVersion {
     /// HTTP/1.1 and later understand chunked bodies and keep connections alive by default.
     var speaksChunked: Bool { self.major > 1 || (self.major == 1 && self.minor >= 1) }
 }
+
+extension HTTPMethod {
+    /// RFC 9110 §9.2.2: sending these twice has the effect of sending them once.
+    var isIdempotent: Bool {
+        switch self {
+        case .GET, .HEAD, .OPTIONS, .PUT, .DELETE, .TRACE: true
+        default: false
+        }
+    }
+}

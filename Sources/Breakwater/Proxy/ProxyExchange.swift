@@ -1,6 +1,4 @@
 import Atomics
-import Foundation
-import Logging
 import NIOCore
 import NIOHTTP1
 
@@ -13,7 +11,9 @@ import NIOHTTP1
 /// retry budget) is reached through short locks. Bodies stream in both directions: the request
 /// body goes to the app as it arrives (reads from the client pause while the app's socket is
 /// full), and the response goes to the client as it arrives (reads from the app pause while the
-/// client's socket is full). The app side of the exchange is in `ProxyExchange+Upstream.swift`.
+/// client's socket is full). The steps' details live beside this file: admission in
+/// `+Admission`, the client's side in `+Client`, the app's side and the deadlines in
+/// `+Upstream`, the access log and metrics in `+Observability`.
 final class ProxyExchange {
     enum Phase {
         /// No upstream connection yet: waiting for a slot, a connection, or a retry's backoff.
@@ -56,7 +56,7 @@ final class ProxyExchange {
         }
     }
     /// The instance of the app the current attempt went to; counted as outstanding there.
-    private var member: UpstreamSet.Member? {
+    var member: UpstreamSet.Member? {
         didSet {
             oldValue?.outstanding.wrappingDecrement(ordering: .relaxed)
             self.member?.outstanding.wrappingIncrement(ordering: .relaxed)
@@ -68,16 +68,16 @@ final class ProxyExchange {
     }
 
     /// The proxy's limit and the route's bulkhead, in the order a request passes them.
-    private var gates: [ConcurrencyGate] = []
+    var gates: [ConcurrencyGate] = []
     /// How many of `gates` this request holds a slot in.
-    private var slotsHeld = 0
+    var slotsHeld = 0
     /// The ticket of the wait in `gates[slotsHeld]`'s queue, while queued.
-    private var queueTicket: UInt64?
+    var queueTicket: UInt64?
     /// The ticket of the wait for the app to become ready, while held, and what comes next.
-    private var readinessTicket: UInt64?
-    private var afterReadiness: ((ProxyExchange) -> Void)?
+    var readinessTicket: UInt64?
+    var afterReadiness: ((ProxyExchange) -> Void)?
     /// Counted in the route's in-flight gauge (it passed the gates).
-    private var countedInFlight = false
+    var countedInFlight = false
 
     // What the access log and the metrics say of the request once it is over.
     var answeredStatus = 499
@@ -174,109 +174,9 @@ final class ProxyExchange {
         self.waitForReadiness { $0.passGates() }
     }
 
-    /// A waiter that wakes this exchange, on its event loop, with `action`.
-    private func waiter(_ action: @escaping @Sendable (ProxyExchange) -> Void) -> ConcurrencyGate.Waiter {
-        let exchange = NIOLoopBound(self, eventLoop: self.eventLoop)
-        return ConcurrencyGate.Waiter(eventLoop: self.eventLoop) { action(exchange.value) }
-    }
-
-    /// While the app is not ready, a request waits up to `readiness.hold` for it, then goes on
-    /// with `next`; a cold start, or a retry after a crash, answers late instead of failing.
-    private func waitForReadiness(then next: @escaping (ProxyExchange) -> Void) {
-        guard let hold = self.shared.readinessHold,
-            let ticket = self.shared.lifecycle.readiness.wait(self.waiter { $0.appBecameReady() })
-        else {
-            next(self)
-            return
-        }
-        self.readinessTicket = ticket
-        self.afterReadiness = next
-        self.waitTimer = self.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(hold)) {
-            self.waitTimer = nil
-            guard let ticket = self.readinessTicket, self.shared.lifecycle.readiness.cancel(ticket: ticket) else { return }
-            self.readinessTicket = nil
-            self.respondLocally(.notReady)
-        }
-    }
-
-    private func appBecameReady() {
-        self.readinessTicket = nil
-        self.waitTimer?.cancel()
-        self.waitTimer = nil
-        guard case .connecting = self.phase, let next = self.afterReadiness else { return }
-        self.afterReadiness = nil
-        next(self)
-    }
-
-    /// Takes a slot in each gate in turn, queueing where one is full, then asks the breaker.
-    private func passGates() {
-        while self.slotsHeld < self.gates.count {
-            let gate = self.gates[self.slotsHeld]
-            switch gate.acquire(self.waiter { $0.slotGranted() }) {
-            case .admitted:
-                self.slotsHeld += 1
-            case .queued(let ticket):
-                self.queueTicket = ticket
-                self.route.metrics.queued.increment()
-                self.waitTimer = self.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(gate.configuration.queueTimeout)) {
-                    self.waitTimer = nil
-                    // Lost the race to a slot handed over meanwhile: its wake-up is on the way.
-                    guard let ticket = self.queueTicket, gate.cancel(ticket: ticket) else { return }
-                    self.queueTicket = nil
-                    self.route.metrics.queued.decrement()
-                    self.respondLocally(.queueTimeout)
-                }
-                return
-            case .rejected:
-                self.respondLocally(.hardLimit)
-                return
-            }
-        }
-        self.countedInFlight = true
-        self.route.metrics.inFlight.increment()
-        guard self.admittedByBreaker() else { return }
-        self.attempt()
-    }
-
-    /// A gate's queue handed this request a slot.
-    private func slotGranted() {
-        self.queueTicket = nil
-        self.route.metrics.queued.decrement()
-        self.waitTimer?.cancel()
-        self.waitTimer = nil
-        guard case .connecting = self.phase else {
-            // The client left while queued: pass the slot on.
-            self.gates[self.slotsHeld].release()
-            return
-        }
-        self.slotsHeld += 1
-        self.passGates()
-    }
-
-    /// Once finished: out of any queue, and every slot handed on.
-    private func leaveQueuesAndReleaseSlots() {
-        self.shared.lifecycle.requestsInFlight.wrappingDecrement(ordering: .relaxed)
-        if let ticket = self.readinessTicket {
-            _ = self.shared.lifecycle.readiness.cancel(ticket: ticket)
-            self.readinessTicket = nil
-        }
-        if let ticket = self.queueTicket, self.gates[self.slotsHeld].cancel(ticket: ticket) {
-            self.queueTicket = nil
-            self.route.metrics.queued.decrement()
-        }
-        if self.countedInFlight {
-            self.route.metrics.inFlight.decrement()
-        }
-        self.recordCompletion()
-        while self.slotsHeld > 0 {
-            self.slotsHeld -= 1
-            self.gates[self.slotsHeld].release()
-        }
-    }
-
     /// Asks the route's breaker; while it is open the client gets the route's fallback (or
     /// SPEC's 503) at once and nothing reaches the app.
-    private func admittedByBreaker() -> Bool {
+    func admittedByBreaker() -> Bool {
         switch self.route.admit(now: Self.now) {
         case .admitted(let probe):
             self.isProbe = probe
@@ -432,75 +332,6 @@ final class ProxyExchange {
         connection.requestsServed > 0 && !self.staleConnectionRetried && self.replayableBody != nil && self.request.method.isIdempotent
     }
 
-    // MARK: Request body, from the client
-
-    func clientSentBody(_ body: ByteBuffer) {
-        self.requestBodyBytes += body.readableBytes
-        if self.requestBodyBytes > self.shared.server.maxBodyBytes {
-            self.respondLocally(.bodyTooLarge)
-            return
-        }
-        if self.replayableBody != nil {
-            if self.requestBodyBytes <= Self.maxReplayBytes {
-                self.replayableBody!.append(body)
-            } else {
-                self.replayableBody = nil
-            }
-        }
-        switch self.phase {
-        case .connecting:
-            self.pendingBody.append(body)
-        case .forwarding(let connection):
-            connection.write(.body(.byteBuffer(body)))
-            self.resetDeadline(in: self.route.policy.bodyTimeout)
-        case .responding(let connection):
-            connection.write(.body(.byteBuffer(body)))
-        case .upgrading, .finished:
-            break
-        }
-    }
-
-    func clientSentEnd() {
-        self.requestEnded = true
-        switch self.phase {
-        case .forwarding(let connection), .responding(let connection):
-            self.finishRequest(on: connection)
-            connection.flush()
-        case .connecting, .upgrading, .finished:
-            break
-        }
-    }
-
-    func clientReadComplete() {
-        switch self.phase {
-        case .forwarding(let connection), .responding(let connection): connection.flush()
-        case .connecting, .upgrading, .finished: break
-        }
-    }
-
-    func clientWritabilityChanged(isWritable: Bool) {
-        switch self.phase {
-        case .responding(let connection) where isWritable: connection.resumeReadingIfNeeded()
-        default: break
-        }
-    }
-
-    /// The client connection closed: whatever the app was doing for it is abandoned, and its
-    /// connection, caught mid-exchange, cannot be reused.
-    func clientWentAway() {
-        switch self.phase {
-        case .forwarding(let connection), .responding(let connection), .upgrading(let connection, _):
-            connection.close()
-        case .connecting, .finished:
-            break
-        }
-        self.route.release(probe: self.isProbe)
-        self.isProbe = false
-        self.phase = .finished
-        self.waitTimer?.cancel()
-        self.cancelDeadline()
-    }
-
     // MARK: Answers of the proxy's own
 
     func respondLocally(_ reason: ProxyReason) {
@@ -535,61 +366,5 @@ final class ProxyExchange {
         self.cancelDeadline()
         let closeConnection = response.closesConnection || !self.requestEnded || !self.request.isKeepAlive || self.isUpgrade
         self.downstream.respond(response, version: self.request.version, closeConnection: closeConnection)
-    }
-}
-
-extension ProxyExchange {
-    /// A diagnostic line about this request: it always carries the request id and route, so
-    /// one request can be followed through the proxy's and the app's logs.
-    func log(_ level: Logger.Level, _ message: @autoclosure () -> Logger.Message, _ metadata: Logger.Metadata = [:]) {
-        let logger = self.shared.logger
-        guard logger.logLevel <= level else { return }
-        var metadata = metadata
-        metadata["request_id"] = "\(self.trace.requestID)"
-        metadata["route"] = "\(self.route.name)"
-        logger.log(level: level, message(), metadata: metadata)
-    }
-
-    /// The request is over: one access log line, and the request counters.
-    private func recordCompletion() {
-        let now = NIODeadline.now()
-        let duration = Duration.nanoseconds((now - self.startedAt).nanoseconds)
-        self.route.metrics.recordRequest(
-            method: self.request.method.rawValue,
-            code: self.answeredStatus,
-            reason: self.answerReason,
-            duration: duration
-        )
-        guard let accessLog = self.shared.accessLog else { return }
-        let upstream = self.firstForwardedAt.flatMap { sent in
-            self.responseHeadAt.map { Duration.nanoseconds(($0 - sent).nanoseconds) }
-        }
-        let record = AccessLogRecord(
-            time: Date(),
-            requestID: self.trace.requestID,
-            traceID: self.trace.traceID,
-            method: self.request.method.rawValue,
-            path: String(Router.path(of: self.request.uri)),
-            route: self.route.name,
-            status: self.answeredStatus,
-            reason: self.answerReason,
-            duration: duration,
-            upstreamDuration: upstream,
-            attempts: self.attempts,
-            bytesIn: self.requestBodyBytes,
-            bytesOut: self.bytesOut,
-            client: self.clientAddress
-        )
-        accessLog.write(record.jsonLine())
-    }
-}
-
-extension HTTPMethod {
-    /// RFC 9110 §9.2.2: sending these twice has the effect of sending them once.
-    var isIdempotent: Bool {
-        switch self {
-        case .GET, .HEAD, .OPTIONS, .PUT, .DELETE, .TRACE: true
-        default: false
-        }
     }
 }

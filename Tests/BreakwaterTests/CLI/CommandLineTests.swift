@@ -3,21 +3,9 @@ import Testing
 
 /// The `breakwater` executable as a user runs it.
 @Suite struct CommandLineTests {
-    /// The binary that `swift build` put beside the tests.
-    private static var executable: URL {
-        get throws {
-            var directory = URL(fileURLWithPath: #filePath)
-            while directory.path != "/" && !FileManager.default.fileExists(atPath: directory.appendingPathComponent("Package.swift").path) {
-                directory.deleteLastPathComponent()
-            }
-            let candidates = ["debug", "release"].map { directory.appendingPathComponent(".build/\($0)/breakwater") }
-            return try #require(candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) }, "build the package first")
-        }
-    }
-
     private static func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
         let process = Process()
-        process.executableURL = try self.executable
+        process.executableURL = try BreakwaterProcess.executable
         process.arguments = arguments
         let pipe = Pipe()
         process.standardOutput = pipe

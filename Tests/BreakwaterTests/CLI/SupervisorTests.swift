@@ -112,6 +112,7 @@ import Testing
             kill(pid_t(firstPID)!, SIGKILL)
             return try await group.reduce(into: []) { $0 += $1 }
         }
+        print("kill -9 of the app under load: \(statuses.count) requests, \(statuses.filter { $0 != 200 }.count) lost")
         #expect(statuses.count > 50)
         #expect(statuses.allSatisfy { $0 == 200 }, "lost: \(statuses.filter { $0 != 200 })")
         let secondPID = try await Self.get(port, "/pid").bodyString
@@ -182,6 +183,7 @@ import Testing
             try await Task.sleep(for: .seconds(1))
             kill(pid_t(victim)!, SIGKILL)
         }
+        print("kill -9 of one of 3 workers under load: \(statuses.count) requests, \(statuses.filter { $0 != 200 }.count) lost")
         #expect(statuses.count > 50)
         #expect(statuses.allSatisfy { $0 == 200 }, "lost: \(statuses.filter { $0 != 200 })")
         let after = try await Self.pids(port, count: 30)
@@ -203,6 +205,7 @@ import Testing
             breakwater.signal(SIGUSR2)
             try await eventually(timeout: .seconds(10)) { breakwater.log.contains("rolling restart done") }
         }
+        print("rolling restart of 2 workers under load: \(statuses.count) requests, \(statuses.filter { $0 != 200 }.count) lost")
         #expect(statuses.count > 50)
         #expect(statuses.allSatisfy { $0 == 200 }, "lost: \(statuses.filter { $0 != 200 })")
         let after = try await Self.pids(port, count: 20)

@@ -109,6 +109,7 @@ struct FastAPIExampleTests {
             kill(pid, SIGKILL)
             return try await group.reduce(into: []) { $0 += $1 }
         }
+        print("kill -9 of uvicorn under load: \(statuses.count) requests, \(statuses.filter { $0 != 200 }.count) lost")
         #expect(statuses.count > 20)
         #expect(statuses.allSatisfy { $0 == 200 }, "lost: \(statuses.filter { $0 != 200 })")
         let newPID = try await Self.request(port, get("/api/pid")).0.bodyString

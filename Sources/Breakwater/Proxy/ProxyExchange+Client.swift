@@ -1,0 +1,72 @@
+import NIOCore
+
+/// The client's side of an exchange: the request body as it arrives, the client's
+/// writability, and its going away.
+extension ProxyExchange {
+    func clientSentBody(_ body: ByteBuffer) {
+        self.requestBodyBytes += body.readableBytes
+        if self.requestBodyBytes > self.shared.server.maxBodyBytes {
+            self.respondLocally(.bodyTooLarge)
+            return
+        }
+        if self.replayableBody != nil {
+            if self.requestBodyBytes <= Self.maxReplayBytes {
+                self.replayableBody!.append(body)
+            } else {
+                self.replayableBody = nil
+            }
+        }
+        switch self.phase {
+        case .connecting:
+            self.pendingBody.append(body)
+        case .forwarding(let connection):
+            connection.write(.body(.byteBuffer(body)))
+            self.resetDeadline(in: self.route.policy.bodyTimeout)
+        case .responding(let connection):
+            connection.write(.body(.byteBuffer(body)))
+        case .upgrading, .finished:
+            break
+        }
+    }
+
+    func clientSentEnd() {
+        self.requestEnded = true
+        switch self.phase {
+        case .forwarding(let connection), .responding(let connection):
+            self.finishRequest(on: connection)
+            connection.flush()
+        case .connecting, .upgrading, .finished:
+            break
+        }
+    }
+
+    func clientReadComplete() {
+        switch self.phase {
+        case .forwarding(let connection), .responding(let connection): connection.flush()
+        case .connecting, .upgrading, .finished: break
+        }
+    }
+
+    func clientWritabilityChanged(isWritable: Bool) {
+        switch self.phase {
+        case .responding(let connection) where isWritable: connection.resumeReadingIfNeeded()
+        default: break
+        }
+    }
+
+    /// The client connection closed: whatever the app was doing for it is abandoned, and its
+    /// connection, caught mid-exchange, cannot be reused.
+    func clientWentAway() {
+        switch self.phase {
+        case .forwarding(let connection), .responding(let connection), .upgrading(let connection, _):
+            connection.close()
+        case .connecting, .finished:
+            break
+        }
+        self.route.release(probe: self.isProbe)
+        self.isProbe = false
+        self.phase = .finished
+        self.waitTimer?.cancel()
+        self.cancelDeadline()
+    }
+}
