@@ -79,12 +79,6 @@ public final class ProxyMetrics: Sendable {
 
 /// One route's handles.
 final class RouteMetrics: Sendable {
-    private struct RequestKey: Hashable {
-        var method: String
-        var code: Int
-        var reason: String
-    }
-
     private let route: String
     private let factory: PrometheusMetricsFactory
     let duration: CoreMetrics.Timer
@@ -94,7 +88,6 @@ final class RouteMetrics: Sendable {
     let upstreamTimeouts: CoreMetrics.Counter
     private let breakerStates: [(state: String, gauge: CoreMetrics.Gauge)]
     private let transitions: [String: CoreMetrics.Counter]
-    private let requests = NIOLockedValueBox<[RequestKey: CoreMetrics.Counter]>([:])
     private let sheds = NIOLockedValueBox<[String: CoreMetrics.Counter]>([:])
 
     init(route: String, metrics: ProxyMetrics) {
@@ -117,22 +110,18 @@ final class RouteMetrics: Sendable {
         self.showBreaker(state: "closed")
     }
 
-    /// Counts a finished request. `method` is one of the standard methods or `OTHER`, so a
-    /// client cannot grow the number of series.
-    func recordRequest(method: String, code: Int, reason: String, duration: Duration) {
-        let key = RequestKey(method: Self.boundedMethods.contains(method) ? method : "OTHER", code: code, reason: reason)
-        let counter = self.requests.withLockedValue { counters in
-            if let counter = counters[key] { return counter }
-            let counter = CoreMetrics.Counter(
-                label: "breakwater_requests_total",
-                dimensions: [("route", self.route), ("method", key.method), ("code", String(code)), ("reason", reason)],
-                factory: self.factory
-            )
-            counters[key] = counter
-            return counter
-        }
-        counter.increment()
-        self.duration.recordNanoseconds(duration.nanoseconds)
+    /// A `breakwater_requests_total` handle; event loops keep them (`EventLoopContext`).
+    func makeRequestCounter(method: String, code: Int, reason: String) -> CoreMetrics.Counter {
+        CoreMetrics.Counter(
+            label: "breakwater_requests_total",
+            dimensions: [("route", self.route), ("method", method), ("code", String(code)), ("reason", reason)],
+            factory: self.factory
+        )
+    }
+
+    /// One of the standard methods, or `OTHER`, so a client cannot grow the number of series.
+    static func boundedMethod(_ method: String) -> String {
+        Self.boundedMethods.contains(method) ? method : "OTHER"
     }
 
     func recordShed(reason: String) {

@@ -14,15 +14,15 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundOut = HTTPServerResponsePart
 
     private let generation: CurrentGeneration
-    private let upstreams: LoopUpstreams
+    private let loop: EventLoopContext
     private var context: ChannelHandlerContext?
     private var exchange: ProxyExchange?
     private var clientAddress: String?
     private var readHeld = false
 
-    init(generation: CurrentGeneration, upstreams: LoopUpstreams) {
+    init(generation: CurrentGeneration, loop: EventLoopContext) {
         self.generation = generation
-        self.upstreams = upstreams
+        self.loop = loop
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -44,7 +44,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 request: head,
                 clientAddress: self.clientAddress,
                 shared: self.generation.value,
-                upstreams: self.upstreams,
+                loop: self.loop,
                 downstream: self
             )
             self.exchange = exchange

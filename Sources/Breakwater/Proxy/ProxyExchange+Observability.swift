@@ -16,14 +16,10 @@ extension ProxyExchange {
 
     /// The request is over: one access log line, and the request counters.
     func recordCompletion() {
-        let now = NIODeadline.now()
-        let duration = Duration.nanoseconds((now - self.startedAt).nanoseconds)
-        self.route.metrics.recordRequest(
-            method: self.request.method.rawValue,
-            code: self.answeredStatus,
-            reason: self.answerReason,
-            duration: duration
-        )
+        let elapsed = NIODeadline.now() - self.startedAt
+        self.loop.requestCounter(self.route.metrics, method: self.request.method.rawValue, code: self.answeredStatus, reason: self.answerReason)
+            .increment()
+        self.route.metrics.duration.recordNanoseconds(elapsed.nanoseconds)
         guard let accessLog = self.shared.accessLog else { return }
         let upstream = self.firstForwardedAt.flatMap { sent in
             self.responseHeadAt.map { Duration.nanoseconds(($0 - sent).nanoseconds) }
@@ -37,7 +33,7 @@ extension ProxyExchange {
             route: self.route.name,
             status: self.answeredStatus,
             reason: self.answerReason,
-            duration: duration,
+            duration: .nanoseconds(elapsed.nanoseconds),
             upstreamDuration: upstream,
             attempts: self.attempts,
             bytesIn: self.requestBodyBytes,

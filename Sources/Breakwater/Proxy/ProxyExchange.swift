@@ -36,8 +36,8 @@ final class ProxyExchange {
     let isUpgrade: Bool
     let clientAddress: String?
     let shared: ProxyShared
-    let upstreams: LoopUpstreams
-    var eventLoop: any EventLoop { self.upstreams.eventLoop }
+    let loop: EventLoopContext
+    var eventLoop: any EventLoop { self.loop.eventLoop }
     let downstream: DownstreamHandler
     let route: Route
     let trace: RequestTrace
@@ -64,7 +64,7 @@ final class ProxyExchange {
     }
     /// The current instance's connection pool on this event loop.
     var pool: UpstreamConnectionPool {
-        self.upstreams.pools[self.member?.index ?? 0]
+        self.loop.pools[self.member?.index ?? 0]
     }
 
     /// The proxy's limit and the route's bulkhead, in the order a request passes them.
@@ -111,7 +111,7 @@ final class ProxyExchange {
         request: HTTPRequestHead,
         clientAddress: String?,
         shared: ProxyShared,
-        upstreams: LoopUpstreams,
+        loop: EventLoopContext,
         downstream: DownstreamHandler
     ) {
         self.request = request
@@ -119,7 +119,7 @@ final class ProxyExchange {
         self.isUpgrade = HeaderRewriting.isUpgradeRequest(request)
         self.clientAddress = clientAddress
         self.shared = shared
-        self.upstreams = upstreams
+        self.loop = loop
         self.downstream = downstream
         self.route = shared.route(method: request.method.rawValue, uri: request.uri)
         self.trace = RequestTrace(request: request.headers, configuration: shared.trace)
@@ -192,13 +192,13 @@ final class ProxyExchange {
     func attempt() {
         self.attempts += 1
         self.requestForwarded = false
-        let member = self.upstreams.set.pick()
+        let member = self.loop.upstreams.pick()
         self.member = member
-        self.upstreams.pools[member.index].lease { result in
+        self.loop.pools[member.index].lease { result in
             guard case .connecting = self.phase else {
                 // The client left while we connected; the connection never carried anything.
                 if case .success(let connection) = result {
-                    self.upstreams.pools[member.index].release(connection, reusable: true)
+                    self.loop.pools[member.index].release(connection, reusable: true)
                 }
                 return
             }
@@ -206,7 +206,7 @@ final class ProxyExchange {
             case .success(let connection):
                 self.forward(on: connection)
             case .failure:
-                if self.upstreams.set.ejectsOnConnectFailure, member.setReady(false) {
+                if self.loop.upstreams.ejectsOnConnectFailure, member.setReady(false) {
                     // Out of the balance until its probe passes again; others take its share.
                     self.shared.lifecycle.metrics.workerEjected(member.index)
                     self.log(.warning, "app instance ejected after a failed connect", ["instance": "\(member.address)"])

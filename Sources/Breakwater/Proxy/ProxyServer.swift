@@ -15,7 +15,7 @@ public final class ProxyServer: Sendable {
     private let quiescing: ServerQuiescingHelper
     private let generation: CurrentGeneration
     private let lifecycle: Lifecycle
-    private let pools: [ObjectIdentifier: NIOLoopBound<LoopUpstreams>]
+    private let pools: [ObjectIdentifier: NIOLoopBound<EventLoopContext>]
     private let logger: Logger
 
     /// Where the listener is bound (with port 0 in the file, the port the system chose).
@@ -25,7 +25,7 @@ public final class ProxyServer: Sendable {
     private init(
         serverChannel: any Channel,
         quiescing: ServerQuiescingHelper,
-        pools: [ObjectIdentifier: NIOLoopBound<LoopUpstreams>],
+        pools: [ObjectIdentifier: NIOLoopBound<EventLoopContext>],
         generation: CurrentGeneration,
         lifecycle: Lifecycle,
         logger: Logger
@@ -54,11 +54,11 @@ public final class ProxyServer: Sendable {
         guard let upstreams else {
             throw ProxyServerError.noUpstream
         }
-        var pools: [ObjectIdentifier: NIOLoopBound<LoopUpstreams>] = [:]
+        var pools: [ObjectIdentifier: NIOLoopBound<EventLoopContext>] = [:]
         for eventLoop in group.makeIterator() {
             pools[ObjectIdentifier(eventLoop)] = try await eventLoop.submit {
                 NIOLoopBound(
-                    LoopUpstreams(eventLoop: eventLoop, set: upstreams, configuration: configuration.upstreamPool),
+                    EventLoopContext(eventLoop: eventLoop, upstreams: upstreams, configuration: configuration.upstreamPool),
                     eventLoop: eventLoop
                 )
             }.get()
@@ -84,8 +84,8 @@ public final class ProxyServer: Sendable {
                     return channel.close()
                 }
                 return channel.eventLoop.makeCompletedFuture {
-                    let upstreams = sharedPools[ObjectIdentifier(channel.eventLoop)]!.value
-                    try channel.pipeline.syncOperations.addClientHandlers(generation: generation, server: serverConfig, upstreams: upstreams)
+                    let loop = sharedPools[ObjectIdentifier(channel.eventLoop)]!.value
+                    try channel.pipeline.syncOperations.addClientHandlers(generation: generation, server: serverConfig, loop: loop)
                 }
             }
             .bind(host: configuration.listen.host, port: configuration.listen.port)
@@ -164,7 +164,7 @@ extension ChannelPipeline.SynchronousOperations {
     /// Built by hand rather than with `configureHTTPServerPipeline`: the decoder must forward
     /// the bytes after an upgrade (for tunnels), the guard must see raw bytes before the decoder,
     /// and protocol errors are answered by `DownstreamHandler` with SPEC's JSON bodies.
-    fileprivate func addClientHandlers(generation: CurrentGeneration, server: ServerConfig, upstreams: LoopUpstreams) throws {
+    fileprivate func addClientHandlers(generation: CurrentGeneration, server: ServerConfig, loop: EventLoopContext) throws {
         var limits = NIOHTTPDecoderLimitConfiguration()
         limits.maxHeaderFieldSize = server.maxHeaderBytes
         limits.maxHeaderListSize = server.maxHeaderBytes
@@ -175,7 +175,7 @@ extension ChannelPipeline.SynchronousOperations {
             HTTPResponseEncoder(configuration: encoderConfiguration),
             ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: limits)),
             HTTPServerPipelineHandler(),
-            DownstreamHandler(generation: generation, upstreams: upstreams),
+            DownstreamHandler(generation: generation, loop: loop),
         ])
     }
 }

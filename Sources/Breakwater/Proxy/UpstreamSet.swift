@@ -3,7 +3,7 @@ import NIOCore
 
 /// The instances of the app the proxy balances across: the one `upstream`, or the workers the
 /// supervisor runs. Shared by every event loop; each event loop has its own connection pool
-/// per instance (`LoopUpstreams`).
+/// per instance (in its `EventLoopContext`).
 ///
 /// Balancing is least-outstanding-requests over two random choices (Mitzenmacher's "power of
 /// two choices"): nearly as good as scanning every instance for the least loaded, without the
@@ -64,22 +64,5 @@ public final class UpstreamSet: Sendable {
         if second >= first { second += 1 }
         let (a, b) = (candidates[first], candidates[second])
         return a.requestsInProgress <= b.requestsInProgress ? a : b
-    }
-}
-
-/// One event loop's connection pools, one per instance of the app.
-final class LoopUpstreams {
-    let eventLoop: any EventLoop
-    let set: UpstreamSet
-    let pools: [UpstreamConnectionPool]
-
-    init(eventLoop: any EventLoop, set: UpstreamSet, configuration: UpstreamPoolConfig) {
-        self.eventLoop = eventLoop
-        self.set = set
-        self.pools = set.members.map { UpstreamConnectionPool(eventLoop: eventLoop, target: $0.target, configuration: configuration) }
-    }
-
-    func shutdown() {
-        self.pools.forEach { $0.shutdown() }
     }
 }
