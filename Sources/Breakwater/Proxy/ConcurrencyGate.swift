@@ -34,9 +34,4 @@ final class ConcurrencyGate: Sendable {
     func cancel(ticket: UInt64) -> Bool {
         self.limiter.withLockedValue { $0.cancel(ticket: ticket) }
     }
-
-    /// Requests holding a slot, and waiting for one.
-    var load: (active: Int, queued: Int) {
-        self.limiter.withLockedValue { ($0.active, $0.queued) }
-    }
 }

@@ -22,9 +22,6 @@ final class UpstreamConnectionPool {
         self.configuration = configuration
     }
 
-    /// Connections parked now; for tests and metrics.
-    var idleCount: Int { self.idle.count }
-
     /// Hands `completion` a connection ready for one request: the most recently parked live one
     /// (synchronously), else a new one once connected.
     func lease(_ completion: @escaping (Result<UpstreamConnection, any Error>) -> Void) {

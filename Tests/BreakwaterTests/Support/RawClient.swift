@@ -61,8 +61,6 @@ final class RawClient: Sendable {
         try? await self.channel.close()
     }
 
-    var isClosed: Bool { self.inbox.withLockedValue { $0.closed } }
-
     /// Reads one whole response; bytes after it stay for the next call.
     func readResponse(timeout: Duration = .seconds(10), forHead: Bool = false) async throws -> RawResponse {
         try await self.waitFor(timeout: timeout, what: "a response") { inbox in
