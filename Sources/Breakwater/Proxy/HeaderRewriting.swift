@@ -98,6 +98,12 @@ enum HeaderRewriting {
         return HTTPResponseHead(version: clientVersion, status: head.status, headers: headers)
     }
 
+    /// RFC 9112 §3.2: exactly one `Host`, and an HTTP/1.1 request must have it.
+    static func hasValidHost(_ head: HTTPRequestHead) -> Bool {
+        let hosts = head.headers[canonicalForm: "host"].count
+        return hosts == 1 || (hosts == 0 && !head.version.speaksChunked)
+    }
+
     /// Whether a request asks to switch protocols (WebSocket): `Upgrade` named in `Connection`.
     static func isUpgradeRequest(_ head: HTTPRequestHead) -> Bool {
         head.headers.contains(name: "upgrade")

@@ -86,6 +86,10 @@ extension ProxyExchange {
 
     /// Once finished: out of any queue, and every slot handed on.
     func leaveQueuesAndReleaseSlots() {
+        // A timer still pending (a head held back, a queue or backoff wait) has nothing to do.
+        self.waitTimer?.cancel()
+        self.waitTimer = nil
+        self.heldHead = nil
         self.shared.lifecycle.requestsInFlight.wrappingDecrement(ordering: .relaxed)
         if let ticket = self.readinessTicket {
             _ = self.shared.lifecycle.readiness.cancel(ticket: ticket)

@@ -13,10 +13,12 @@ extension ProxyExchange: UpstreamConnectionDelegate {
         case (.forwarding(let connection), .head(let head)):
             self.receivedResponseHead(head, on: connection)
         case (.responding, .body(let body)):
+            self.releaseHeldHead()
             self.bytesOut += body.readableBytes
             self.downstream.writeResponsePart(.body(.byteBuffer(body)))
             self.resetDeadline(in: self.route.policy.bodyTimeout)
         case (.responding(let connection), .end(let trailers)):
+            self.releaseHeldHead()
             self.finishResponse(trailers: trailers, on: connection)
         case (.upgrading(let connection, let upgradeHead), .end):
             // Switch once the decoder that delivered this has returned: it is removed in the
@@ -53,7 +55,15 @@ extension ProxyExchange: UpstreamConnectionDelegate {
         switch self.phase {
         case .forwarding(let connection):
             self.attemptFailed(.reset, on: connection)
+        case .responding(let connection) where self.heldHead != nil:
+            // Died after its head but before any body: the client has seen nothing yet, so the
+            // attempt can still be retried like one that broke before answering.
+            self.heldHead = nil
+            self.waitTimer?.cancel()
+            self.waitTimer = nil
+            self.attemptFailed(.reset, on: connection)
         case .responding(let connection) where self.responseFraming == .untilClose && error == nil:
+            self.releaseHeldHead()
             // The app's way of ending a body without a length.
             self.upstreamKeepAlive = false
             self.finishResponse(trailers: nil, on: connection)
@@ -108,7 +118,27 @@ extension ProxyExchange: UpstreamConnectionDelegate {
             keepAlive: self.clientKeepAlive
         )
         clientHead.headers.replaceOrAdd(name: self.shared.trace.requestIDHeader, value: self.trace.requestID)
-        self.downstream.writeResponsePart(.head(clientHead))
+        if self.responseFraming == .noBody {
+            self.downstream.writeResponsePart(.head(clientHead))
+            return
+        }
+        // The head waits for the first piece of body (at most `headHold`): an app that dies
+        // between its head and its body — a crash mid-write — can then still be retried.
+        self.heldHead = clientHead
+        self.waitTimer = self.eventLoop.assumeIsolated().scheduleTask(in: Self.headHold) {
+            self.waitTimer = nil
+            self.releaseHeldHead()
+            self.downstream.flush()
+        }
+    }
+
+    /// Writes the held response head to the client, once.
+    private func releaseHeldHead() {
+        guard let head = self.heldHead else { return }
+        self.heldHead = nil
+        self.waitTimer?.cancel()
+        self.waitTimer = nil
+        self.downstream.writeResponsePart(.head(head))
     }
 
     private func finishResponse(trailers: HTTPHeaders?, on connection: UpstreamConnection) {

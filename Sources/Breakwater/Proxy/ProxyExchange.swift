@@ -30,6 +30,9 @@ final class ProxyExchange {
 
     /// Bodies up to this size are kept for replay (Linkerd's limit); larger ones are not retried.
     static let maxReplayBytes = 64 * 1024
+    /// How long a response head may wait for the first piece of its body before it goes to the
+    /// client alone (a stream that starts slowly).
+    static let headHold = TimeAmount.milliseconds(50)
 
     let request: HTTPRequestHead
     let requestFraming: MessageFraming
@@ -101,6 +104,8 @@ final class ProxyExchange {
     /// The end of a wait without a connection: a queue timeout or a retry's backoff.
     var waitTimer: Scheduled<Void>?
     var responseFraming = MessageFraming.noBody
+    /// The response head, kept back until the first piece of body arrives.
+    var heldHead: HTTPResponseHead?
     var upstreamKeepAlive = false
     var clientKeepAlive = false
     /// When the current wait (for a response head, or between two body pieces) runs out.
@@ -149,6 +154,11 @@ final class ProxyExchange {
     // MARK: The journey
 
     func start() {
+        guard HeaderRewriting.hasValidHost(self.request) else {
+            // Two Hosts, or none in HTTP/1.1: the app and the proxy could read it differently.
+            self.respondLocally(.badRequest)
+            return
+        }
         if case .contentLength(let length) = self.requestFraming, length > self.shared.server.maxBodyBytes {
             self.respondLocally(.bodyTooLarge)
             return

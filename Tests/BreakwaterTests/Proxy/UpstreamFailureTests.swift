@@ -57,6 +57,16 @@ import Testing
         }
     }
 
+    @Test func anAppThatDiesBetweenItsHeadAndItsBodyIsRetried() async throws {
+        try await ProxyHarness.with(configuration: "[defaults.retry]\nbackoff = \"5ms\"\n") { proxy in
+            // The client has seen nothing when the app dies, so the GET goes out again; each
+            // attempt meets the same death, and the last answer is a clean 502, not a cut.
+            let response = try await proxy.request(get("/head-only-then-close"))
+            Self.expect502(response)
+            #expect(proxy.backend.requestCount(pathPrefix: "/head-only-then-close") == 3)
+        }
+    }
+
     @Test func anAppThatDoesNotAnswerInTimeIs504() async throws {
         try await ProxyHarness.with(configuration: "[defaults]\ntimeout = \"500ms\"\n") { proxy in
             let client = try await proxy.connect()

@@ -10,6 +10,7 @@ import NIOHTTP1
 /// - `/delay/MS`: "delayed" after MS milliseconds.
 /// - `/hang`: never answers. `/close`: closes without answering. `/reset`: closes with RST.
 /// - `/head-then-close?length=N`: a head announcing N bytes, 10 of them, then a close.
+/// - `/head-only-then-close`: a head announcing 100 bytes, none of them, then a close.
 /// - `/stream?chunks=N&interval=MS`: chunked, "chunk i\n" every MS ms.
 /// - `/sse?events=N&interval=MS`: text/event-stream, "data: event i\n\n" every MS ms.
 /// - `/bytes/N`: N bytes (byte i = i % 251), written only while the socket takes them.
@@ -132,6 +133,11 @@ final class FixtureHandler: ChannelInboundHandler, RemovableChannelHandler {
             context.close(promise: nil)
         case "close-if-reused":
             self.send(.ok, body: Array("fresh".utf8), context: context)
+        case "head-only-then-close":
+            var headers = self.baseHeaders()
+            headers.add(name: "content-length", value: "100")
+            context.writeAndFlush(self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+            context.close(promise: nil)
         case "head-then-close":
             var headers = self.baseHeaders()
             headers.add(name: "content-length", value: String(Self.query(head.uri, "length", default: 1000)))

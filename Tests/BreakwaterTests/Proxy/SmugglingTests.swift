@@ -1,0 +1,32 @@
+import Testing
+
+/// Request smuggling vectors: each gets a 400 and a closed connection, and nothing reaches the
+/// app in a form the app and the proxy would read differently.
+@Suite struct SmugglingTests {
+    private static let vectors: [(String, String)] = [
+        ("CL.TE", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nG"),
+        ("TE.CL", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n8\r\nSMUGGLED\r\n0\r\n\r\n"),
+        ("TE not chunked last", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"),
+        ("TE gzip only", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc"),
+        ("obs-fold", "GET / HTTP/1.1\r\nHost: x\r\nX-A: one\r\n two\r\n\r\n"),
+        ("NUL in a header", "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\u{0}b\r\n\r\n"),
+        ("space before colon", "GET / HTTP/1.1\r\nHost: x\r\nContent-Length : 5\r\n\r\nhello"),
+        ("bad content length", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5x\r\n\r\nhello"),
+        ("two Host headers", "GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n"),
+        ("no Host in HTTP/1.1", "GET / HTTP/1.1\r\nX-A: 1\r\n\r\n"),
+        ("bare LF line ends", "GET / HTTP/1.1\nHost: x\n\n"),
+    ]
+
+    @Test(arguments: 0..<11)
+    func aSmugglingVectorIsRefused(index: Int) async throws {
+        let (name, raw) = Self.vectors[index]
+        try await ProxyHarness.with { proxy in
+            let client = try await proxy.connect()
+            try await client.send(raw)
+            let response = try await client.readResponse()
+            #expect(response.status == 400, "\(name)")
+            #expect(try await client.waitForClose(), "\(name): connection left open")
+            #expect(proxy.backend.requestsReceived.isEmpty, "\(name) reached the app")
+        }
+    }
+}
