@@ -22,6 +22,10 @@ public enum ConfigLoader {
     /// Parses and validates `text`, reporting every problem at once.
     public static func parse(_ text: String, fileName: String) throws(ConfigErrors) -> ProxyConfig {
         let log = ProblemLog(fileName: fileName, text: text)
+        let crashers = TOMLPrecheck.findings(in: text)
+        guard crashers.isEmpty else {
+            throw ConfigErrors(problems: crashers.map { ConfigProblem(file: fileName, line: $0.line, keyPath: "", message: $0.message) })
+        }
         let table: TOMLTable
         do {
             table = try TOMLTable(string: text)
@@ -73,7 +77,9 @@ private struct ConfigSchema {
             self.log.report("upstream", "missing required key (the app's \"host:port\" or \"unix:/path\")", exactLine: true)
         }
         if config.listen == config.admin.listen && config.listen.port != 0 {
-            self.log.report("admin.listen", "must differ from listen (\(config.listen))")
+            // Point at whichever of the two the file sets (the other is a default).
+            let key = self.log.lineIndex.exactLine(of: "admin.listen") != nil ? "admin.listen" : "listen"
+            self.log.report(key, "must differ from \(key == "listen" ? "admin.listen" : "listen") (\(config.listen))")
         }
         return config
     }

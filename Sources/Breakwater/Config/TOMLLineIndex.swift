@@ -13,9 +13,12 @@ struct TOMLLineIndex {
         var arrayCounts: [String: Int] = [:]
         var inMultilineString: Substring?
         var bracketDepth = 0
-        for (offset, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        // Lines end at LF, as toml++ counts them: split by Character, a CRLF is one grapheme
+        // and a CRLF file would be one long line.
+        for (offset, rawLine) in text.utf8.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated() {
             let lineNumber = offset + 1
             var line = Substring(rawLine)
+            if line.utf8.last == UInt8(ascii: "\r") { line = Substring(line.utf8.dropLast()) }
             if let delimiter = inMultilineString {
                 guard let end = line.firstRange(of: delimiter) else { continue }
                 inMultilineString = nil
@@ -32,6 +35,7 @@ struct TOMLLineIndex {
                 let joined = name.joined(separator: ".")
                 arrayCounts[joined, default: 0] += 1
                 table = Array(name.dropLast()) + ["\(name.last ?? "")[\(arrayCounts[joined]!)]"]
+                self.record(name, line: lineNumber)  // the array itself starts at its first element
                 self.record(table, line: lineNumber)
             } else if line.hasPrefix("[") {
                 var name = Self.keyComponents(line.dropFirst().prefix { $0 != "]" })
@@ -60,8 +64,15 @@ struct TOMLLineIndex {
         var path = keyPath
         while !path.isEmpty {
             if let line = self.lines[path] { return line }
-            guard let dot = path.lastIndex(of: ".") else { return nil }
-            path = String(path[..<dot])
+            // `route[2].breaker` -> `route[2]` -> `route` (an inline array of tables has no
+            // header per element, only the line of its key).
+            if path.hasSuffix("]"), let bracket = path.lastIndex(of: "[") {
+                path = String(path[..<bracket])
+            } else if let dot = path.lastIndex(of: ".") {
+                path = String(path[..<dot])
+            } else {
+                return nil
+            }
         }
         return nil
     }
@@ -71,10 +82,14 @@ struct TOMLLineIndex {
         self.lines[keyPath]
     }
 
+    /// Records the line of `components` and, where they have none yet, of the tables it
+    /// implies: `[route.fallback]` without a `[[route]]` makes `route` a table right there.
     private mutating func record(_ components: [String], line: Int) {
-        let path = components.joined(separator: ".")
-        if self.lines[path] == nil {
-            self.lines[path] = line
+        for count in 1...max(1, components.count) {
+            let path = components.prefix(count).joined(separator: ".")
+            if self.lines[path] == nil {
+                self.lines[path] = line
+            }
         }
     }
 

@@ -19,6 +19,10 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var exchange: ProxyExchange?
     private var clientAddress: String?
     private var readHeld = false
+    /// The last response is decided (`Connection: close`, a refused request, a cut): requests
+    /// the pipelining handler still delivers, re-entrantly as that response ends, are dropped
+    /// unanswered, since the client was told none after it would be read.
+    private var closing = false
 
     init(generation: CurrentGeneration, loop: EventLoopContext) {
         self.generation = generation
@@ -37,6 +41,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: Inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !self.closing else { return }
         switch self.unwrapInboundIn(data) {
         case .head(let head):
             context.triggerUserOutboundEvent(ClientConnectionEvent.requestHeadReceived, promise: nil)
@@ -78,6 +83,9 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             context.close(promise: nil)
             return
         }
+        if self.closing {
+            return  // the decoder fails again on every later read: one answer is enough
+        }
         if let exchange = self.exchange, exchange.hasStartedResponse {
             // Too late for a status code: the client sees a cut response.
             context.close(promise: nil)
@@ -85,7 +93,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         self.abandonExchange()
         let reason: ProxyReason = parserError == .headerOverflow ? .headerTooLarge : .badRequest
-        self.respond(LocalResponse(reason), version: .http1_1, closeConnection: true)
+        self.respond(LocalResponse(reason), version: .http1_1, withBody: true, closeConnection: true)
     }
 
     // MARK: Backpressure
@@ -128,6 +136,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let close = closeConnection
         context.triggerUserOutboundEvent(close ? ClientConnectionEvent.closing : .exchangeFinished, promise: nil)
         if close {
+            self.closing = true
             context.writeAndFlush(self.wrapOutboundOut(.end(trailers))).assumeIsolated().whenComplete { _ in
                 context.close(promise: nil)
             }
@@ -138,16 +147,22 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Writes a response the proxy makes itself and ends the exchange.
-    func respond(_ response: LocalResponse, version: HTTPVersion, closeConnection: Bool) {
+    ///
+    /// - Parameter withBody: false for an answer to HEAD, which announces the body's length
+    ///   but must not carry it (the client would read it as the next response).
+    func respond(_ response: LocalResponse, version: HTTPVersion, withBody: Bool, closeConnection: Bool) {
         guard let context else { return }
         let keepAlive = !closeConnection
         context.write(self.wrapOutboundOut(.head(response.head(version: version, keepAlive: keepAlive))), promise: nil)
-        context.write(self.wrapOutboundOut(.body(.byteBuffer(response.bodyBuffer(allocator: context.channel.allocator)))), promise: nil)
+        if withBody {
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(response.bodyBuffer(allocator: context.channel.allocator)))), promise: nil)
+        }
         self.finishResponse(trailers: nil, closeConnection: !keepAlive)
     }
 
     /// Cuts the connection mid-response: the only honest signal once a status line is out.
     func cutConnection() {
+        self.closing = true
         self.exchange = nil
         self.context?.close(promise: nil)
     }

@@ -102,9 +102,11 @@ extension ProxyExchange: UpstreamConnectionDelegate {
             return
         }
         self.responseFraming = MessageFraming(response: head, requestMethod: self.request.method)
-        self.upstreamKeepAlive = head.isKeepAlive && self.responseFraming != .untilClose
-        // After an upgrade request the client's decoder stops parsing, and a response that
-        // comes before the request is whole leaves the client's stream position unknown.
+        // After an upgrade request the reader at either end (llhttp in uvicorn's httptools, the
+        // client's) may have stopped parsing HTTP, even when the answer refused the switch; and a
+        // response that comes before the request is whole leaves the client's stream position
+        // unknown. Neither connection is trusted with another request then.
+        self.upstreamKeepAlive = head.isKeepAlive && self.responseFraming != .untilClose && !self.isUpgrade
         self.clientKeepAlive =
             self.request.isKeepAlive && self.requestEnded && !self.isUpgrade
             && (self.request.version.speaksChunked || self.responseFraming != .untilClose)

@@ -159,6 +159,12 @@ final class ProxyExchange {
             self.respondLocally(.badRequest)
             return
         }
+        guard self.request.method != .CONNECT else {
+            // A reverse proxy has no tunnels to open, and a 2xx to CONNECT would leave the
+            // client and the app disagreeing about where the HTTP stream ends (nginx: 400 too).
+            self.respondLocally(.badRequest)
+            return
+        }
         if case .contentLength(let length) = self.requestFraming, length > self.shared.server.maxBodyBytes {
             self.respondLocally(.bodyTooLarge)
             return
@@ -367,7 +373,8 @@ final class ProxyExchange {
         response.requestID = (self.shared.trace.requestIDHeader, self.trace.requestID)
         self.answeredStatus = Int(response.status.code)
         self.answerReason = response.reason?.rawValue ?? "ok"
-        self.bytesOut += response.body.utf8.count
+        let isHead = self.request.method == .HEAD
+        self.bytesOut += isHead ? 0 : response.body.utf8.count
         if let reason = response.reason, reason.isShed {
             self.route.metrics.recordShed(reason: reason.rawValue)
         }
@@ -375,6 +382,6 @@ final class ProxyExchange {
         self.waitTimer?.cancel()
         self.cancelDeadline()
         let closeConnection = response.closesConnection || !self.requestEnded || !self.request.isKeepAlive || self.isUpgrade
-        self.downstream.respond(response, version: self.request.version, closeConnection: closeConnection)
+        self.downstream.respond(response, version: self.request.version, withBody: !isHead, closeConnection: closeConnection)
     }
 }

@@ -317,4 +317,58 @@ import Testing
         #expect(ConfigUnits.size("512B") == 512)
         #expect(ConfigUnits.size("10 parsecs") == nil)
     }
+
+    @Test func aCRLFFileHasItsLines() {
+        #expect(problems("upstream = \"127.0.0.1:8000\"\r\n[server]\r\nthreads = \"two\"\r\n") == [
+            #"proxy.conf:3: server.threads: expected an integer, got string "two""#
+        ])
+    }
+
+    @Test func listenClashingWithTheDefaultAdminListenPointsAtListen() {
+        #expect(problems("listen = \"127.0.0.1:9901\"\nupstream = \"127.0.0.1:8000\"\n") == [
+            "proxy.conf:1: listen: must differ from admin.listen (127.0.0.1:9901)"
+        ])
+    }
+
+    /// toml++ inside TOMLKit aborts the process on these (found by fuzz/FuzzConfig): a reload of
+    /// such a file must be refused, not take the proxy down.
+    @Test(arguments: [
+        ("[:\n", 1), ("upstream = \"127.0.0.1:8000\"\n[[ =\n", 2), ("[\nx = 1\n", 1),
+        ("e = 1979-05-27T:\n", 1), ("a = 1\nb = [\n  1979-05-27T\n]\n", 3),
+    ])
+    func parserCrashersAreSyntaxErrors(text: String, line: Int) {
+        let found = problems(text)
+        #expect(found.count == 1)
+        #expect(found.first?.hasPrefix("proxy.conf:\(line): syntax error:") == true, "\(found)")
+    }
+
+    @Test func theCrasherCheckLeavesStringsAndGoodTimesAlone() throws {
+        let text = #"""
+            upstream = "127.0.0.1:8000"
+            [[route]]
+            name = "a"
+            path_prefix = "/a"
+            [route.fallback]
+            status = 503
+            body = """
+            [: not a table
+            at 1979-05-27T: nothing
+            """
+            content_type = 'text/plain; 1979-05-27Tx'
+            # [: a comment 1979-05-27T:
+            """#
+        let config = try ConfigLoader.parse(text, fileName: "proxy.conf")
+        #expect(config.routes.first?.policy.fallback?.body.contains("[: not a table") == true)
+        #expect(TOMLPrecheck.findings(in: "t = 1979-05-27T07:32:00Z\nd = 1979-05-27\n[[x]]\n[ y ]\n['z']\n").isEmpty)
+    }
+
+    @Test func tablesOnlyImpliedOrInlineStillHaveALine() {
+        #expect(problems("upstream = \"127.0.0.1:8000\"\n[route.fallback]\nstatus = 503\n") == [
+            "proxy.conf:2: route: expected an array of tables ([[route]]), got a table"
+        ])
+        #expect(problems("upstream = \"127.0.0.1:8000\"\nroute = [ { name = \"a\" } ]\n") == [
+            "proxy.conf:2: route[1]: a route needs path or path_prefix"
+        ])
+        #expect(problems("upstream = \"127.0.0.1:8000\"\n\n[[roude]]\nname = \"a\"\n") == ["proxy.conf:3: roude: unknown key"])
+    }
 }

@@ -29,4 +29,57 @@ import Testing
             #expect(proxy.backend.requestsReceived.isEmpty, "\(name) reached the app")
         }
     }
+
+    /// The pipelining handler hands over the next request as the refusal ends; it must die with
+    /// the connection, not reach the app.
+    @Test func aRequestPipelinedBehindARefusedOneNeverReachesTheApp() async throws {
+        try await ProxyHarness.with { proxy in
+            let client = try await proxy.connect()
+            try await client.send("GET /refused HTTP/1.1\r\n\r\n" + get("/smuggled"))
+            #expect(try await client.readResponse().status == 400)
+            #expect(try await client.waitForClose())
+            #expect(proxy.backend.requestsReceived.isEmpty)
+        }
+    }
+
+    @Test func nothingIsReadAfterConnectionClose() async throws {
+        try await ProxyHarness.with { proxy in
+            let client = try await proxy.connect()
+            try await client.send(get("/first", headers: ["Connection: close"]) + get("/second"))
+            let response = try await client.readResponse()
+            #expect(response.status == 200)
+            #expect(response.header("connection") == "close")
+            #expect(try await client.waitForClose())
+            #expect(proxy.backend.requestsReceived.map(\.uri) == ["/first"])
+        }
+    }
+
+    /// A reverse proxy opens no tunnels; a 2xx to CONNECT would leave the client and the app
+    /// disagreeing about where HTTP ends.
+    @Test func connectIsRefused() async throws {
+        try await ProxyHarness.with { proxy in
+            let client = try await proxy.connect()
+            try await client.send("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+            let response = try await client.readResponse()
+            #expect(response.status == 400)
+            #expect(response.header("x-breakwater-reason") == "bad_request")
+            #expect(try await client.waitForClose())
+            #expect(proxy.backend.requestsReceived.isEmpty)
+        }
+    }
+
+    /// An answer to HEAD announces its length but carries no body, the proxy's own included:
+    /// the client would read the body as the next response.
+    @Test func aRefusedHEADGetsNoBody() async throws {
+        try await ProxyHarness.with { proxy in
+            let client = try await proxy.connect()
+            try await client.send("HEAD / HTTP/1.1\r\n\r\n")
+            let head = try await client.readResponseHead()
+            #expect(head.status == 400)
+            #expect(head.header("content-length") != nil)
+            #expect(try await client.waitForClose())
+            let rest = try? await client.readAvailable(timeout: .milliseconds(200))
+            #expect(rest == nil, "bytes after the head: \(String(decoding: rest ?? [], as: UTF8.self))")
+        }
+    }
 }

@@ -39,4 +39,20 @@ import Testing
             try await eventually { proxy.backend.openConnections == 0 }
         }
     }
+
+    /// After an upgrade request the app's HTTP reader (llhttp in uvicorn) may have stopped
+    /// parsing even when it refused the switch: that app connection never carries another request.
+    @Test func anAppConnectionThatRefusedAnUpgradeIsNotReused() async throws {
+        try await ProxyHarness.with { proxy in
+            let client = try await proxy.connect()
+            try await client.send(get("/plain", headers: ["Connection: Upgrade", "Upgrade: websocket"]))
+            #expect(try await client.readResponse().status == 200)
+            #expect(try await client.waitForClose())
+
+            let next = try await proxy.connect()
+            try await next.send(get("/after"))
+            #expect(try await next.readResponse().status == 200)
+            #expect(proxy.backend.connectionsAccepted == 2)
+        }
+    }
 }

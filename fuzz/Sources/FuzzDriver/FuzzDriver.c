@@ -1,0 +1,2 @@
+// Only a header: LLVMFuzzerRunDriver comes from libFuzzer (-sanitize=fuzzer).
+#include "FuzzDriver.h"
