@@ -95,6 +95,15 @@ final class ProxyExchange {
     var replayableBody: [ByteBuffer]? = []
     /// The client sent the whole request.
     var requestEnded = false
+
+    /// Whether the client's next byte is known to start its next request: the request has
+    /// ended, or has no body and so only its `.end` (no bytes on the wire) is still to come.
+    /// An answer before that point must close the connection (the rest of the body would be
+    /// read as a request); after it, a refusal — a shed, an open breaker — keeps the
+    /// connection, which is what clients hammering an overloaded proxy need most.
+    var clientStreamPositionKnown: Bool {
+        self.requestEnded || self.requestFraming == .noBody || self.requestFraming == .contentLength(0)
+    }
     /// The whole request reached the current upstream connection: only then may it carry another.
     var requestForwarded = false
     var attempts = 0
@@ -381,7 +390,7 @@ final class ProxyExchange {
         self.phase = .finished
         self.waitTimer?.cancel()
         self.cancelDeadline()
-        let closeConnection = response.closesConnection || !self.requestEnded || !self.request.isKeepAlive || self.isUpgrade
+        let closeConnection = response.closesConnection || !self.clientStreamPositionKnown || !self.request.isKeepAlive || self.isUpgrade
         self.downstream.respond(response, version: self.request.version, withBody: !isHead, closeConnection: closeConnection)
     }
 }

@@ -42,6 +42,25 @@ import Testing
         }
     }
 
+    /// A refusal keeps the connection: a client hammering an overloaded proxy is not made to
+    /// reconnect for every 503 (and a load tester that never reconnects is not stalled).
+    @Test func aShedRequestKeepsItsConnection() async throws {
+        try await ProxyHarness.with(configuration: "[concurrency]\nsoft_limit = 1\nhard_limit = 1\n") { proxy in
+            async let holder = proxy.request(get("/delay/1500"))
+            try await eventually { proxy.backend.requestCount(pathPrefix: "/delay/") == 1 }
+            let client = try await proxy.connect()
+            for _ in 0..<3 {
+                try await client.send(get("/status/200"))
+                let refused = try await client.readResponse()
+                #expect(refused.status == 503)
+                #expect(refused.header("x-breakwater-reason") == "hard_limit")
+                #expect(refused.header("connection") == nil)
+            }
+            #expect(try await client.waitForClose(timeout: .milliseconds(300)) == false)
+            #expect(try await holder.status == 200)
+        }
+    }
+
     @Test func aQueuedRequestTimesOutOnTime() async throws {
         let configuration = "[concurrency]\nsoft_limit = 1\nhard_limit = 3\nqueue_timeout = \"300ms\"\n"
         try await ProxyHarness.with(configuration: configuration) { proxy in

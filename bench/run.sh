@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Breakwater against nginx and HAProxy on this machine, in one run: throughput, CPU per
+# request, latency, memory and the cost of a fast refusal. See README.md, "Benchmarks".
+#
+#   bench/run.sh [--rounds N] [--seconds S]     (defaults: 3 rounds of 10 s runs, ~6 minutes)
+#
+# Installs what it needs from Debian's packages (nginx, haproxy, wrk, h2load), builds the
+# release binary, and prints medians and ratios. Figures, not pass/fail; CI does not run it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v nginx   >/dev/null || missing+=(nginx-light)
+command -v haproxy >/dev/null || missing+=(haproxy)
+command -v wrk     >/dev/null || missing+=(wrk)
+command -v h2load  >/dev/null || missing+=(nghttp2-client)
+command -v taskset >/dev/null || missing+=(util-linux)
+if ((${#missing[@]})); then
+  echo "installing ${missing[*]} ..." >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+swift build -c release --product breakwater >&2
+exec python3 bench/compare.py --breakwater "$(swift build -c release --show-bin-path)/breakwater" "$@"
