@@ -12,9 +12,9 @@ struct RequestTrace {
     private let traceparent: String?
     private let tracestate: String?
 
-    init(request headers: HTTPHeaders, configuration: TraceConfig) {
+    init(request headers: HTTPHeaders, configuration: TraceConfig, generator: inout IdentifierGenerator) {
         let presented = headers.first(name: configuration.requestIDHeader)
-        self.requestID = presented.flatMap { Self.isAcceptableRequestID($0) ? $0 : nil } ?? Self.newRequestID()
+        self.requestID = presented.flatMap { Self.isAcceptableRequestID($0) ? $0 : nil } ?? Self.newRequestID(using: &generator)
         guard configuration.traceparent else {
             (self.traceID, self.traceparent, self.tracestate) = (nil, nil, nil)
             return
@@ -26,7 +26,7 @@ struct RequestTrace {
             context = valid
             self.tracestate = headers.first(name: "tracestate")
         } else {
-            context = TraceContext(traceID: .random(), spanID: .random(), flags: [], state: TraceState())
+            context = TraceContext(traceID: .random(using: &generator), spanID: .random(using: &generator), flags: [], state: TraceState())
             self.tracestate = nil
         }
         self.traceID = context.traceID.description
@@ -53,8 +53,7 @@ struct RequestTrace {
     }
 
     /// 32 lowercase hex digits from 128 random bits.
-    static func newRequestID() -> String {
-        var generator = SystemRandomNumberGenerator()
+    static func newRequestID(using generator: inout IdentifierGenerator) -> String {
         let high = generator.next() as UInt64
         let low = generator.next() as UInt64
         let digits = Array("0123456789abcdef".utf8)

@@ -2,8 +2,13 @@ import NIOCore
 import NIOHTTP1
 
 /// The client side of a proxied connection: turns decoded requests into `ProxyExchange`s, one
-/// at a time (`HTTPServerPipelineHandler` holds pipelined requests back until the previous
-/// response is done, so answers go out in order), and writes what they answer.
+/// at a time, and writes what they answer.
+///
+/// Pipelined requests wait here, in order, until the answer before them is done. This is what
+/// NIO's `HTTPServerPipelineHandler` does, but that handler also stops reading while any answer
+/// is pending, so every request on a keep-alive connection cost two `epoll_ctl` calls (read
+/// interest off, then on again). Here reads stop only once a pipelined request is actually
+/// waiting, which for ordinary clients is never.
 ///
 /// Also the client half of backpressure: `read` is held while the exchange cannot take more of
 /// the request body (the app is slow to read it), and writability changes are passed to the
@@ -13,15 +18,24 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
+    /// What arrived for a request behind the current one.
+    private enum Pipelined {
+        case part(HTTPServerRequestPart)
+        case parseError(HTTPParserError)
+    }
+
     private let generation: CurrentGeneration
     private let loop: EventLoopContext
     private var context: ChannelHandlerContext?
     private var exchange: ProxyExchange?
     private var clientAddress: String?
     private var readHeld = false
-    /// The last response is decided (`Connection: close`, a refused request, a cut): requests
-    /// the pipelining handler still delivers, re-entrantly as that response ends, are dropped
-    /// unanswered, since the client was told none after it would be read.
+    /// Requests (and a decoding error) that came while an answer was still going out.
+    private var pipelined = CircularBuffer<Pipelined>()
+    private var deliveringPipelined = false
+    /// The last response is decided (`Connection: close`, a refused request, a cut): anything
+    /// the client sent behind it is dropped unanswered, since the client was told none after it
+    /// would be read.
     private var closing = false
 
     init(generation: CurrentGeneration, loop: EventLoopContext) {
@@ -42,9 +56,21 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.closing else { return }
-        switch self.unwrapInboundIn(data) {
+        let part = self.unwrapInboundIn(data)
+        if !self.pipelined.isEmpty || (self.exchange != nil && part.isHead) {
+            // A request behind one whose answer is still going out: it waits its turn.
+            self.pipelined.append(.part(part))
+            return
+        }
+        self.deliver(part)
+    }
+
+    /// Hands a request part to its exchange; a part of a request that was already answered
+    /// (early, before its body was read) has none, and is dropped.
+    private func deliver(_ part: HTTPServerRequestPart) {
+        switch part {
         case .head(let head):
-            context.triggerUserOutboundEvent(ClientConnectionEvent.requestHeadReceived, promise: nil)
+            self.context?.triggerUserOutboundEvent(ClientConnectionEvent.requestHeadReceived, promise: nil)
             let exchange = ProxyExchange(
                 request: head,
                 clientAddress: self.clientAddress,
@@ -55,10 +81,33 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             self.exchange = exchange
             exchange.start()
         case .body(let body):
-            // No exchange: it already answered early and the connection closes after it.
             self.exchange?.clientSentBody(body)
         case .end:
             self.exchange?.clientSentEnd()
+        }
+    }
+
+    /// Starts the requests that waited behind the answer that just ended, up to the next one
+    /// that has to wait again.
+    private func deliverPipelined() {
+        // An exchange that answers at once ends inside `deliver`, and lands here again: the
+        // outer loop carries on instead.
+        guard !self.deliveringPipelined else { return }
+        self.deliveringPipelined = true
+        defer { self.deliveringPipelined = false }
+        while !self.closing, let next = self.pipelined.first {
+            if let exchange = self.exchange {
+                switch next {
+                case .part(.head): return
+                case .parseError where exchange.requestEnded: return
+                default: break
+                }
+            }
+            self.pipelined.removeFirst()
+            switch next {
+            case .part(let part): self.deliver(part)
+            case .parseError(let error): self.answerParseError(error)
+            }
         }
     }
 
@@ -73,6 +122,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        self.pipelined.removeAll()
         self.abandonExchange()
         context.fireChannelInactive()
     }
@@ -86,32 +136,48 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if self.closing {
             return  // the decoder fails again on every later read: one answer is enough
         }
+        if !self.pipelined.isEmpty || (self.exchange?.requestEnded ?? false) {
+            // A request behind the current one is malformed: answered in its turn.
+            self.pipelined.append(.parseError(parserError))
+            return
+        }
+        self.answerParseError(parserError)
+    }
+
+    private func answerParseError(_ error: HTTPParserError) {
         if let exchange = self.exchange, exchange.hasStartedResponse {
             // Too late for a status code: the client sees a cut response.
-            context.close(promise: nil)
+            self.cutConnection()
             return
         }
         self.abandonExchange()
-        let reason: ProxyReason = parserError == .headerOverflow ? .headerTooLarge : .badRequest
+        let reason: ProxyReason = error == .headerOverflow ? .headerTooLarge : .badRequest
         self.respond(LocalResponse(reason), version: .http1_1, withBody: true, closeConnection: true)
     }
 
     // MARK: Backpressure
 
     func read(context: ChannelHandlerContext) {
-        if let exchange = self.exchange, !exchange.wantsClientReads {
+        if self.shouldHoldReads {
             self.readHeld = true
         } else {
             context.read()
         }
     }
 
-    /// Called by the exchange once it can take request body again.
+    /// Called by the exchange once it can take request body again, and when an answer ends.
     func resumeReadingIfNeeded() {
-        guard self.readHeld, let context else { return }
-        if let exchange = self.exchange, !exchange.wantsClientReads { return }
+        guard self.readHeld, let context, !self.shouldHoldReads else { return }
         self.readHeld = false
         context.read()
+    }
+
+    /// A pipelined request waits (reading on would only pile up more), or the exchange cannot
+    /// take more body yet.
+    private var shouldHoldReads: Bool {
+        if !self.pipelined.isEmpty { return true }
+        if let exchange = self.exchange { return !exchange.wantsClientReads }
+        return false
     }
 
     // MARK: Writing, for the exchange
@@ -128,8 +194,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Ends the exchange's response; with `closeConnection` the connection closes once it is out.
     ///
-    /// The exchange is cleared before `.end` is written: writing it lets the pipelining handler
-    /// deliver the next request at once, re-entrantly.
+    /// Then the next pipelined request, if one waits, starts at once.
     func finishResponse(trailers: HTTPHeaders?, closeConnection: Bool) {
         guard let context else { return }
         self.exchange = nil
@@ -137,11 +202,13 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         context.triggerUserOutboundEvent(close ? ClientConnectionEvent.closing : .exchangeFinished, promise: nil)
         if close {
             self.closing = true
+            self.pipelined.removeAll()
             context.writeAndFlush(self.wrapOutboundOut(.end(trailers))).assumeIsolated().whenComplete { _ in
                 context.close(promise: nil)
             }
         } else {
             context.writeAndFlush(self.wrapOutboundOut(.end(trailers)), promise: nil)
+            self.deliverPipelined()
             self.resumeReadingIfNeeded()
         }
     }
@@ -163,6 +230,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Cuts the connection mid-response: the only honest signal once a status line is out.
     func cutConnection() {
         self.closing = true
+        self.pipelined.removeAll()
         self.exchange = nil
         self.context?.close(promise: nil)
     }
@@ -188,5 +256,12 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             self.exchange = nil
             exchange.clientWentAway()
         }
+    }
+}
+
+extension HTTPServerRequestPart {
+    fileprivate var isHead: Bool {
+        if case .head = self { return true }
+        return false
     }
 }

@@ -8,6 +8,8 @@ final class EventLoopContext {
     let eventLoop: any EventLoop
     let upstreams: UpstreamSet
     let pools: [UpstreamConnectionPool]
+    /// Request and trace ids for this loop's requests.
+    var identifiers = IdentifierGenerator()
     private var requestCounters: [RequestCounterKey: CoreMetrics.Counter] = [:]
 
     private struct RequestCounterKey: Hashable {

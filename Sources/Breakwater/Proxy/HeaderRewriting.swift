@@ -17,10 +17,17 @@ enum HeaderRewriting {
         var headers = HTTPHeaders()
         headers.reserveCapacity(head.headers.count + 3)
         let nominated = nominatedHeaders(head.headers, keepingUpgrade: isUpgrade)
+        let absolute = absoluteForm(head.uri)
         var forwardedFor: String?
         var hasForwardedProto = false
         for (name, value) in head.headers {
             if isHopByHop(name, keepingUpgrade: isUpgrade) || nominated.contains(lowercasedASCII: name) {
+                continue
+            }
+            if let absolute, name.equalsASCIICaseInsensitive("host") {
+                // RFC 9112 §3.2.2: the target's authority wins, and a proxy must send it as Host,
+                // or the app could route by one name while the proxy routed by the other.
+                headers.add(name: name, value: String(absolute.authority))
                 continue
             }
             if name.equalsASCIICaseInsensitive("x-forwarded-for") {
@@ -55,7 +62,21 @@ enum HeaderRewriting {
         case .contentLength(let length): headers.add(name: "content-length", value: String(length))
         case .noBody, .untilClose: break
         }
-        return HTTPRequestHead(version: .http1_1, method: head.method, uri: head.uri, headers: headers)
+        return HTTPRequestHead(version: .http1_1, method: head.method, uri: absolute?.target ?? head.uri, headers: headers)
+    }
+
+    /// An absolute-form target (`GET http://host/path?q`) as the authority it names and the
+    /// origin-form target (`/path?q`) an app expects; nil for any other form.
+    static func absoluteForm(_ uri: String) -> (authority: Substring, target: String)? {
+        guard !uri.hasPrefix("/"), let scheme = uri.firstRange(of: "://") else { return nil }
+        let afterScheme = uri[scheme.upperBound...]
+        let end = afterScheme.firstIndex { $0 == "/" || $0 == "?" || $0 == "#" } ?? afterScheme.endIndex
+        var authority = afterScheme[..<end]
+        if let at = authority.lastIndex(of: "@") {
+            authority = authority[authority.index(after: at)...]  // userinfo is never sent on
+        }
+        let rest = afterScheme[end...]
+        return (authority, rest.hasPrefix("/") ? String(rest) : "/" + rest)
     }
 
     /// The response head sent to the client.

@@ -136,7 +136,7 @@ final class ProxyExchange {
         self.loop = loop
         self.downstream = downstream
         self.route = shared.route(method: request.method.rawValue, uri: request.uri)
-        self.trace = RequestTrace(request: request.headers, configuration: shared.trace)
+        self.trace = RequestTrace(request: request.headers, configuration: shared.trace, generator: &loop.identifiers)
         shared.lifecycle.requestsInFlight.wrappingIncrement(ordering: .relaxed)
     }
 

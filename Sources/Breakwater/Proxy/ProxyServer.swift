@@ -163,9 +163,10 @@ extension ChannelPipeline.SynchronousOperations {
     ///
     /// Built by hand rather than with `configureHTTPServerPipeline`: the decoder must forward
     /// the bytes after an upgrade (for tunnels), the guard must see raw bytes before the decoder,
-    /// and protocol errors are answered by `DownstreamHandler` with SPEC's JSON bodies.
-    fileprivate func addClientHandlers(generation: CurrentGeneration, server: ServerConfig, loop: EventLoopContext) throws {
-        var limits = NIOHTTPDecoderLimitConfiguration()
+    /// protocol errors are answered by `DownstreamHandler` with SPEC's JSON bodies, and
+    /// `DownstreamHandler` orders pipelined requests itself (see there why).
+    func addClientHandlers(generation: CurrentGeneration, server: ServerConfig, loop: EventLoopContext) throws {
+        var limits = NIOHTTPDecoderLimitConfiguration.proxyLimits
         limits.maxHeaderFieldSize = server.maxHeaderBytes
         limits.maxHeaderListSize = server.maxHeaderBytes
         var encoderConfiguration = HTTPResponseEncoder.Configuration()
@@ -174,9 +175,20 @@ extension ChannelPipeline.SynchronousOperations {
             ClientConnectionGuard(configuration: server),
             HTTPResponseEncoder(configuration: encoderConfiguration),
             ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: limits)),
-            HTTPServerPipelineHandler(),
             DownstreamHandler(generation: generation, loop: loop),
         ])
+    }
+}
+
+extension NIOHTTPDecoderLimitConfiguration {
+    /// At most 100 header fields in a message either way, as HAProxy (101) and Envoy (100)
+    /// allow: 5,000 tiny headers fit in `max_header_bytes` but cost the app (and the proxy's
+    /// rewriting) far more than their bytes suggest. More is refused with 431 (a request) or
+    /// 502 (a response).
+    static var proxyLimits: Self {
+        var limits = Self()
+        limits.maxHeaderFieldCount = 100
+        return limits
     }
 }
 

@@ -18,7 +18,6 @@ enum Tunnel {
         try upstreamPipeline.addHandler(upstreamSide)
 
         try clientPipeline.remove(DownstreamHandler.self)
-        try clientPipeline.remove(HTTPServerPipelineHandler.self)
         try clientPipeline.remove(ClientConnectionGuard.self)
         try clientPipeline.remove(HTTPResponseEncoder.self)
         try upstreamPipeline.remove(UpstreamHandler.self)

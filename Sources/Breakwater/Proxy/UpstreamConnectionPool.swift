@@ -77,7 +77,13 @@ final class UpstreamConnectionPool {
                     encoderConfiguration.automaticallySetFramingHeaders = false
                     try channel.pipeline.syncOperations.addHandlers([
                         HTTPRequestEncoder(configuration: encoderConfiguration),
-                        ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes)),
+                        ByteToMessageHandler(
+                            HTTPResponseDecoder(
+                                leftOverBytesStrategy: .forwardBytes,
+                                informationalResponseStrategy: .drop,
+                                limitConfiguration: .proxyLimits
+                            )
+                        ),
                         UpstreamHandler(),
                     ])
                 }

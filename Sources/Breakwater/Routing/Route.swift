@@ -43,7 +43,9 @@ final class Route: Sendable {
 
     /// Tells the breaker how an admitted attempt went.
     func record(_ outcome: CircuitBreaker.Outcome, probe: Bool, now: PolicyInstant) {
-        let jitter = Double.random(in: 0.8..<1.2)
+        // Only a failure can open the breaker, and only an opening uses the jitter: the
+        // system generator (a system call) stays off the success path.
+        let jitter = outcome == .failure ? Double.random(in: 0.8..<1.2) : 1
         self.updatingBreaker { _ = $0.record(outcome, probe: probe, now: now, jitter: jitter) }
     }
 

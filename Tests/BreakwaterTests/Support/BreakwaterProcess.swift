@@ -34,7 +34,7 @@ final class BreakwaterProcess: @unchecked Sendable {
         self.configurationPath = directory.appendingPathComponent("\(name).conf").path
         self.logPath = directory.appendingPathComponent("\(name).log").path
         try configuration.write(toFile: self.configurationPath, atomically: true, encoding: .utf8)
-        FileManager.default.createFile(atPath: self.logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: self.logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: self.logPath))
         self.process.executableURL = try Self.executable
         self.process.arguments = ["--config", self.configurationPath]

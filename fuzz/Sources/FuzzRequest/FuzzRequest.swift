@@ -240,19 +240,11 @@ struct Session {
         return limits
     }
 
-    /// `addClientHandlers` in ProxyServer.swift, which is fileprivate: keep the two alike.
+    /// The proxy's own client pipeline, behind a handler that records what the client receives.
     private func addClientHandlers(to channel: EmbeddedChannel) throws {
-        var encoderConfiguration = HTTPResponseEncoder.Configuration()
-        encoderConfiguration.automaticallySetFramingHeaders = false
         channel.remoteAddress = clientAddress
-        try channel.pipeline.syncOperations.addHandlers([
-            Wire(),
-            ClientConnectionGuard(configuration: self.config.server),
-            HTTPResponseEncoder(configuration: encoderConfiguration),
-            ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: self.limits)),
-            HTTPServerPipelineHandler(),
-            DownstreamHandler(generation: self.generation!, loop: self.context),
-        ])
+        try channel.pipeline.syncOperations.addHandler(Wire())
+        try channel.pipeline.syncOperations.addClientHandlers(generation: self.generation!, server: self.config.server, loop: self.context)
     }
 
     /// Whatever this client did, the next client on the same event loop (and so the same pool of
