@@ -41,7 +41,8 @@ final class ClientConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler
     private let idleTimeout: TimeAmount
     private let maxHeaderBytes: Int
     private var state = State.awaitingHead(bytes: 0)
-    private var timer: Scheduled<Void>?
+    /// The header or idle deadline, whichever applies in `state`; moved on every request.
+    private var timer: MovableDeadline?
 
     init(configuration: ServerConfig) {
         self.headerReadTimeout = TimeAmount(configuration.headerReadTimeout)
@@ -50,17 +51,21 @@ final class ClientConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        self.startTimer(context: context, for: .headerTimeout, after: self.headerReadTimeout)
+        let loopBound = context.loopBound
+        self.timer = MovableDeadline(eventLoop: context.eventLoop) { [weak self] in
+            self?.expire(context: loopBound.value)
+        }
+        self.startTimer(after: self.headerReadTimeout)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.state = .closed
-        self.cancelTimer()
+        self.timer?.cancel()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         self.state = .closed
-        self.cancelTimer()
+        self.timer?.cancel()
         context.fireChannelInactive()
     }
 
@@ -69,7 +74,7 @@ final class ClientConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler
         switch self.state {
         case .idle:
             self.state = .awaitingHead(bytes: count)
-            self.startTimer(context: context, for: .headerTimeout, after: self.headerReadTimeout)
+            self.startTimer(after: self.headerReadTimeout)
         case .awaitingHead(let bytes):
             self.state = .awaitingHead(bytes: bytes + count)
         case .busy(let exchanges, _):
@@ -105,43 +110,34 @@ final class ClientConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler
             } else if bytesArrived {
                 // Part of the next head is already here (pipelined): its clock is running.
                 self.state = .awaitingHead(bytes: 0)
-                self.startTimer(context: context, for: .headerTimeout, after: self.headerReadTimeout)
+                self.startTimer(after: self.headerReadTimeout)
             } else {
                 self.state = .idle
-                self.startTimer(context: context, for: .idleTimeout, after: self.idleTimeout)
+                self.startTimer(after: self.idleTimeout)
             }
         case (.awaitingHead, .exchangeFinished), (.idle, .exchangeFinished), (.closed, _):
             break  // a local answer to a head that never decoded; the connection is closing
         }
     }
 
-    private enum Expiry {
-        case headerTimeout
-        case idleTimeout
-    }
-
-    private func startTimer(context: ChannelHandlerContext, for expiry: Expiry, after delay: TimeAmount) {
-        self.cancelTimer()
-        let context = context.loopBound
-        self.timer = context.value.eventLoop.assumeIsolated().scheduleTask(in: delay) {
-            self.timer = nil
-            self.expire(expiry, context: context.value)
-        }
+    /// Arms the deadline of the current state: the header timeout while awaiting a head, the
+    /// idle timeout between requests.
+    private func startTimer(after delay: TimeAmount) {
+        self.timer?.set(in: delay)
     }
 
     private func cancelTimer() {
-        self.timer?.cancel()
-        self.timer = nil
+        self.timer?.set(nil)
     }
 
-    private func expire(_ expiry: Expiry, context: ChannelHandlerContext) {
-        switch (expiry, self.state) {
-        case (.headerTimeout, .awaitingHead):
+    private func expire(context: ChannelHandlerContext) {
+        switch self.state {
+        case .awaitingHead:
             self.reject(context: context, with: .headerTimeout)
-        case (.idleTimeout, .idle):
+        case .idle:
             self.state = .closed
             context.close(promise: nil)
-        default:
+        case .busy, .closed:
             break
         }
     }

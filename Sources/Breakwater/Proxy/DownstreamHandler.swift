@@ -46,10 +46,22 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         self.clientAddress = context.channel.remoteAddress?.ipAddress
+        self.exchangeDeadline = MovableDeadline(eventLoop: context.eventLoop) { [weak self] in
+            self?.exchange?.deadlinePassed()
+        }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        self.exchangeDeadline?.cancel()
+    }
+
+    /// The current exchange's deadline (its timeout, or its body's), kept here rather than in
+    /// the exchange so that one timer serves every request on the connection.
+    private var exchangeDeadline: MovableDeadline?
+
+    func setExchangeDeadline(_ deadline: NIODeadline?) {
+        self.exchangeDeadline?.set(deadline)
     }
 
     // MARK: Inbound

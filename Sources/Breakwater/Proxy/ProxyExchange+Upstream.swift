@@ -42,6 +42,13 @@ extension ProxyExchange: UpstreamConnectionDelegate {
     }
 
     func upstreamReadComplete() {
+        if self.heldHead != nil && self.waitTimer == nil {
+            self.waitTimer = self.eventLoop.assumeIsolated().scheduleTask(in: Self.headHold) {
+                self.waitTimer = nil
+                self.releaseHeldHead()
+                self.downstream.flush()
+            }
+        }
         self.downstream.flush()
     }
 
@@ -125,13 +132,10 @@ extension ProxyExchange: UpstreamConnectionDelegate {
             return
         }
         // The head waits for the first piece of body (at most `headHold`): an app that dies
-        // between its head and its body — a crash mid-write — can then still be retried.
+        // between its head and its body — a crash mid-write — can then still be retried. The
+        // hold's timer starts only if the body is not in the same read (see
+        // `upstreamReadComplete`), which for small answers it always is.
         self.heldHead = clientHead
-        self.waitTimer = self.eventLoop.assumeIsolated().scheduleTask(in: Self.headHold) {
-            self.waitTimer = nil
-            self.releaseHeldHead()
-            self.downstream.flush()
-        }
     }
 
     /// Writes the held response head to the client, once.
@@ -153,38 +157,19 @@ extension ProxyExchange: UpstreamConnectionDelegate {
 
     // MARK: Deadlines
 
-    /// Moves the deadline to `duration` from now. One timer serves the whole exchange: when it
-    /// fires early (the deadline moved on since), it re-arms for the new deadline, so a body
-    /// streaming thousands of pieces costs a clock read per piece, not a timer.
+    /// Moves the deadline to `duration` from now: the response's, or its body's while it
+    /// streams. The timer is the connection's (`DownstreamHandler.setExchangeDeadline`), so a
+    /// body streaming thousands of pieces costs a clock read per piece, not a timer.
     func resetDeadline(in duration: Duration) {
-        self.deadline = .now() + TimeAmount(duration)
-        if let timer = self.deadlineTimer {
-            if timer.firesAt <= self.deadline { return }
-            timer.task.cancel()
-        }
-        self.armDeadlineTimer()
-    }
-
-    private func armDeadlineTimer() {
-        let firesAt = self.deadline
-        let task = self.eventLoop.assumeIsolated().scheduleTask(deadline: firesAt) {
-            self.deadlineTimer = nil
-            if NIODeadline.now() < self.deadline {
-                self.armDeadlineTimer()
-            } else {
-                self.deadlinePassed()
-            }
-        }
-        self.deadlineTimer = (task, firesAt)
+        self.downstream.setExchangeDeadline(.now() + TimeAmount(duration))
     }
 
     func cancelDeadline() {
-        self.deadlineTimer?.task.cancel()
-        self.deadlineTimer = nil
-        self.deadline = .distantFuture
+        self.downstream.setExchangeDeadline(nil)
     }
 
-    private func deadlinePassed() {
+    /// The deadline passed: called by the connection's timer.
+    func deadlinePassed() {
         switch self.phase {
         case .forwarding(let connection) where self.requestForwarded:
             self.attemptFailed(.timeout, on: connection)

@@ -117,9 +117,6 @@ final class ProxyExchange {
     var heldHead: HTTPResponseHead?
     var upstreamKeepAlive = false
     var clientKeepAlive = false
-    /// When the current wait (for a response head, or between two body pieces) runs out.
-    var deadline = NIODeadline.distantFuture
-    var deadlineTimer: (task: Scheduled<Void>, firesAt: NIODeadline)?
 
     init(
         request: HTTPRequestHead,
