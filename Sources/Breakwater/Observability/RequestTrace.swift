@@ -19,18 +19,39 @@ struct RequestTrace {
             (self.traceID, self.traceparent, self.tracestate) = (nil, nil, nil)
             return
         }
-        let context: TraceContext
         if let value = headers.first(name: "traceparent"),
             let valid = try? TraceContext(traceParentHeaderValue: value, traceStateHeaderValue: headers.first(name: "tracestate"))
         {
-            context = valid
+            self.traceID = valid.traceID.description
+            self.traceparent = valid.traceParentHeaderValue
             self.tracestate = headers.first(name: "tracestate")
         } else {
-            context = TraceContext(traceID: .random(using: &generator), spanID: .random(using: &generator), flags: [], state: TraceState())
+            // A new trace: `00-<trace id>-<span id>-00`, written in one pass (the library's
+            // formatting allocates per field). A trace id of all zeros is invalid; 2^-128.
+            var high: UInt64 = 0
+            var low: UInt64 = 0
+            while high == 0 && low == 0 {
+                (high, low) = (generator.next(), generator.next())
+            }
+            let span = generator.next() | 1  // never all zeros either
+            let traceparent = String(unsafeUninitializedCapacity: 55) { buffer in
+                var at = 0
+                func put(_ byte: UInt8) {
+                    buffer[at] = byte
+                    at += 1
+                }
+                put(UInt8(ascii: "0")); put(UInt8(ascii: "0")); put(UInt8(ascii: "-"))
+                Self.writeHex(high, into: buffer, at: &at)
+                Self.writeHex(low, into: buffer, at: &at)
+                put(UInt8(ascii: "-"))
+                Self.writeHex(span, into: buffer, at: &at)
+                put(UInt8(ascii: "-")); put(UInt8(ascii: "0")); put(UInt8(ascii: "0"))
+                return at
+            }
+            self.traceparent = traceparent
+            self.traceID = String(traceparent.utf8.dropFirst(3).prefix(32))!
             self.tracestate = nil
         }
-        self.traceID = context.traceID.description
-        self.traceparent = context.traceParentHeaderValue
     }
 
     /// Sets the trace headers on a request head going to the app.
@@ -54,15 +75,21 @@ struct RequestTrace {
 
     /// 32 lowercase hex digits from 128 random bits.
     static func newRequestID(using generator: inout IdentifierGenerator) -> String {
-        let high = generator.next() as UInt64
-        let low = generator.next() as UInt64
-        let digits = Array("0123456789abcdef".utf8)
+        let (high, low) = (generator.next(), generator.next())
         return String(unsafeUninitializedCapacity: 32) { buffer in
-            for index in 0..<16 {
-                buffer[index] = digits[Int((high >> UInt64(60 - index * 4)) & 0xF)]
-                buffer[16 + index] = digits[Int((low >> UInt64(60 - index * 4)) & 0xF)]
-            }
-            return 32
+            var at = 0
+            Self.writeHex(high, into: buffer, at: &at)
+            Self.writeHex(low, into: buffer, at: &at)
+            return at
+        }
+    }
+
+    /// 16 lowercase hex digits of `word`, most significant first.
+    private static func writeHex(_ word: UInt64, into buffer: UnsafeMutableBufferPointer<UInt8>, at: inout Int) {
+        for shift in stride(from: 60, through: 0, by: -4) {
+            let nibble = UInt8((word >> UInt64(shift)) & 0xF)
+            buffer[at] = nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") - 10 + nibble
+            at += 1
         }
     }
 }

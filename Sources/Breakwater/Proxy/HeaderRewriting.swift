@@ -121,7 +121,10 @@ enum HeaderRewriting {
 
     /// RFC 9112 §3.2: exactly one `Host`, and an HTTP/1.1 request must have it.
     static func hasValidHost(_ head: HTTPRequestHead) -> Bool {
-        let hosts = head.headers[canonicalForm: "host"].count
+        var hosts = 0
+        for (name, _) in head.headers where name.equalsASCIICaseInsensitive("host") {
+            hosts += 1
+        }
         return hosts == 1 || (hosts == 0 && !head.version.speaksChunked)
     }
 
@@ -143,21 +146,42 @@ enum HeaderRewriting {
         }
     }
 
-    /// Header names listed in `Connection` (lowercased), which are hop-by-hop for this message;
-    /// `Upgrade` survives when the message switches protocols, since the next hop needs it too.
-    private static func nominatedHeaders(_ headers: HTTPHeaders, keepingUpgrade: Bool) -> [String] {
-        var names: [String] = []
-        for value in headers[canonicalForm: "connection"] {
-            let token = value.lowercased()
-            if token != "close" && token != "keep-alive" && !(keepingUpgrade && token == "upgrade") {
-                names.append(String(token))
+    /// Header names listed in `Connection`, which are hop-by-hop for this message; `Upgrade`
+    /// survives when the message switches protocols, since the next hop needs it too.
+    ///
+    /// Nearly every message says only `keep-alive` or `close`, which name nothing: then nothing
+    /// is allocated.
+    private static func nominatedHeaders(_ headers: HTTPHeaders, keepingUpgrade: Bool) -> [Substring] {
+        var names: [Substring] = []
+        for (name, value) in headers where name.equalsASCIICaseInsensitive("connection") {
+            var rest = Substring(value)
+            while !rest.isEmpty {
+                let comma = rest.firstIndex(of: ",") ?? rest.endIndex
+                let token = rest[..<comma].trimmingASCIIWhitespace()
+                rest = comma == rest.endIndex ? rest[comma...] : rest[rest.index(after: comma)...]
+                if token.isEmpty || token.equalsASCIICaseInsensitive("close") || token.equalsASCIICaseInsensitive("keep-alive")
+                    || (keepingUpgrade && token.equalsASCIICaseInsensitive("upgrade"))
+                {
+                    continue
+                }
+                names.append(token)
             }
         }
         return names
     }
 }
 
-extension [String] {
+extension Substring {
+    fileprivate func trimmingASCIIWhitespace() -> Substring {
+        let isBlank: (Character) -> Bool = { $0 == " " || $0 == "\t" }
+        guard let first = self.firstIndex(where: { !isBlank($0) }), let last = self.lastIndex(where: { !isBlank($0) }) else {
+            return self[self.endIndex...]
+        }
+        return self[first...last]
+    }
+}
+
+extension [Substring] {
     fileprivate func contains(lowercasedASCII name: String) -> Bool {
         self.contains { $0.equalsASCIICaseInsensitive(name) }
     }

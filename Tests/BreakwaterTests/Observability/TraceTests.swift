@@ -1,6 +1,8 @@
 @testable import Breakwater
 import Foundation
+import NIOHTTP1
 import Testing
+import W3CTraceContext
 
 /// X-Request-ID and W3C traceparent, as the app and the client see them.
 @Suite struct TraceTests {
@@ -56,6 +58,24 @@ import Testing
             #expect(Self.isHex(parts[1], count: 32))
             #expect(Self.isHex(parts[2], count: 16))
             #expect(received.header("tracestate") == nil)
+        }
+    }
+
+    /// New ids are written by hand (one pass, no library formatting): they must still be what
+    /// the W3C parser accepts, all different, and the trace id the one in the traceparent.
+    @Test func newTraceparentsAreValidAndDistinct() throws {
+        var generator = IdentifierGenerator(seed: 42)
+        var seen = Set<String>()
+        for _ in 0..<1000 {
+            let trace = RequestTrace(request: [:], configuration: TraceConfig(), generator: &generator)
+            var headers = HTTPHeaders()
+            trace.apply(to: &headers, configuration: TraceConfig())
+            let traceparent = try #require(headers.first(name: "traceparent"))
+            let parsed = try TraceContext(traceParentHeaderValue: traceparent, traceStateHeaderValue: nil)
+            #expect(parsed.traceID.description == trace.traceID)
+            #expect(parsed.traceParentHeaderValue == traceparent)
+            #expect(trace.requestID.utf8.count == 32 && Self.isHex(trace.requestID, count: 32))
+            #expect(seen.insert(trace.requestID).inserted && seen.insert(traceparent).inserted)
         }
     }
 

@@ -569,8 +569,8 @@ struct Session {
         if te.count + cl.count > 1 || (te.first.map { $0 != "chunked" } ?? false) {
             fail("\(name): the app got framing headers TE \(te), CL \(cl)")
         }
-        if values(got.headers, "host") != values(sent.headers, "host") {
-            fail("\(name): Host \(values(sent.headers, "host")) reached the app as \(values(got.headers, "host"))")
+        if values(got.headers, "host") != expectedHost(sent) {
+            fail("\(name): Host \(expectedHost(sent)) reached the app as \(values(got.headers, "host"))")
         }
         // Every other header the client sent arrives unchanged, except those its Connection
         // header names.
@@ -580,7 +580,7 @@ struct Session {
         ).subtracting(["close", "keep-alive"] + (upgrade ? ["upgrade"] : []))
         let rewritten: Set<String> = [
             "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "transfer-encoding", "content-length",
-            "expect", "x-forwarded-for", "x-forwarded-proto", "traceparent", "tracestate",
+            "expect", "x-forwarded-for", "x-forwarded-proto", "traceparent", "tracestate", "host",
             self.config.trace.requestIDHeader.lowercased(),
         ]
         func ordinary(_ headers: HTTPHeaders) -> [String] {
@@ -649,8 +649,19 @@ struct Reference {
     }
 }
 
-private func sameTarget(_ a: ReadRequest, _ b: ReadRequest) -> Bool {
-    a.head.method == b.head.method && a.head.uri == b.head.uri
+/// Whether the app read `got` for the client's `sent`: the same method and target, an
+/// absolute-form target (`http://host/path`) in origin-form (`/path`), as RFC 9112 §3.2.2 has
+/// the proxy send it.
+private func sameTarget(_ got: ReadRequest, _ sent: ReadRequest) -> Bool {
+    got.head.method == sent.head.method && got.head.uri == (HeaderRewriting.absoluteForm(sent.head.uri)?.target ?? sent.head.uri)
+}
+
+/// The Host the app must read for the client's request: the client's, or the authority of an
+/// absolute-form target.
+private func expectedHost(_ sent: HTTPRequestHead) -> [String] {
+    let hosts = sent.headers.filter { $0.name.lowercased() == "host" }.map(\.value)
+    guard let authority = HeaderRewriting.absoluteForm(sent.uri)?.authority else { return hosts }
+    return hosts.map { _ in String(authority) }
 }
 
 /// What the proxy takes for a protocol switch.
