@@ -47,6 +47,13 @@ public enum ProxyReason: String, Sendable, CaseIterable {
         }
     }
 
+    /// SPEC's JSON body, built once per reason: a refusal under load should cost little.
+    var body: String { Self.bodies[self]! }
+
+    private static let bodies = Dictionary(
+        uniqueKeysWithValues: allCases.map { ($0, #"{"error":"\#($0.message)","reason":"\#($0.rawValue)"}"#) }
+    )
+
     /// Load shed or refused before reaching the app: counted in `breakwater_shed_total`.
     var isShed: Bool {
         switch self {
@@ -82,7 +89,7 @@ struct LocalResponse {
         self.status = fallback.map { HTTPResponseStatus(statusCode: $0.status) } ?? reason.status
         self.reason = reason
         self.contentType = fallback?.contentType ?? "application/json"
-        self.body = fallback?.body ?? #"{"error":"\#(reason.message)","reason":"\#(reason.rawValue)"}"#
+        self.body = fallback?.body ?? reason.body
         self.retryAfterSeconds = retryAfterSeconds ?? (reason.status == .serviceUnavailable ? 1 : nil)
     }
 
