@@ -99,7 +99,7 @@ private struct ConfigSchema {
         server.idleTimeout = table.duration("idle_timeout") ?? server.idleTimeout
         server.maxHeaderBytes = table.size("max_header_bytes") ?? server.maxHeaderBytes
         server.maxBodyBytes = table.size("max_body_bytes") ?? server.maxBodyBytes
-        server.maxConnections = table.int("max_connections", in: 1...10_000_000) ?? server.maxConnections
+        server.maxConnections = table.int("max_connections", in: 1...10_000_000)
         table.finish()
         return server
     }

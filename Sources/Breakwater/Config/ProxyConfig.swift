@@ -54,7 +54,8 @@ public struct ServerConfig: Sendable, Equatable {
     public var idleTimeout: Duration = .seconds(75)
     public var maxHeaderBytes = 32 * 1024
     public var maxBodyBytes = 10 * 1024 * 1024
-    public var maxConnections = 10_000
+    /// Nil: derived from the file-descriptor limit (`DescriptorLimit.defaultMaxConnections`).
+    public var maxConnections: Int?
 }
 
 public struct UpstreamPoolConfig: Sendable, Equatable {

@@ -37,6 +37,8 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// the client sent behind it is dropped unanswered, since the client was told none after it
     /// would be read.
     private var closing = false
+    /// A drain began (`ChannelShouldQuiesceEvent`): the answer in progress is the last.
+    private(set) var isQuiescing = false
 
     init(generation: CurrentGeneration, loop: EventLoopContext) {
         self.generation = generation
@@ -139,6 +141,22 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         context.fireChannelInactive()
     }
 
+    /// A drain: an idle connection closes now; a busy one after the answer in progress, which
+    /// tells the client so (`Connection: close`) when its head has not gone out yet. Requests
+    /// pipelined behind it are not started.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is ChannelShouldQuiesceEvent else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        self.isQuiescing = true
+        if self.exchange == nil {
+            self.closing = true
+            self.pipelined.removeAll()
+            context.close(promise: nil)
+        }
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         guard let parserError = error as? HTTPParserError else {
             // Resets and other I/O errors: the client is gone.
@@ -210,7 +228,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func finishResponse(trailers: HTTPHeaders?, closeConnection: Bool) {
         guard let context else { return }
         self.exchange = nil
-        let close = closeConnection
+        let close = closeConnection || self.isQuiescing
         context.triggerUserOutboundEvent(close ? ClientConnectionEvent.closing : .exchangeFinished, promise: nil)
         if close {
             self.closing = true

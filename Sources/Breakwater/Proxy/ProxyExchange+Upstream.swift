@@ -115,7 +115,7 @@ extension ProxyExchange: UpstreamConnectionDelegate {
         // unknown. Neither connection is trusted with another request then.
         self.upstreamKeepAlive = head.isKeepAlive && self.responseFraming != .untilClose && !self.isUpgrade
         self.clientKeepAlive =
-            self.request.isKeepAlive && self.clientStreamPositionKnown && !self.isUpgrade
+            self.request.isKeepAlive && self.clientStreamPositionKnown && !self.isUpgrade && !self.downstream.isQuiescing
             && (self.request.version.speaksChunked || self.responseFraming != .untilClose)
             && (self.request.version.speaksChunked || self.responseFraming != .chunked)
         self.phase = .responding(connection)

@@ -388,6 +388,7 @@ final class ProxyExchange {
         self.waitTimer?.cancel()
         self.cancelDeadline()
         let closeConnection = response.closesConnection || !self.clientStreamPositionKnown || !self.request.isKeepAlive || self.isUpgrade
+            || self.downstream.isQuiescing
         self.downstream.respond(response, version: self.request.version, withBody: !isHead, closeConnection: closeConnection)
     }
 }

@@ -67,7 +67,9 @@ public final class ProxyServer: Sendable {
 
         let generation = CurrentGeneration(ProxyShared(configuration: configuration, lifecycle: lifecycle, logger: logger))
         let quiescing = ServerQuiescingHelper(group: group)
-        let connectionLimit = ConnectionLimit(maximum: configuration.server.maxConnections)
+        let connectionLimit = ConnectionLimit(
+            maximum: configuration.server.maxConnections ?? DescriptorLimit.defaultMaxConnections(descriptors: DescriptorLimit.current)
+        )
         let serverConfig = configuration.server
 
         let serverChannel = try await ServerBootstrap(group: group)

@@ -119,6 +119,7 @@ import Testing
         #expect(config.server.threads == 2)
         #expect(config.server.maxHeaderBytes == 32 * 1024)
         #expect(config.server.maxBodyBytes == 10 * 1024 * 1024)
+        #expect(config.server.maxConnections == 10_000)
         #expect(config.readiness?.publicPath == "/__breakwater/ready")
         #expect(config.app?.command == ["uvicorn", "app.main:app", "--port", "{port}"])
         #expect(config.app?.restart == .always)

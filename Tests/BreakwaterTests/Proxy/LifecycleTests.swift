@@ -74,6 +74,29 @@ import Testing
         }
     }
 
+    /// A drain closes idle keep-alive connections at once, and a busy one right after its
+    /// answer, which says `Connection: close`: nothing waits for the grace period.
+    @Test func aDrainClosesIdleKeepAliveConnectionsAndEndsBusyOnesAfterTheirAnswer() async throws {
+        try await ProxyHarness.with { proxy in
+            let idle = try await proxy.connect()
+            try await idle.send(get("/status/200"))
+            #expect(try await idle.readResponse().status == 200)
+            let busy = try await proxy.connect()
+            try await busy.send(get("/delay/400"))
+            try await eventually { proxy.backend.requestCount(pathPrefix: "/delay/") == 1 }
+
+            let started = ContinuousClock.now
+            async let cut = proxy.proxy.shutdown(gracePeriod: .seconds(10))
+            #expect(try await idle.waitForClose(timeout: .seconds(2)))
+            let answer = try await busy.readResponse()
+            #expect(answer.status == 200)
+            #expect(answer.header("connection") == "close")
+            #expect(try await busy.waitForClose(timeout: .seconds(2)))
+            #expect(try await cut == 0)
+            #expect(ContinuousClock.now - started < .seconds(3))
+        }
+    }
+
     @Test func aHungRequestCannotHoldTheDrainPastItsTimeout() async throws {
         try await ProxyHarness.with { proxy in
             let client = try await proxy.connect()

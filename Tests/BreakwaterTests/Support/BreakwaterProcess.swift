@@ -27,7 +27,8 @@ final class BreakwaterProcess: @unchecked Sendable {
         configuration: String,
         environment: [String: String] = [:],
         directory workingDirectory: String? = nil,
-        waitForListening: Bool = true
+        waitForListening: Bool = true,
+        descriptorLimit: Int? = nil
     ) async throws {
         let directory = FileManager.default.temporaryDirectory
         let name = "breakwater-\(UUID().uuidString.prefix(8))"
@@ -36,8 +37,14 @@ final class BreakwaterProcess: @unchecked Sendable {
         try configuration.write(toFile: self.configurationPath, atomically: true, encoding: .utf8)
         _ = FileManager.default.createFile(atPath: self.logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: self.logPath))
-        self.process.executableURL = try Self.executable
-        self.process.arguments = ["--config", self.configurationPath]
+        if let descriptorLimit {
+            // util-linux's prlimit sets the limit (soft and hard) and execs: the pid stays ours.
+            self.process.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
+            self.process.arguments = ["--nofile=\(descriptorLimit):\(descriptorLimit)", "--", try Self.executable.path, "--config", self.configurationPath]
+        } else {
+            self.process.executableURL = try Self.executable
+            self.process.arguments = ["--config", self.configurationPath]
+        }
         if let workingDirectory {
             self.process.currentDirectoryURL = URL(fileURLWithPath: workingDirectory)
         }
