@@ -2,7 +2,8 @@
 /// the parser sees it.
 ///
 /// toml++ 3.4.0 (vendored by TOMLKit 0.6.0) asserts instead of reporting a syntax error on a few
-/// inputs, and its assertions stay on in release builds: `breakwater check` would crash instead
+/// inputs (a table header that does not start with a key, a date whose `T` has no time, a `}`
+/// where an array expects a value), and its assertions stay on in release builds: `breakwater check` would crash instead
 /// of answering, and a SIGHUP reload of a mistyped file would take down a proxy with requests in
 /// flight. Both shapes below are syntax errors anyway, so refusing them here loses nothing; the
 /// fuzzer (`fuzz/`, `FuzzConfig`) found them and keeps looking for others.
@@ -17,6 +18,9 @@ enum TOMLPrecheck {
 
     static func findings(in text: String) -> [Finding] {
         var scanner = Scanner(bytes: Array(text.utf8))
+        if scanner.bytes.starts(with: [0xEF, 0xBB, 0xBF]) {
+            scanner.index = 3  // a UTF-8 byte order mark, which toml++ skips too
+        }
         scanner.run()
         return scanner.findings
     }
@@ -39,6 +43,8 @@ enum TOMLPrecheck {
         /// After `=` on this line, or inside an array that spans lines: a value is being read.
         var inValue = false
         var arrayDepth = 0
+        /// The last byte outside blanks, line breaks, comments and strings.
+        var lastSignificant: UInt8 = 0
 
         mutating func run() {
             while self.index < self.bytes.count {
@@ -103,14 +109,21 @@ enum TOMLPrecheck {
                 }
             case UInt8(ascii: "]"):
                 if self.inValue { self.arrayDepth = max(0, self.arrayDepth - 1) }
+            case UInt8(ascii: "}"):
+                // toml++ asserts on a `}` where an array expects a value (`[1,}`).
+                if self.arrayDepth > 0 && (self.lastSignificant == UInt8(ascii: "[") || self.lastSignificant == UInt8(ascii: ",")) {
+                    self.findings.append(Finding(line: self.line, message: "syntax error: expected a value or ']', saw '}'"))
+                }
             case UInt8(ascii: "="):
                 self.inValue = true
             case UInt8(ascii: "\""):
+                self.lastSignificant = byte
                 self.state = self.startsWith("\"\"\"") ? .multilineBasicString : .basicString
                 self.index += self.state == .basicString ? 1 : 3
                 self.atLineStart = false
                 return
             case UInt8(ascii: "'"):
+                self.lastSignificant = byte
                 self.state = self.startsWith("'''") ? .multilineLiteralString : .literalString
                 self.index += self.state == .literalString ? 1 : 3
                 self.atLineStart = false
@@ -118,6 +131,7 @@ enum TOMLPrecheck {
             default:
                 if self.inValue { self.checkDateTime() }
             }
+            if byte != UInt8(ascii: "#") { self.lastSignificant = byte }
             self.atLineStart = false
             self.index += 1
         }

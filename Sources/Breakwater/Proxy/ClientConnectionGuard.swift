@@ -43,6 +43,7 @@ final class ClientConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler
     private var state = State.awaitingHead(bytes: 0)
     /// The header or idle deadline, whichever applies in `state`; moved on every request.
     private var timer: MovableDeadline?
+    private var context: ChannelHandlerContext?
 
     init(configuration: ServerConfig) {
         self.headerReadTimeout = TimeAmount(configuration.headerReadTimeout)
@@ -51,9 +52,12 @@ final class ClientConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        let loopBound = context.loopBound
+        self.context = context
+        // Weakly: the context holds this handler, so capturing it would make a cycle through
+        // the timer that outlives the connection.
         self.timer = MovableDeadline(eventLoop: context.eventLoop) { [weak self] in
-            self?.expire(context: loopBound.value)
+            guard let self, let context = self.context else { return }
+            self.expire(context: context)
         }
         self.startTimer(after: self.headerReadTimeout)
     }
@@ -61,6 +65,8 @@ final class ClientConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler
     func handlerRemoved(context: ChannelHandlerContext) {
         self.state = .closed
         self.timer?.cancel()
+        self.timer = nil
+        self.context = nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {

@@ -56,6 +56,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
         self.exchangeDeadline?.cancel()
+        self.exchangeDeadline = nil
     }
 
     /// The current exchange's deadline (its timeout, or its body's), kept here rather than in

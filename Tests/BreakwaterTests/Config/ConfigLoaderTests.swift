@@ -335,7 +335,7 @@ import Testing
     /// such a file must be refused, not take the proxy down.
     @Test(arguments: [
         ("[:\n", 1), ("upstream = \"127.0.0.1:8000\"\n[[ =\n", 2), ("[\nx = 1\n", 1),
-        ("e = 1979-05-27T:\n", 1), ("a = 1\nb = [\n  1979-05-27T\n]\n", 3),
+        ("e = 1979-05-27T:\n", 1), ("a = 1\nb = [\n  1979-05-27T\n]\n", 3), ("\u{FEFF}[:", 1), ("on = [\"reset\",}\"x\"]\n", 1), ("a = [\n}]\n", 2),
     ])
     func parserCrashersAreSyntaxErrors(text: String, line: Int) {
         let found = problems(text)
@@ -361,6 +361,7 @@ import Testing
         let config = try ConfigLoader.parse(text, fileName: "proxy.conf")
         #expect(config.routes.first?.policy.fallback?.body.contains("[: not a table") == true)
         #expect(TOMLPrecheck.findings(in: "t = 1979-05-27T07:32:00Z\nd = 1979-05-27\n[[x]]\n[ y ]\n['z']\n").isEmpty)
+        #expect(TOMLPrecheck.findings(in: "a = [ { x = 1 }, { y = [2, 3] } ]\nb = [\n  1, # c\n]\n").isEmpty)
     }
 
     @Test func tablesOnlyImpliedOrInlineStillHaveALine() {
