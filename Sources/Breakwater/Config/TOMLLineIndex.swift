@@ -15,6 +15,7 @@ struct TOMLLineIndex {
         var bracketDepth = 0
         // Lines end at LF, as toml++ counts them: split by Character, a CRLF is one grapheme
         // and a CRLF file would be one long line.
+        let text = text.hasPrefix("\u{FEFF}") ? String(text.dropFirst()) : text  // a byte order mark is no key
         for (offset, rawLine) in text.utf8.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated() {
             let lineNumber = offset + 1
             var line = Substring(rawLine)

@@ -372,5 +372,6 @@ import Testing
             "proxy.conf:2: route[1]: a route needs path or path_prefix"
         ])
         #expect(problems("upstream = \"127.0.0.1:8000\"\n\n[[roude]]\nname = \"a\"\n") == ["proxy.conf:3: roude: unknown key"])
+        #expect(problems("\u{FEFF}upstream = \"127.0.0.1:8000\"\ntream = 1\n") == ["proxy.conf:2: tream: unknown key"])
     }
 }
