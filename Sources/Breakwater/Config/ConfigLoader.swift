@@ -340,10 +340,22 @@ private struct ConfigSchema {
 
     private func fallback(_ table: TableReader, base: FallbackConfig) -> FallbackConfig {
         var fallback = base
-        fallback.status = table.int("status", in: 100...599) ?? fallback.status
-        fallback.contentType = table.string("content_type") ?? fallback.contentType
+        // A final status that carries a body: a 1xx is no answer, and 204 and 304 have no body.
+        fallback.status = table.int("status", in: 200...599) ?? fallback.status
+        if let contentType = table.string("content_type") {
+            // It becomes a header value: a line break or other control character would split
+            // the response (found by fuzz/FuzzConfig).
+            if contentType.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
+                table.report("content_type", "must not contain line breaks or control characters")
+            } else {
+                fallback.contentType = contentType
+            }
+        }
         fallback.body = table.string("body") ?? fallback.body
         table.finish()
+        if (fallback.status == 204 || fallback.status == 304) && !fallback.body.isEmpty {
+            table.report("status", "\(fallback.status) answers carry no body; use another status or an empty body")
+        }
         return fallback
     }
 }

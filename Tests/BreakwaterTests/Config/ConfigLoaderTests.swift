@@ -374,4 +374,13 @@ import Testing
         #expect(problems("upstream = \"127.0.0.1:8000\"\n\n[[roude]]\nname = \"a\"\n") == ["proxy.conf:3: roude: unknown key"])
         #expect(problems("\u{FEFF}upstream = \"127.0.0.1:8000\"\ntream = 1\n") == ["proxy.conf:2: tream: unknown key"])
     }
+
+    @Test func aFallbackThatWouldBreakTheResponseIsRefused() {
+        let route = "upstream = \"127.0.0.1:8000\"\n[[route]]\nname = \"a\"\npath_prefix = \"/a\"\n[route.fallback]\n"
+        #expect(problems(route + "content_type = \"text/plain\\r\\nSet-Cookie: x=1\"\n") == [
+            "proxy.conf:6: route[1].fallback.content_type: must not contain line breaks or control characters"
+        ])
+        #expect(problems(route + "status = 101\n").first?.contains("route[1].fallback.status") == true)
+        #expect(problems(route + "status = 204\nbody = \"x\"\n").first?.contains("carry no body") == true)
+    }
 }
