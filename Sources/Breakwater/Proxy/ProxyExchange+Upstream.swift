@@ -4,8 +4,13 @@ import NIOHTTP1
 /// The app's side of an exchange: its response, its failures, and the deadlines that bound
 /// waiting for it.
 extension ProxyExchange: UpstreamConnectionDelegate {
+    /// Only a response body waits for a slow client. A response head is read as soon as it
+    /// comes, even while the client is still taking the answer before it: otherwise the
+    /// client's slowness would be timed against the app, which could earn it a 504 it did not
+    /// cause and open its breaker.
     var wantsUpstreamReads: Bool {
-        self.downstream.isWritable
+        guard case .responding = self.phase else { return true }
+        return self.downstream.isWritable
     }
 
     func upstreamReceived(_ part: HTTPClientResponsePart) {

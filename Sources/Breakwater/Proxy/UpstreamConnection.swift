@@ -70,7 +70,12 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundIn = HTTPClientRequestPart
     typealias OutboundOut = HTTPClientRequestPart
 
-    fileprivate var delegate: (any UpstreamConnectionDelegate)?
+    /// The exchange leasing the connection; nil while it idles in the pool. A read held for the
+    /// last one's slow client is re-decided for the next: an idle connection always reads, so
+    /// that the app's close (or stray bytes) is seen at once.
+    fileprivate var delegate: (any UpstreamConnectionDelegate)? {
+        didSet { self.resumeReadingIfNeeded() }
+    }
     fileprivate var onIdleClose: (() -> Void)?
     fileprivate private(set) var isActive = false
     private var context: ChannelHandlerContext?

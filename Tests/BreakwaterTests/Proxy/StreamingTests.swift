@@ -45,4 +45,29 @@ import Testing
             await client.close()
         }
     }
+
+    /// A slow client's large download ends while its socket is still full, and the request
+    /// pipelined behind it goes out on the same app connection. Reads on that connection were
+    /// held for the slow client; they must resume for the next answer's head, or the request
+    /// waits out its timeout (a 504 the app did not cause, found by the soak). Many rounds of
+    /// different sizes, as the timing that exposes it is likely but not certain in any one.
+    @Test func aRequestPipelinedBehindASlowDownloadIsAnswered() async throws {
+        try await ProxyHarness.with(configuration: "[defaults]\ntimeout = \"1s\"\n") { proxy in
+            for round in 0..<60 {
+                let client = try await RawClient.connect(port: proxy.port, autoRead: false)
+                let length = (1 + round % 7) * 1024 * 1024 + round * 4099
+                try await client.send(get("/bytes/\(length)") + get("/echo?round=\(round)"))
+                var received = 0
+                let download = try await client.streamBody(pauseEvery: 128 * 1024, pause: .milliseconds(1)) {
+                    received += $0.count
+                }
+                #expect(download.status == 200)
+                #expect(received == length)
+                let next = try await client.readResponse(timeout: .seconds(10))
+                #expect(next.status == 200, "round \(round): \(next.status) \(next.header("x-breakwater-reason") ?? "")")
+                #expect(next.header("x-echo-uri") == "/echo?round=\(round)")
+                await client.close()
+            }
+        }
+    }
 }

@@ -80,12 +80,13 @@ final class RawClient: Sendable {
         }
     }
 
-    /// Whatever has arrived, once at least one byte has.
-    func readAvailable(timeout: Duration = .seconds(10)) async throws -> [UInt8] {
+    /// Whatever has arrived (up to `atMost` bytes; the rest stays), once at least one byte has.
+    func readAvailable(atMost: Int = .max, timeout: Duration = .seconds(10)) async throws -> [UInt8] {
         try await self.waitFor(timeout: timeout, what: "bytes") { inbox in
             guard !inbox.bytes.isEmpty else { return nil }
-            defer { inbox.bytes.removeAll() }
-            return inbox.bytes
+            let count = min(atMost, inbox.bytes.count)
+            defer { inbox.bytes.removeFirst(count) }
+            return Array(inbox.bytes.prefix(count))
         }
     }
 
@@ -121,8 +122,7 @@ final class RawClient: Sendable {
         var received = 0
         var sincePause = 0
         while received < length {
-            let piece = try await self.readAvailable(timeout: timeout)
-            let used = Array(piece.prefix(length - received))
+            let used = try await self.readAvailable(atMost: length - received, timeout: timeout)
             received += used.count
             sincePause += used.count
             consume(used)
