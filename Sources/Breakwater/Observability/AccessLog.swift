@@ -6,8 +6,9 @@ struct AccessLogRecord {
     var time: Date
     var requestID: String
     var traceID: String?
-    var method: String
-    var path: String
+    /// Nil for a request refused before its head could be read (`recordUnreadRequest`).
+    var method: String?
+    var path: String?
     var route: String
     var status: Int
     /// `ok` when the app answered; else the proxy's reason, `client_closed` or `cut`.
@@ -25,8 +26,8 @@ struct AccessLogRecord {
         fields.append(#""time":"\#(Self.timestamp(self.time))""#)
         fields.append(#""request_id":\#(Self.quoted(self.requestID))"#)
         fields.append(#""trace_id":\#(self.traceID.map(Self.quoted) ?? "null")"#)
-        fields.append(#""method":\#(Self.quoted(self.method))"#)
-        fields.append(#""path":\#(Self.quoted(self.path))"#)
+        fields.append(#""method":\#(self.method.map(Self.quoted) ?? "null")"#)
+        fields.append(#""path":\#(self.path.map(Self.quoted) ?? "null")"#)
         fields.append(#""route":\#(Self.quoted(self.route))"#)
         fields.append(#""status":\#(self.status)"#)
         fields.append(#""reason":\#(Self.quoted(self.reason))"#)

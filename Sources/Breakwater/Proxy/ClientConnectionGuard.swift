@@ -27,7 +27,7 @@ final class ClientConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler
 
     private enum State {
         /// Waiting for a head (connection start, or bytes after an idle spell); `bytes` counts
-        /// what arrived of it so far.
+        /// what arrived of it so far, and 0 means the client has not started one.
         case awaitingHead(bytes: Int)
         /// Requests in progress; their bodies and responses are the exchange's business.
         /// `bytesArrived` notes that the next head has started, so its timer starts at once.
@@ -45,10 +45,15 @@ final class ClientConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler
     private var timer: MovableDeadline?
     private var context: ChannelHandlerContext?
 
-    init(configuration: ServerConfig) {
+    /// Told of each answer the guard makes itself, with the client's address and the bytes
+    /// sent, so that it is logged and counted like any other (`recordUnreadRequest`).
+    private let recordRefusal: (ProxyReason, _ client: String?, _ bytesOut: Int) -> Void
+
+    init(configuration: ServerConfig, recordRefusal: @escaping (ProxyReason, _ client: String?, _ bytesOut: Int) -> Void) {
         self.headerReadTimeout = TimeAmount(configuration.headerReadTimeout)
         self.idleTimeout = TimeAmount(configuration.idleTimeout)
         self.maxHeaderBytes = configuration.maxHeaderBytes
+        self.recordRefusal = recordRefusal
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -114,8 +119,10 @@ final class ClientConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler
             if exchanges > 1 {
                 self.state = .busy(exchanges: exchanges - 1, bytesArrived: bytesArrived)
             } else if bytesArrived {
-                // Part of the next head is already here (pipelined): its clock is running.
-                self.state = .awaitingHead(bytes: 0)
+                // Part of the next head is already here (pipelined): its clock is running. How
+                // much of it is not known (it came in a read with the request before), so it
+                // counts as one byte: enough to be answered, not silently closed, if it stalls.
+                self.state = .awaitingHead(bytes: 1)
                 self.startTimer(after: self.headerReadTimeout)
             } else {
                 self.state = .idle
@@ -138,6 +145,11 @@ final class ClientConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler
 
     private func expire(context: ChannelHandlerContext) {
         switch self.state {
+        case .awaitingHead(bytes: 0):
+            // Not one byte of a request: a browser's preconnect, a port scan. Closed without an
+            // answer or a log line, as nginx does (HAProxy: `option http-ignore-probes`).
+            self.state = .closed
+            context.close(promise: nil)
         case .awaitingHead:
             self.reject(context: context, with: .headerTimeout)
         case .idle:
@@ -154,6 +166,7 @@ final class ClientConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler
         self.state = .closed
         self.cancelTimer()
         let response = LocalResponse(reason).encoded(allocator: context.channel.allocator)
+        self.recordRefusal(reason, context.channel.remoteAddress?.ipAddress, response.readableBytes)
         context.writeAndFlush(self.wrapOutboundOut(response)).assumeIsolated().whenComplete { _ in
             context.close(promise: nil)
         }

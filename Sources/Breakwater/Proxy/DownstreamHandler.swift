@@ -164,8 +164,11 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             context.close(promise: nil)
             return
         }
-        if self.closing {
-            return  // the decoder fails again on every later read: one answer is enough
+        if self.closing || !context.channel.isActive {
+            // The decoder fails again on every later read: one answer is enough. And a head cut
+            // short by the connection's close (the guard's 408 or 431, a client that left)
+            // can no longer be answered.
+            return
         }
         if !self.pipelined.isEmpty || (self.exchange?.requestEnded ?? false) {
             // A request behind the current one is malformed: answered in its turn.
@@ -181,9 +184,22 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             self.cutConnection()
             return
         }
-        self.abandonExchange()
         let reason: ProxyReason = error == .headerOverflow ? .headerTooLarge : .badRequest
-        self.respond(LocalResponse(reason), version: .http1_1, withBody: true, closeConnection: true)
+        let response = LocalResponse(reason)
+        if let exchange = self.exchange {
+            // Its body was malformed: the request is logged and counted as this answer.
+            exchange.answeredStatus = Int(reason.status.code)
+            exchange.answerReason = reason.rawValue
+            self.abandonExchange()
+        } else {
+            self.generation.value.recordUnreadRequest(
+                reason,
+                client: self.clientAddress,
+                loop: self.loop,
+                bytesOut: response.body.utf8.count
+            )
+        }
+        self.respond(response, version: .http1_1, withBody: true, closeConnection: true)
     }
 
     // MARK: Backpressure

@@ -174,7 +174,9 @@ extension ChannelPipeline.SynchronousOperations {
         var encoderConfiguration = HTTPResponseEncoder.Configuration()
         encoderConfiguration.automaticallySetFramingHeaders = false
         try self.addHandlers([
-            ClientConnectionGuard(configuration: server),
+            ClientConnectionGuard(configuration: server) { reason, client, bytesOut in
+                generation.value.recordUnreadRequest(reason, client: client, loop: loop, bytesOut: bytesOut)
+            },
             HTTPResponseEncoder(configuration: encoderConfiguration),
             ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: limits)),
             DownstreamHandler(generation: generation, loop: loop),

@@ -26,8 +26,13 @@ import Testing
         try await client.send(get("/close", headers: ["X-Request-ID: follow-me-2"]))
         #expect(try await client.readResponse().status == 502)
         await client.close()
+        // A request refused before its head was read: logged too, without method or path.
+        let malformed = try await RawClient.connect(port: port)
+        try await malformed.send("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
+        #expect(try await malformed.readResponse().status == 400)
+        await malformed.close()
 
-        try await eventually { breakwater.log.contains("follow-me-2\",") }
+        try await eventually { breakwater.log.contains("follow-me-2\",") && breakwater.log.contains("\"bad_request\"") }
         let lines = breakwater.log.split(separator: "\n").filter { $0.hasPrefix("{") }
         let records = try lines.map { try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
         let first = try #require(records.first { $0["request_id"] as? String == "follow-me-1" })
@@ -42,6 +47,13 @@ import Testing
         let second = try #require(records.first { $0["request_id"] as? String == "follow-me-2" })
         #expect(second["status"] as? Int == 502)
         #expect(second["reason"] as? String == "upstream_unavailable")
+        let refused = try #require(records.first { $0["reason"] as? String == "bad_request" })
+        #expect(refused["status"] as? Int == 400)
+        #expect(refused["method"] is NSNull)
+        #expect(refused["path"] is NSNull)
+        #expect(refused["route"] as? String == "default")
+        #expect(refused["client"] as? String == "127.0.0.1")
+        #expect((refused["request_id"] as? String)?.count == 32)
         // The diagnostic line about the failure names the same request.
         #expect(breakwater.log.split(separator: "\n").contains { $0.contains("attempt failed") && $0.contains("request_id=follow-me-2") })
 

@@ -29,6 +29,30 @@ import Testing
         }
     }
 
+    /// Requests refused before their head could be read have no method or route of their own,
+    /// but a scan or an attack must still show: they count on the route `default` with the
+    /// method `OTHER`. A connection that never sent a byte is no request, and does not count.
+    @Test func requestsRefusedBeforeTheirHeadIsReadAreCounted() async throws {
+        let configuration = "[server]\nheader_read_timeout = \"1s\"\nmax_header_bytes = \"4KB\"\n"
+        try await ProxyHarness.with(configuration: configuration) { proxy in
+            #expect(try await proxy.request("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n").status == 400)
+            #expect(try await proxy.request("GET /\u{1} HTTP/1.1\r\nHost: x\r\n\r\n").status == 400)
+            #expect(try await proxy.request(get("/", headers: ["X-Big: " + String(repeating: "a", count: 8000)])).status == 431)
+            let slow = try await proxy.connect()
+            try await slow.send("GET / HTTP/1.1\r\nHo")
+            #expect(try await slow.readResponse(timeout: .seconds(10)).status == 408)
+            let silent = try await proxy.connect()
+            #expect(try await silent.waitForClose(timeout: .seconds(10)), "an empty connection was kept past the header timeout")
+            let text = proxy.lifecycle.metrics.exposition()
+            #expect(text.contains(#"breakwater_requests_total{route="default",method="OTHER",code="400",reason="bad_request"} 2"#), "\(text)")
+            #expect(text.contains(#"breakwater_requests_total{route="default",method="OTHER",code="431",reason="header_too_large"} 1"#))
+            #expect(text.contains(#"breakwater_requests_total{route="default",method="OTHER",code="408",reason="header_timeout"} 1"#))
+            #expect(proxy.backend.requestsReceived.isEmpty)
+            await slow.close()
+            await silent.close()
+        }
+    }
+
     @Test func breakerStatesTransitionsShedsAndTimeoutsShow() async throws {
         let configuration = """
             [[route]]

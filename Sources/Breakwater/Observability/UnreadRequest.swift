@@ -1,0 +1,33 @@
+import Foundation
+
+extension ProxyShared {
+    /// A request refused before it could be read — a malformed head (400), one too large
+    /// (431), one too slow to arrive (408) — still gets what every answer gets: a count in
+    /// `breakwater_requests_total` and an access log line. It has no method, path or route of
+    /// its own, so it is counted on the route `default` with the method `OTHER`, and logged
+    /// with `null` for method and path. Without this a scan or an attack would be invisible
+    /// in both (nginx and HAProxy log such requests too: `400 "-"`, `<BADREQ>`).
+    func recordUnreadRequest(_ reason: ProxyReason, client: String?, loop: EventLoopContext, bytesOut: Int) {
+        let route = self.routes[self.routes.count - 1]
+        let status = Int(reason.status.code)
+        loop.requestCounter(route.metrics, method: "OTHER", code: status, reason: reason.rawValue).increment()
+        guard let accessLog = self.accessLog else { return }
+        let record = AccessLogRecord(
+            time: Date(),
+            requestID: RequestTrace.newRequestID(using: &loop.identifiers),
+            traceID: nil,
+            method: nil,
+            path: nil,
+            route: route.name,
+            status: status,
+            reason: reason.rawValue,
+            duration: .zero,
+            upstreamDuration: nil,
+            attempts: 0,
+            bytesIn: 0,
+            bytesOut: bytesOut,
+            client: client
+        )
+        accessLog.write(record.jsonLine())
+    }
+}
