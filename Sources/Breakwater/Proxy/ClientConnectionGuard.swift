@@ -167,8 +167,7 @@ final class ClientConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler
         self.cancelTimer()
         let response = LocalResponse(reason).encoded(allocator: context.channel.allocator)
         self.recordRefusal(reason, context.channel.remoteAddress?.ipAddress, response.readableBytes)
-        context.writeAndFlush(self.wrapOutboundOut(response)).assumeIsolated().whenComplete { _ in
-            context.close(promise: nil)
-        }
+        let written = context.writeAndFlush(self.wrapOutboundOut(response))
+        LingeringClose.close(context.channel, after: written, writeTimeout: self.idleTimeout)
     }
 }

@@ -239,7 +239,8 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.context?.flush()
     }
 
-    /// Ends the exchange's response; with `closeConnection` the connection closes once it is out.
+    /// Ends the exchange's response; with `closeConnection` the connection closes once it is out
+    /// (lingering: see `LingeringClose`).
     ///
     /// Then the next pipelined request, if one waits, starts at once.
     func finishResponse(trailers: HTTPHeaders?, closeConnection: Bool) {
@@ -250,9 +251,12 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if close {
             self.closing = true
             self.pipelined.removeAll()
-            context.writeAndFlush(self.wrapOutboundOut(.end(trailers))).assumeIsolated().whenComplete { _ in
-                context.close(promise: nil)
-            }
+            let written = context.writeAndFlush(self.wrapOutboundOut(.end(trailers)))
+            LingeringClose.close(
+                context.channel,
+                after: written,
+                writeTimeout: TimeAmount(self.generation.value.server.idleTimeout)
+            )
         } else {
             context.writeAndFlush(self.wrapOutboundOut(.end(trailers)), promise: nil)
             self.deliverPipelined()

@@ -94,6 +94,32 @@ import Testing
         )
     }
 
+    /// A client uploading a body the proxy refused keeps sending for a moment before it
+    /// reads the answer (most HTTP client libraries read only once the body is out). Closing
+    /// at once would meet its bytes with a reset, and the client would see "connection reset"
+    /// instead of the 413. The proxy lingers: it sends its answer, ends its side, and reads and
+    /// drops what still comes until the client closes (nginx's `lingering_close`).
+    @Test func aClientStillUploadingARefusedBodyGetsTheAnswerNotAReset() async throws {
+        try await ProxyHarness.with(configuration: "[server]\nmax_body_bytes = \"1MB\"\n") { proxy in
+            for round in 0..<5 {
+                let client = try await proxy.connect()
+                let length = 4 * 1024 * 1024
+                try await client.send("POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: \(length)\r\n\r\n")
+                // Let the 413 be written first, as it would be across a network.
+                try await Task.sleep(for: .milliseconds(50))
+                for _ in 0..<(length / 65536) {
+                    try await client.send([UInt8](repeating: 0x61, count: 65536))
+                }
+                let response = try await client.readResponse()
+                #expect(response.status == 413, "round \(round)")
+                #expect(response.header("x-breakwater-reason") == "body_too_large")
+                #expect(response.header("connection") == "close")
+                await client.close()
+            }
+            #expect(proxy.backend.requestsReceived.isEmpty)
+        }
+    }
+
     @Test func aChunkedBodyOverMaxBodyBytesIs413() async throws {
         try await ProxyHarness.with(configuration: "[server]\nmax_body_bytes = 1000\n") { proxy in
             let client = try await proxy.connect()

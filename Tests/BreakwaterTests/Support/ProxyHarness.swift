@@ -35,7 +35,7 @@ struct ProxyHarness {
         do {
             try await body(harness)
         } catch {
-            try? await proxy.shutdown(gracePeriod: .milliseconds(100))
+            _ = try? await proxy.shutdown(gracePeriod: .milliseconds(100))
             try? await backend.shutdown()
             throw error
         }
