@@ -254,7 +254,7 @@ private func halfClosedExchange(port: Int, request: String, timeout: Duration) a
         .channelOption(.allowRemoteHalfClosure, value: true)
         .channelInitializer { channel in
             channel.eventLoop.makeCompletedFuture {
-                try channel.pipeline.syncOperations.addHandler(CollectingHandler(inbox: inbox))
+                try channel.pipeline.syncOperations.addHandler(InboxHandler(inbox: inbox))
             }
         }
         .connect(host: "127.0.0.1", port: port)
@@ -267,36 +267,4 @@ private func halfClosedExchange(port: Int, request: String, timeout: Duration) a
     }
     try? await channel.close()
     return inbox.withLockedValue { ($0.bytes, $0.closed) }
-}
-
-private final class CollectingHandler: ChannelInboundHandler {
-    typealias InboundIn = ByteBuffer
-
-    private let inbox: NIOLockedValueBox<Inbox>
-
-    init(inbox: NIOLockedValueBox<Inbox>) {
-        self.inbox = inbox
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let buffer = self.unwrapInboundIn(data)
-        self.inbox.withLockedValue { $0.bytes.append(contentsOf: buffer.readableBytesView) }
-    }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if case ChannelEvent.inputClosed = event {
-            self.inbox.withLockedValue { $0.closed = true }
-        }
-        context.fireUserInboundEventTriggered(event)
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        self.inbox.withLockedValue { $0.closed = true }
-        context.fireChannelInactive()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        self.inbox.withLockedValue { $0.closed = true }
-        context.close(promise: nil)
-    }
 }

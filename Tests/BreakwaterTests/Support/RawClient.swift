@@ -163,7 +163,8 @@ struct Inbox: Sendable {
     var closed = false
 }
 
-private final class InboxHandler: ChannelInboundHandler {
+/// Collects what a connection receives into an `Inbox`; a reset counts as a close.
+final class InboxHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
 
     private let inbox: NIOLockedValueBox<Inbox>
