@@ -98,7 +98,8 @@ public final class AppSupervisor: Service, Sendable {
             }
             logger.warning("app exited", metadata: ["status": "\(status)"])
             switch self.app.restart {
-            case .never, .onFailure where status == 0:
+            case .never,
+                .onFailure where status == 0:
                 // Nothing left to serve: drain, then exit with the app's code.
                 self.lifecycle.setAppExitCode(status)
                 self.lifecycle.requestDrain()
