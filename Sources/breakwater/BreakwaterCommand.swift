@@ -150,7 +150,7 @@ struct Run: AsyncParsableCommand {
             case .sigusr2:
                 lifecycle.requestRollingRestart()
             case .sighup:
-                let succeeded = Self.reload(proxy: proxy, path: configurationPath, logger: logger)
+                let succeeded = await Self.reload(proxy: proxy, path: configurationPath, logger: logger)
                 lifecycle.metrics.recordReload(succeeded: succeeded)
             default:
                 if draining {
@@ -165,7 +165,16 @@ struct Run: AsyncParsableCommand {
     }
 
     /// Reads and validates the file again; a broken file leaves the running configuration be.
-    private static func reload(proxy: ProxyService, path: String, logger: Logger) -> Bool {
+    /// The file is parsed in a child process first (`ConfigCheckProcess`), so that one that
+    /// crashes the TOML parser crashes the child, not the proxy.
+    private static func reload(proxy: ProxyService, path: String, logger: Logger) async -> Bool {
+        if case .crashed(let signal) = await ConfigCheckProcess.run(path: path) {
+            logger.error(
+                "configuration reload failed: the file crashes the TOML parser; keeping the running one",
+                metadata: ["file": "\(path)", "signal": "\(signal)", "see": "breakwater check --config \(path)"]
+            )
+            return false
+        }
         do {
             let configuration = try ConfigLoader.load(path: path)
             guard let needsRestart = proxy.reload(configuration) else { return false }

@@ -31,14 +31,15 @@ final class ChildProcess: Sendable {
         var description: String { "cannot start \(self.command.joined(separator: " ")): \(String(cString: strerror(self.code)))" }
     }
 
-    /// Starts `command` (searched in PATH) with `environment` added to Breakwater's own.
-    static func spawn(command: [String], environment: [String: String] = [:]) async throws -> ChildProcess {
+    /// Starts `command` (searched in PATH) with `environment` added to Breakwater's own; with
+    /// `discardingOutput`, its stdout and stderr go to /dev/null instead.
+    static func spawn(command: [String], environment: [String: String] = [:], discardingOutput: Bool = false) async throws -> ChildProcess {
         try await NIOThreadPool.singleton.runIfActive {
-            try ChildProcess(command: command, environment: environment)
+            try ChildProcess(command: command, environment: environment, discardingOutput: discardingOutput)
         }
     }
 
-    private init(command: [String], environment: [String: String]) throws {
+    private init(command: [String], environment: [String: String], discardingOutput: Bool) throws {
         precondition(!command.isEmpty, "an empty command")
         let deathSignalWrapper = "/usr/bin/setpriv"
         let argv = FileManager.default.isExecutableFile(atPath: deathSignalWrapper)
@@ -60,10 +61,17 @@ final class ChildProcess: Sendable {
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
 
         let environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }.map { "\($0.key)=\($0.value)" }
+        var fileActions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&fileActions)
+        defer { posix_spawn_file_actions_destroy(&fileActions) }
+        if discardingOutput {
+            posix_spawn_file_actions_addopen(&fileActions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0)
+            posix_spawn_file_actions_adddup2(&fileActions, STDOUT_FILENO, STDERR_FILENO)
+        }
         var pid: pid_t = 0
         let code = Self.withCStrings(argv) { arguments in
             Self.withCStrings(environment) { variables in
-                posix_spawnp(&pid, argv[0], nil, &attributes, arguments, variables)
+                posix_spawnp(&pid, argv[0], &fileActions, &attributes, arguments, variables)
             }
         }
         guard code == 0 else {

@@ -101,6 +101,55 @@ import Testing
         breakwater.signal(SIGHUP)
         try await eventually { breakwater.log.contains("configuration reload failed") }
         #expect(try await request() == 504)
+        // The file was checked in a child process first, whose own report is discarded: the
+        // problem is told once, by the proxy's log line.
+        let reports = breakwater.log.components(separatedBy: "\(breakwater.configurationPath):1").count - 1
+        #expect(reports == 1, "\(breakwater.log)")
+
+        breakwater.signal(SIGTERM)
+        #expect(await breakwater.waitForExit(timeout: .seconds(5)) == 0)
+        try await backend.shutdown()
+    }
+
+    /// A reload's file is parsed in a child process first: a file that crashes the parser (as
+    /// toml++ aborts on some inputs) crashes only the child, and the proxy refuses the reload
+    /// and keeps serving. The crash is staged with a preloaded library that aborts any
+    /// `breakwater check`, since no input is known to crash the parser any more.
+    @Test func sighupRefusesAFileThatCrashesTheParserAndKeepsServing() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("breakwater-crash-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let source = directory.appendingPathComponent("abort-check.c")
+        let library = directory.appendingPathComponent("abort-check.so")
+        try """
+            #include <stdlib.h>
+            #include <string.h>
+            __attribute__((constructor)) static void abortACheck(int argc, char **argv) {
+                if (argc > 1 && strcmp(argv[1], "check") == 0) abort();
+            }
+            """.write(to: source, atomically: true, encoding: .utf8)
+        let compiler = Process()
+        compiler.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        compiler.arguments = ["clang", "-shared", "-fPIC", "-o", library.path, source.path]
+        try compiler.run()
+        compiler.waitUntilExit()
+        try #require(compiler.terminationStatus == 0, "clang could not build the staging library")
+
+        let backend = try await BackendFixture.start()
+        let breakwater = try await BreakwaterProcess(
+            configuration: Self.configuration(upstream: backend.port),
+            environment: ["LD_PRELOAD": library.path]
+        )
+        let port = try #require(breakwater.port)
+        try breakwater.rewriteConfiguration(Self.configuration(upstream: backend.port, extra: "[server]\nthreads = 1\n"))
+        breakwater.signal(SIGHUP)
+        try await eventually { breakwater.log.contains("configuration reload failed") }
+        #expect(breakwater.log.contains("the file crashes the TOML parser"), "\(breakwater.log)")
+        #expect(!breakwater.log.contains("configuration reloaded"))
+        let client = try await RawClient.connect(port: port)
+        try await client.send(get("/status/200"))
+        #expect(try await client.readResponse().status == 200)
+        await client.close()
 
         breakwater.signal(SIGTERM)
         #expect(await breakwater.waitForExit(timeout: .seconds(5)) == 0)

@@ -3,6 +3,17 @@ import Foundation
 import Testing
 
 @Suite struct ConfigLoaderTests {
+    /// A reload's check in a child process: an exit code, whatever it is, means the parser
+    /// survived the file (parsing it in the proxy is then safe); death by a signal (toml++'s
+    /// abort is SIGABRT, a Swift trap SIGILL or SIGTRAP) means it did not, and the reload is
+    /// refused without the proxy touching the file.
+    @Test func aReloadCheckKilledByASignalMeansTheFileCrashesTheParser() {
+        #expect(ConfigCheckProcess.verdict(exitStatus: 0) == .completed)
+        #expect(ConfigCheckProcess.verdict(exitStatus: 1) == .completed)
+        #expect(ConfigCheckProcess.verdict(exitStatus: 128 + SIGABRT) == .crashed(signal: SIGABRT))
+        #expect(ConfigCheckProcess.verdict(exitStatus: 128 + SIGILL) == .crashed(signal: SIGILL))
+    }
+
     /// SPEC.md's example file, every key set.
     static let complete = """
         listen   = "0.0.0.0:8080"
