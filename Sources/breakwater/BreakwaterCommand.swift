@@ -65,14 +65,7 @@ struct Run: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "breakwater")
-        let descriptors = DescriptorLimit.raiseToHardLimit()
-        let maxConnections = configuration.server.maxConnections ?? DescriptorLimit.defaultMaxConnections(descriptors: descriptors)
-        if maxConnections * 2 + 64 > descriptors {
-            logger.warning(
-                "server.max_connections may exceed the file-descriptor limit: beyond it, accepting pauses until descriptors free up",
-                metadata: ["max_connections": "\(maxConnections)", "descriptor_limit": "\(descriptors)"]
-            )
-        }
+        DescriptorLimit.raiseToHardLimit()
         let lifecycle = Lifecycle(appReadyAtStart: configuration.readiness == nil && workers == nil)
         let proxy = ProxyService(configuration: configuration, upstreams: upstreams, lifecycle: lifecycle, logger: logger)
         // Shut down in reverse: the proxy drains first, while the admin listener still

@@ -54,7 +54,7 @@ public struct ServerConfig: Sendable, Equatable {
     public var idleTimeout: Duration = .seconds(75)
     public var maxHeaderBytes = 32 * 1024
     public var maxBodyBytes = 10 * 1024 * 1024
-    /// Nil: derived from the file-descriptor limit (`DescriptorLimit.defaultMaxConnections`).
+    /// Nil: derived from the file-descriptor limit (`DescriptorLimit.maxConnections`).
     public var maxConnections: Int?
 }
 

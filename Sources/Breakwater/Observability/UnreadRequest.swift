@@ -7,7 +7,7 @@ extension ProxyShared {
     /// its own, so it is counted on the route `default` with the method `OTHER`, and logged
     /// with `null` for method and path. Without this a scan or an attack would be invisible
     /// in both (nginx and HAProxy log such requests too: `400 "-"`, `<BADREQ>`).
-    func recordUnreadRequest(_ reason: ProxyReason, client: String?, loop: EventLoopContext, bytesOut: Int) {
+    func recordUnreadRequest(_ reason: ProxyReason, client: String?, loop: EventLoopContext) {
         let route = self.routes[self.routes.count - 1]
         let status = Int(reason.status.code)
         loop.requestCounter(route.metrics, method: "OTHER", code: status, reason: reason.rawValue).increment()
@@ -25,7 +25,7 @@ extension ProxyShared {
             upstreamDuration: nil,
             attempts: 0,
             bytesIn: 0,
-            bytesOut: bytesOut,
+            bytesOut: reason.body.utf8.count,  // the answer is always the generic one
             client: client
         )
         accessLog.write(record.jsonLine())

@@ -45,11 +45,11 @@ final class ClientConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler
     private var timer: MovableDeadline?
     private var context: ChannelHandlerContext?
 
-    /// Told of each answer the guard makes itself, with the client's address and the bytes
-    /// sent, so that it is logged and counted like any other (`recordUnreadRequest`).
-    private let recordRefusal: (ProxyReason, _ client: String?, _ bytesOut: Int) -> Void
+    /// Told of each answer the guard makes itself, with the client's address, so that it is
+    /// logged and counted like any other (`recordUnreadRequest`).
+    private let recordRefusal: (ProxyReason, _ client: String?) -> Void
 
-    init(configuration: ServerConfig, recordRefusal: @escaping (ProxyReason, _ client: String?, _ bytesOut: Int) -> Void) {
+    init(configuration: ServerConfig, recordRefusal: @escaping (ProxyReason, _ client: String?) -> Void) {
         self.headerReadTimeout = TimeAmount(configuration.headerReadTimeout)
         self.idleTimeout = TimeAmount(configuration.idleTimeout)
         self.maxHeaderBytes = configuration.maxHeaderBytes
@@ -166,7 +166,7 @@ final class ClientConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler
         self.state = .closed
         self.cancelTimer()
         let response = LocalResponse(reason).encoded(allocator: context.channel.allocator)
-        self.recordRefusal(reason, context.channel.remoteAddress?.ipAddress, response.readableBytes)
+        self.recordRefusal(reason, context.channel.remoteAddress?.ipAddress)
         let written = context.writeAndFlush(self.wrapOutboundOut(response))
         LingeringClose.close(context.channel, after: written, writeTimeout: self.idleTimeout)
     }

@@ -185,21 +185,15 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         let reason: ProxyReason = error == .headerOverflow ? .headerTooLarge : .badRequest
-        let response = LocalResponse(reason)
         if let exchange = self.exchange {
             // Its body was malformed: the request is logged and counted as this answer.
             exchange.answeredStatus = Int(reason.status.code)
             exchange.answerReason = reason.rawValue
             self.abandonExchange()
         } else {
-            self.generation.value.recordUnreadRequest(
-                reason,
-                client: self.clientAddress,
-                loop: self.loop,
-                bytesOut: response.body.utf8.count
-            )
+            self.generation.value.recordUnreadRequest(reason, client: self.clientAddress, loop: self.loop)
         }
-        self.respond(response, version: .http1_1, withBody: true, closeConnection: true)
+        self.respond(LocalResponse(reason), version: .http1_1, withBody: true, closeConnection: true)
     }
 
     // MARK: Backpressure

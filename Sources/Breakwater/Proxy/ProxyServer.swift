@@ -67,9 +67,15 @@ public final class ProxyServer: Sendable {
 
         let generation = CurrentGeneration(ProxyShared(configuration: configuration, lifecycle: lifecycle, logger: logger))
         let quiescing = ServerQuiescingHelper(group: group)
-        let connectionLimit = ConnectionLimit(
-            maximum: configuration.server.maxConnections ?? DescriptorLimit.defaultMaxConnections(descriptors: DescriptorLimit.current)
-        )
+        let descriptors = DescriptorLimit.current
+        let maxConnections = DescriptorLimit.maxConnections(configured: configuration.server.maxConnections, descriptors: descriptors)
+        if !DescriptorLimit.fits(maxConnections, in: descriptors) {
+            logger.warning(
+                "server.max_connections may exceed the file-descriptor limit: beyond it, accepting pauses until descriptors free up",
+                metadata: ["max_connections": "\(maxConnections)", "descriptor_limit": "\(descriptors)"]
+            )
+        }
+        let connectionLimit = ConnectionLimit(maximum: maxConnections)
         let serverConfig = configuration.server
 
         let serverChannel = try await ServerBootstrap(group: group)
@@ -174,8 +180,8 @@ extension ChannelPipeline.SynchronousOperations {
         var encoderConfiguration = HTTPResponseEncoder.Configuration()
         encoderConfiguration.automaticallySetFramingHeaders = false
         try self.addHandlers([
-            ClientConnectionGuard(configuration: server) { reason, client, bytesOut in
-                generation.value.recordUnreadRequest(reason, client: client, loop: loop, bytesOut: bytesOut)
+            ClientConnectionGuard(configuration: server) { reason, client in
+                generation.value.recordUnreadRequest(reason, client: client, loop: loop)
             },
             HTTPResponseEncoder(configuration: encoderConfiguration),
             ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: limits)),
