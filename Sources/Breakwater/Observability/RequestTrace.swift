@@ -54,15 +54,22 @@ struct RequestTrace {
         }
     }
 
-    /// Sets the trace headers on a request head going to the app.
-    func apply(to headers: inout HTTPHeaders, configuration: TraceConfig) {
-        headers.replaceOrAdd(name: configuration.requestIDHeader, value: self.requestID)
+    /// Whether the client's header `name` gives way to this trace's: the request id always, and
+    /// `traceparent` and `tracestate` when the proxy takes part in the trace.
+    func replaces(_ name: String, configuration: TraceConfig) -> Bool {
+        if name.equalsASCIICaseInsensitive(configuration.requestIDHeader) { return true }
+        return self.traceparent != nil
+            && (name.equalsASCIICaseInsensitive("traceparent") || name.equalsASCIICaseInsensitive("tracestate"))
+    }
+
+    /// Adds the trace headers to a request head going to the app, in place of those it
+    /// `replaces`.
+    func add(to headers: inout HeaderFields, configuration: TraceConfig) {
+        headers.add(name: configuration.requestIDHeader, value: self.requestID)
         if let traceparent = self.traceparent {
-            headers.replaceOrAdd(name: "traceparent", value: traceparent)
+            headers.add(name: "traceparent", value: traceparent)
             if let tracestate = self.tracestate {
-                headers.replaceOrAdd(name: "tracestate", value: tracestate)
-            } else {
-                headers.remove(name: "tracestate")
+                headers.add(name: "tracestate", value: tracestate)
             }
         }
     }

@@ -58,10 +58,12 @@ final class ClientConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        // Weakly: the context holds this handler, so capturing it would make a cycle through
-        // the timer that outlives the connection.
-        self.timer = MovableDeadline(eventLoop: context.eventLoop) { [weak self] in
-            guard let self, let context = self.context else { return }
+        // Strongly, with the cycle through the timer broken in `handlerRemoved`, which NIO
+        // calls for every handler when the channel closes: a weak reference would put this
+        // handler's reference counts in a side table, and every retain on the data path would
+        // take the slow path.
+        self.timer = MovableDeadline(eventLoop: context.eventLoop) {
+            guard let context = self.context else { return }
             self.expire(context: context)
         }
         self.startTimer(after: self.headerReadTimeout)

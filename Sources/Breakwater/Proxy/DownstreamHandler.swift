@@ -48,8 +48,9 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         self.clientAddress = context.channel.remoteAddress?.ipAddress
-        self.exchangeDeadline = MovableDeadline(eventLoop: context.eventLoop) { [weak self] in
-            self?.exchange?.deadlinePassed()
+        // Held strongly until `handlerRemoved` (see `ClientConnectionGuard.handlerAdded`).
+        self.exchangeDeadline = MovableDeadline(eventLoop: context.eventLoop) {
+            self.exchange?.deadlinePassed()
         }
     }
 

@@ -3,25 +3,29 @@ import NIOHTTP1
 /// The header duties of an HTTP/1.1 intermediary (RFC 9110 §7.6): hop-by-hop headers stay on
 /// their hop, the forwarding headers say who asked, and framing is declared anew per hop.
 enum HeaderRewriting {
-    /// The request head sent to the app.
+    /// The request head sent to the app, built in one pass over the client's headers.
     ///
     /// - Parameters:
     ///   - clientAddress: the peer's IP, appended to `X-Forwarded-For`.
     ///   - isUpgrade: keep `Upgrade` and ask for it with `Connection: upgrade` (WebSocket).
+    ///   - trace: the request's id and trace context, which replace the client's.
     static func upstreamRequest(
         _ head: HTTPRequestHead,
         framing: MessageFraming,
         clientAddress: String?,
-        isUpgrade: Bool
+        isUpgrade: Bool,
+        trace: RequestTrace,
+        traceConfiguration: TraceConfig
     ) -> HTTPRequestHead {
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(head.headers.count + 3)
+        var headers = HeaderFields(capacity: head.headers.count + 6)
         let nominated = nominatedHeaders(head.headers, keepingUpgrade: isUpgrade)
         let absolute = absoluteForm(head.uri)
         var forwardedFor: String?
         var hasForwardedProto = false
         for (name, value) in head.headers {
-            if isHopByHop(name, keepingUpgrade: isUpgrade) || nominated.contains(lowercasedASCII: name) {
+            if isHopByHop(name, keepingUpgrade: isUpgrade) || nominated.contains(lowercasedASCII: name)
+                || trace.replaces(name, configuration: traceConfiguration)
+            {
                 continue
             }
             if let absolute, name.equalsASCIICaseInsensitive("host") {
@@ -54,6 +58,7 @@ enum HeaderRewriting {
             // already recorded there, and overwriting it with "http" would break the app's URLs.
             headers.add(name: "x-forwarded-proto", value: "http")
         }
+        trace.add(to: &headers, configuration: traceConfiguration)
         if isUpgrade {
             headers.add(name: "connection", value: "upgrade")
         }
@@ -62,7 +67,7 @@ enum HeaderRewriting {
         case .contentLength(let length): headers.add(name: "content-length", value: String(length))
         case .noBody, .untilClose: break
         }
-        return HTTPRequestHead(version: .http1_1, method: head.method, uri: absolute?.target ?? head.uri, headers: headers)
+        return HTTPRequestHead(version: .http1_1, method: head.method, uri: absolute?.target ?? head.uri, headers: headers.built)
     }
 
     /// An absolute-form target (`GET http://host/path?q`) as the authority it names and the
@@ -80,22 +85,27 @@ enum HeaderRewriting {
     }
 
     /// The response head sent to the client.
+    ///
+    /// - Parameter requestID: the request id header, which replaces any the app sent.
     static func clientResponse(
         _ head: HTTPResponseHead,
         framing: MessageFraming,
         clientVersion: HTTPVersion,
-        keepAlive: Bool
+        keepAlive: Bool,
+        requestID: (name: String, value: String)
     ) -> HTTPResponseHead {
         let isUpgrade = head.status == .switchingProtocols
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(head.headers.count + 2)
+        var headers = HeaderFields(capacity: head.headers.count + 3)
         let nominated = nominatedHeaders(head.headers, keepingUpgrade: isUpgrade)
         for (name, value) in head.headers {
-            if isHopByHop(name, keepingUpgrade: isUpgrade) || nominated.contains(lowercasedASCII: name) {
+            if isHopByHop(name, keepingUpgrade: isUpgrade) || nominated.contains(lowercasedASCII: name)
+                || name.equalsASCIICaseInsensitive(requestID.name)
+            {
                 continue
             }
             headers.add(name: name, value: value)
         }
+        headers.add(name: requestID.name, value: requestID.value)
         switch framing {
         case .chunked where clientVersion.speaksChunked, .untilClose where clientVersion.speaksChunked:
             headers.add(name: "transfer-encoding", value: "chunked")
@@ -116,7 +126,7 @@ enum HeaderRewriting {
         } else if clientVersion.minor == 0 {
             headers.add(name: "connection", value: "keep-alive")
         }
-        return HTTPResponseHead(version: clientVersion, status: head.status, headers: headers)
+        return HTTPResponseHead(version: clientVersion, status: head.status, headers: headers.built)
     }
 
     /// RFC 9112 §3.2: exactly one `Host`, and an HTTP/1.1 request must have it.
@@ -153,32 +163,52 @@ enum HeaderRewriting {
     /// is allocated.
     private static func nominatedHeaders(_ headers: HTTPHeaders, keepingUpgrade: Bool) -> [Substring] {
         var names: [Substring] = []
+        let isBlank = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
         for (name, value) in headers where name.equalsASCIICaseInsensitive("connection") {
-            var rest = Substring(value)
-            while !rest.isEmpty {
-                let comma = rest.firstIndex(of: ",") ?? rest.endIndex
-                let token = rest[..<comma].trimmingASCIIWhitespace()
-                rest = comma == rest.endIndex ? rest[comma...] : rest[rest.index(after: comma)...]
-                if token.isEmpty || token.equalsASCIICaseInsensitive("close") || token.equalsASCIICaseInsensitive("keep-alive")
-                    || (keepingUpgrade && token.equalsASCIICaseInsensitive("upgrade"))
+            if value.equalsASCIICaseInsensitive("keep-alive") || value.equalsASCIICaseInsensitive("close") {
+                continue  // what nearly every message says
+            }
+            // Walked as bytes: commas and blanks are ASCII, so every index found is a valid
+            // boundary to slice `value` at.
+            let bytes = value.utf8
+            var start = bytes.startIndex
+            while start < bytes.endIndex {
+                let comma = bytes[start...].firstIndex(of: UInt8(ascii: ",")) ?? bytes.endIndex
+                if let first = bytes[start..<comma].firstIndex(where: { !isBlank($0) }),
+                    let last = bytes[start..<comma].lastIndex(where: { !isBlank($0) })
                 {
-                    continue
+                    let token = value[first..<bytes.index(after: last)]
+                    let isKept = token.equalsASCIICaseInsensitive("close") || token.equalsASCIICaseInsensitive("keep-alive")
+                        || (keepingUpgrade && token.equalsASCIICaseInsensitive("upgrade"))
+                    if !isKept {
+                        names.append(token)
+                    }
                 }
-                names.append(token)
+                start = comma == bytes.endIndex ? comma : bytes.index(after: comma)
             }
         }
         return names
     }
 }
 
-extension Substring {
-    fileprivate func trimmingASCIIWhitespace() -> Substring {
-        let isBlank: (Character) -> Bool = { $0 == " " || $0 == "\t" }
-        guard let first = self.firstIndex(where: { !isBlank($0) }), let last = self.lastIndex(where: { !isBlank($0) }) else {
-            return self[self.endIndex...]
-        }
-        return self[first...last]
+/// Header fields being assembled for the next hop.
+///
+/// `HTTPHeaders.add` scans every name for non-ASCII bytes, which on the data path costs more
+/// than the rest of the rewriting. The names here are either the proxy's own literals or came
+/// through NIO's decoder, which holds them to RFC 9110's token characters, so they are
+/// collected as they are and handed to `HTTPHeaders` in one piece.
+struct HeaderFields {
+    private var fields: [(String, String)] = []
+
+    init(capacity: Int) {
+        self.fields.reserveCapacity(capacity)
     }
+
+    mutating func add(name: String, value: String) {
+        self.fields.append((name, value))
+    }
+
+    var built: HTTPHeaders { HTTPHeaders(self.fields) }
 }
 
 extension [Substring] {
@@ -189,15 +219,27 @@ extension [Substring] {
 
 extension StringProtocol {
     /// ASCII-only case-insensitive comparison without allocating lowercased copies.
+    ///
+    /// Header names and values are native UTF-8 strings, so the bytes are compared in place;
+    /// walking two `UTF8View`s index by index costs several times as much, on every header of
+    /// every message.
     func equalsASCIICaseInsensitive(_ other: some StringProtocol) -> Bool {
         guard self.utf8.count == other.utf8.count else { return false }
-        for (a, b) in zip(self.utf8, other.utf8) where a != b {
-            let la = a >= 65 && a <= 90 ? a | 0x20 : a
-            let lb = b >= 65 && b <= 90 ? b | 0x20 : b
-            if la != lb { return false }
+        let inPlace = self.utf8.withContiguousStorageIfAvailable { mine in
+            other.utf8.withContiguousStorageIfAvailable { theirs in
+                for index in mine.indices where mine[index] != theirs[index] {
+                    if mine[index].lowercasedASCII != theirs[index].lowercasedASCII { return false }
+                }
+                return true
+            }
         }
-        return true
+        if let inPlace = inPlace ?? nil { return inPlace }
+        return zip(self.utf8, other.utf8).allSatisfy { $0 == $1 || $0.lowercasedASCII == $1.lowercasedASCII }
     }
+}
+
+extension UInt8 {
+    fileprivate var lowercasedASCII: UInt8 { self &- UInt8(ascii: "A") < 26 ? self | 0x20 : self }
 }
 
 extension HTTPResponseStatus {

@@ -15,8 +15,9 @@ final class MovableDeadline {
     private var deadline: NIODeadline?
     private var scheduled: (task: Scheduled<Void>, firesAt: NIODeadline)?
 
-    /// - Parameter expired: called on the event loop once the deadline passes. It must not hold
-    ///   its owner strongly (the pending task holds this object).
+    /// - Parameter expired: called on the event loop once the deadline passes. The pending task
+    ///   holds this object and so `expired`'s captures: an owner captured strongly must `cancel()`
+    ///   when it goes away (a handler, in `handlerRemoved`).
     init(eventLoop: any EventLoop, expired: @escaping () -> Void) {
         self.eventLoop = eventLoop
         self.expired = expired

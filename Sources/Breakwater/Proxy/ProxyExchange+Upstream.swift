@@ -31,13 +31,13 @@ extension ProxyExchange: UpstreamConnectionDelegate {
             connection.channel.eventLoop.assumeIsolated().execute {
                 guard case .upgrading = self.phase else { return }
                 self.phase = .finished
-                var head = HeaderRewriting.clientResponse(
+                let head = HeaderRewriting.clientResponse(
                     upgradeHead,
                     framing: .noBody,
                     clientVersion: self.request.version,
-                    keepAlive: true
+                    keepAlive: true,
+                    requestID: (self.shared.trace.requestIDHeader, self.trace.requestID)
                 )
-                head.headers.replaceOrAdd(name: self.shared.trace.requestIDHeader, value: self.trace.requestID)
                 self.downstream.startTunnel(response: head, upstream: connection)
             }
         default:
@@ -125,13 +125,13 @@ extension ProxyExchange: UpstreamConnectionDelegate {
             && (self.request.version.speaksChunked || self.responseFraming != .chunked)
         self.phase = .responding(connection)
         self.resetDeadline(in: self.route.policy.bodyTimeout)
-        var clientHead = HeaderRewriting.clientResponse(
+        let clientHead = HeaderRewriting.clientResponse(
             head,
             framing: self.responseFraming,
             clientVersion: self.request.version,
-            keepAlive: self.clientKeepAlive
+            keepAlive: self.clientKeepAlive,
+            requestID: (self.shared.trace.requestIDHeader, self.trace.requestID)
         )
-        clientHead.headers.replaceOrAdd(name: self.shared.trace.requestIDHeader, value: self.trace.requestID)
         if self.responseFraming == .noBody {
             self.downstream.writeResponsePart(.head(clientHead))
             return

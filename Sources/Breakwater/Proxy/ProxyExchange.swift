@@ -241,13 +241,14 @@ final class ProxyExchange {
     private func forward(on connection: UpstreamConnection) {
         self.phase = .forwarding(connection)
         connection.delegate = self
-        var head = HeaderRewriting.upstreamRequest(
+        let head = HeaderRewriting.upstreamRequest(
             self.request,
             framing: self.requestFraming,
             clientAddress: self.clientAddress,
-            isUpgrade: self.isUpgrade
+            isUpgrade: self.isUpgrade,
+            trace: self.trace,
+            traceConfiguration: self.shared.trace
         )
-        self.trace.apply(to: &head.headers, configuration: self.shared.trace)
         self.firstForwardedAt = self.firstForwardedAt ?? .now()
         connection.write(.head(head))
         while let part = self.pendingBody.popFirst() {

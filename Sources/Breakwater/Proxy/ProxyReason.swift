@@ -104,8 +104,7 @@ struct LocalResponse {
     var closesConnection: Bool { self.reason?.closesConnection ?? false }
 
     func head(version: HTTPVersion, keepAlive: Bool) -> HTTPResponseHead {
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(6)
+        var headers = HeaderFields(capacity: 6)
         headers.add(name: "content-type", value: self.contentType)
         headers.add(name: "content-length", value: String(self.body.utf8.count))
         if let reason = self.reason {
@@ -122,7 +121,7 @@ struct LocalResponse {
         } else if version.minor == 0 {
             headers.add(name: "connection", value: "keep-alive")
         }
-        return HTTPResponseHead(version: version, status: self.status, headers: headers)
+        return HTTPResponseHead(version: version, status: self.status, headers: headers.built)
     }
 
     func bodyBuffer(allocator: ByteBufferAllocator) -> ByteBuffer {

@@ -24,11 +24,13 @@ public struct Router: Sendable {
     /// (`http://host/a/b?q`), without the query, so `?` cannot smuggle a request onto a route.
     static func path(of uri: String) -> Substring {
         var target = Substring(uri)
-        if !target.hasPrefix("/"), let scheme = target.firstRange(of: "://") {
+        if target.utf8.first != UInt8(ascii: "/"), let scheme = target.firstRange(of: "://") {
             let afterAuthority = target[scheme.upperBound...]
-            target = afterAuthority.firstIndex(of: "/").map { afterAuthority[$0...] } ?? "/"
+            target = afterAuthority.utf8.firstIndex(of: UInt8(ascii: "/")).map { afterAuthority[$0...] } ?? "/"
         }
-        if let query = target.firstIndex(where: { $0 == "?" || $0 == "#" }) {
+        // Bytes, not Characters: a target is ASCII on the wire, and the delimiters are ASCII, so
+        // the index is a valid boundary and no grapheme breaking is paid for per request.
+        if let query = target.utf8.firstIndex(where: { $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") }) {
             target = target[..<query]
         }
         return target
@@ -42,8 +44,10 @@ extension RouteConfig {
         }
         switch self.match {
         case .any: return true
-        case .exact(let exact): return path == exact
-        case .prefix(let prefix): return path.hasPrefix(prefix)
+        // Byte for byte, as HAProxy and Envoy compare paths: `String`'s `==` and `hasPrefix`
+        // would also equate canonically equivalent Unicode, which no client means.
+        case .exact(let exact): return path.utf8.elementsEqual(exact.utf8)
+        case .prefix(let prefix): return path.utf8.starts(with: prefix.utf8)
         }
     }
 }

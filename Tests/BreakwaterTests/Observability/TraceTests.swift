@@ -68,9 +68,9 @@ import W3CTraceContext
         var seen = Set<String>()
         for _ in 0..<1000 {
             let trace = RequestTrace(request: [:], configuration: TraceConfig(), generator: &generator)
-            var headers = HTTPHeaders()
-            trace.apply(to: &headers, configuration: TraceConfig())
-            let traceparent = try #require(headers.first(name: "traceparent"))
+            var fields = HeaderFields(capacity: 2)
+            trace.add(to: &fields, configuration: TraceConfig())
+            let traceparent = try #require(fields.built.first(name: "traceparent"))
             let parsed = try TraceContext(traceParentHeaderValue: traceparent, traceStateHeaderValue: nil)
             #expect(parsed.traceID.description == trace.traceID)
             #expect(parsed.traceParentHeaderValue == traceparent)
