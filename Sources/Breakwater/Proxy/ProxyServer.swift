@@ -177,13 +177,11 @@ extension ChannelPipeline.SynchronousOperations {
         var limits = NIOHTTPDecoderLimitConfiguration.proxyLimits
         limits.maxHeaderFieldSize = server.maxHeaderBytes
         limits.maxHeaderListSize = server.maxHeaderBytes
-        var encoderConfiguration = HTTPResponseEncoder.Configuration()
-        encoderConfiguration.automaticallySetFramingHeaders = false
         try self.addHandlers([
             ClientConnectionGuard(configuration: server) { reason, client in
                 generation.value.recordUnreadRequest(reason, client: client, loop: loop)
             },
-            HTTPResponseEncoder(configuration: encoderConfiguration),
+            ClientResponseEncoder(),
             ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: limits)),
             DownstreamHandler(generation: generation, loop: loop),
         ])

@@ -19,9 +19,9 @@ enum Tunnel {
 
         try clientPipeline.remove(DownstreamHandler.self)
         try clientPipeline.remove(ClientConnectionGuard.self)
-        try clientPipeline.remove(HTTPResponseEncoder.self)
+        try clientPipeline.remove(ClientResponseEncoder.self)
         try upstreamPipeline.remove(UpstreamHandler.self)
-        try upstreamPipeline.remove(HTTPRequestEncoder.self)
+        try upstreamPipeline.remove(UpstreamRequestEncoder.self)
 
         let upstreamDecoder = try upstreamPipeline.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self)
         let clientDecoder = try clientPipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)

@@ -73,19 +73,7 @@ final class UpstreamConnectionPool {
             .connectTimeout(TimeAmount(self.configuration.connectTimeout))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    var encoderConfiguration = HTTPRequestEncoder.Configuration()
-                    encoderConfiguration.automaticallySetFramingHeaders = false
-                    try channel.pipeline.syncOperations.addHandlers([
-                        HTTPRequestEncoder(configuration: encoderConfiguration),
-                        ByteToMessageHandler(
-                            HTTPResponseDecoder(
-                                leftOverBytesStrategy: .forwardBytes,
-                                informationalResponseStrategy: .drop,
-                                limitConfiguration: .proxyLimits
-                            )
-                        ),
-                        UpstreamHandler(),
-                    ])
+                    try channel.pipeline.syncOperations.addUpstreamHandlers(UpstreamHandler())
                 }
             }
         if isTCP {
@@ -121,5 +109,23 @@ final class UpstreamConnectionPool {
             oldest.connection.onIdleClose = nil
             oldest.connection.close()
         }
+    }
+}
+
+extension ChannelPipeline.SynchronousOperations {
+    /// An app connection's pipeline, from the socket inwards. The decoder forwards the bytes
+    /// after a `101` (for tunnels) and drops other 1xx answers, which the proxy does not relay.
+    func addUpstreamHandlers(_ handler: UpstreamHandler) throws {
+        try self.addHandlers([
+            UpstreamRequestEncoder(),
+            ByteToMessageHandler(
+                HTTPResponseDecoder(
+                    leftOverBytesStrategy: .forwardBytes,
+                    informationalResponseStrategy: .drop,
+                    limitConfiguration: .proxyLimits
+                )
+            ),
+            handler,
+        ])
     }
 }

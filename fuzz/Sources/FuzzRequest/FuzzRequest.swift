@@ -131,15 +131,9 @@ final class ModelApp {
 
     init(loop: EmbeddedEventLoop) throws {
         self.channel = EmbeddedChannel(loop: loop)
-        var encoderConfiguration = HTTPRequestEncoder.Configuration()
-        encoderConfiguration.automaticallySetFramingHeaders = false
         // What `UpstreamConnectionPool.connect` puts on a new connection.
         let handler = UpstreamHandler()
-        try self.channel.pipeline.syncOperations.addHandlers([
-            HTTPRequestEncoder(configuration: encoderConfiguration),
-            ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes)),
-            handler,
-        ])
+        try self.channel.pipeline.syncOperations.addUpstreamHandlers(handler)
         self.channel.connect(to: appAddress, promise: nil)
         self.connection = UpstreamConnection(channel: self.channel, handler: handler)
         self.reader = EmbeddedChannel(loop: loop)
