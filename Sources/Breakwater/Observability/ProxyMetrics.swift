@@ -1,6 +1,7 @@
 import CoreMetrics
 import Foundation
 import NIOConcurrencyHelpers
+import NIOHTTP1
 import Prometheus
 
 
@@ -120,8 +121,11 @@ final class RouteMetrics: Sendable {
     }
 
     /// One of the standard methods, or `OTHER`, so a client cannot grow the number of series.
-    static func boundedMethod(_ method: String) -> String {
-        Self.boundedMethods.contains(method) ? method : "OTHER"
+    static func boundedMethod(_ method: HTTPMethod) -> String {
+        switch method {
+        case .GET, .HEAD, .POST, .PUT, .DELETE, .PATCH, .OPTIONS, .TRACE, .CONNECT: method.rawValue
+        default: "OTHER"
+        }
     }
 
     func recordShed(reason: String) {
@@ -144,8 +148,6 @@ final class RouteMetrics: Sendable {
             gauge.record(state == current ? 1 : 0)
         }
     }
-
-    private static let boundedMethods: Set<String> = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"]
 }
 
 /// The conventional `process_*` metrics, read from /proc at each scrape.

@@ -31,7 +31,9 @@ public struct ConcurrencyLimiter<Waiter> {
     /// Requests waiting for a slot now.
     public var queued: Int { self.queue.count }
 
-    public mutating func acquire(_ waiter: Waiter) -> Admission {
+    /// - Parameter waiter: made only when the request has to queue, which on the fast path it
+    ///   does not.
+    public mutating func acquire(_ waiter: @autoclosure () -> Waiter) -> Admission {
         if self.active < self.softLimit && self.queue.isEmpty {
             self.active += 1
             return .admitted
@@ -40,7 +42,7 @@ public struct ConcurrencyLimiter<Waiter> {
             return .rejected
         }
         self.nextTicket += 1
-        self.queue.append((self.nextTicket, waiter))
+        self.queue.append((self.nextTicket, waiter()))
         return .queued(ticket: self.nextTicket)
     }
 

@@ -18,11 +18,12 @@ enum ClientConnectionEvent {
 ///
 /// The decoder knows nothing of time, and the exchange knows nothing of the bytes before a head,
 /// so this handler sits first in the pipeline and learns about heads and finished exchanges
-/// through `ClientConnectionEvent`s sent outbound by `DownstreamHandler`.
-final class ClientConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
+/// from `DownstreamHandler`, which holds it and calls `note(_:)`: both live on the connection's
+/// event loop, and an outbound user event would cost a dynamic cast and a walk through the
+/// handlers between them, twice on every request.
+final class ClientConnectionGuard: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
-    typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     private enum State {
@@ -102,12 +103,8 @@ final class ClientConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler
         }
     }
 
-    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
-        guard let event = event as? ClientConnectionEvent else {
-            context.triggerUserOutboundEvent(event, promise: promise)
-            return
-        }
-        promise?.succeed()
+    /// What the HTTP layer saw; called on the connection's event loop.
+    func note(_ event: ClientConnectionEvent) {
         switch (self.state, event) {
         case (_, .closing):
             self.state = .closed

@@ -19,8 +19,9 @@ final class ConcurrencyGate: Sendable {
         self.limiter = NIOLockedValueBox(ConcurrencyLimiter(softLimit: configuration.softLimit, hardLimit: configuration.hardLimit))
     }
 
-    func acquire(_ waiter: Waiter) -> ConcurrencyLimiter<Waiter>.Admission {
-        self.limiter.withLockedValue { $0.acquire(waiter) }
+    /// - Parameter waiter: made only when the request has to queue.
+    func acquire(_ waiter: @autoclosure () -> Waiter) -> ConcurrencyLimiter<Waiter>.Admission {
+        self.limiter.withLockedValue { $0.acquire(waiter()) }
     }
 
     /// Gives a slot back; it goes straight to the first waiter, if any.

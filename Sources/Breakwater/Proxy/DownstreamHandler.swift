@@ -15,8 +15,8 @@ import NIOHTTP1
 /// exchange so that a slow client slows down reads from the app.
 final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundIn = HTTPServerResponsePart
-    typealias OutboundOut = HTTPServerResponsePart
+    typealias OutboundIn = Never
+    typealias OutboundOut = IOData
 
     /// What arrived for a request behind the current one.
     private enum Pipelined {
@@ -26,6 +26,9 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private let generation: CurrentGeneration
     private let loop: EventLoopContext
+    /// The byte-level guard below the decoder, told of each head and each finished answer.
+    private let connectionGuard: ClientConnectionGuard
+    private var responseEncoder = ClientResponseEncoder()
     private var context: ChannelHandlerContext?
     private var exchange: ProxyExchange?
     private var clientAddress: String?
@@ -40,9 +43,10 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// A drain began (`ChannelShouldQuiesceEvent`): the answer in progress is the last.
     private(set) var isQuiescing = false
 
-    init(generation: CurrentGeneration, loop: EventLoopContext) {
+    init(generation: CurrentGeneration, loop: EventLoopContext, connectionGuard: ClientConnectionGuard) {
         self.generation = generation
         self.loop = loop
+        self.connectionGuard = connectionGuard
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -86,7 +90,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func deliver(_ part: HTTPServerRequestPart) {
         switch part {
         case .head(let head):
-            self.context?.triggerUserOutboundEvent(ClientConnectionEvent.requestHeadReceived, promise: nil)
+            self.connectionGuard.note(.requestHeadReceived)
             let exchange = ProxyExchange(
                 request: head,
                 clientAddress: self.clientAddress,
@@ -227,7 +231,8 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     var isWritable: Bool { self.context?.channel.isWritable ?? false }
 
     func writeResponsePart(_ part: HTTPServerResponsePart) {
-        self.context?.write(self.wrapOutboundOut(part), promise: nil)
+        guard let context else { return }
+        self.responseEncoder.write(part, context: context, promise: nil)
     }
 
     func flush() {
@@ -242,18 +247,21 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard let context else { return }
         self.exchange = nil
         let close = closeConnection || self.isQuiescing
-        context.triggerUserOutboundEvent(close ? ClientConnectionEvent.closing : .exchangeFinished, promise: nil)
+        self.connectionGuard.note(close ? .closing : .exchangeFinished)
         if close {
             self.closing = true
             self.pipelined.removeAll()
-            let written = context.writeAndFlush(self.wrapOutboundOut(.end(trailers)))
+            let written = context.eventLoop.makePromise(of: Void.self)
+            self.responseEncoder.write(.end(trailers), context: context, promise: written)
+            context.flush()
             LingeringClose.close(
                 context.channel,
-                after: written,
+                after: written.futureResult,
                 writeTimeout: TimeAmount(self.generation.value.server.idleTimeout)
             )
         } else {
-            context.writeAndFlush(self.wrapOutboundOut(.end(trailers)), promise: nil)
+            self.responseEncoder.write(.end(trailers), context: context, promise: nil)
+            context.flush()
             self.deliverPipelined()
             self.resumeReadingIfNeeded()
         }
@@ -266,9 +274,9 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func respond(_ response: LocalResponse, version: HTTPVersion, withBody: Bool, closeConnection: Bool) {
         guard let context else { return }
         let keepAlive = !closeConnection
-        context.write(self.wrapOutboundOut(.head(response.head(version: version, keepAlive: keepAlive))), promise: nil)
+        self.responseEncoder.write(.head(response.head(version: version, keepAlive: keepAlive)), context: context, promise: nil)
         if withBody {
-            context.write(self.wrapOutboundOut(.body(.byteBuffer(response.bodyBuffer(allocator: context.channel.allocator)))), promise: nil)
+            self.responseEncoder.write(.body(.byteBuffer(response.bodyBuffer(allocator: context.channel.allocator))), context: context, promise: nil)
         }
         self.finishResponse(trailers: nil, closeConnection: !keepAlive)
     }
@@ -288,7 +296,8 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         self.exchange = nil
-        context.writeAndFlush(self.wrapOutboundOut(.head(response)), promise: nil)
+        self.responseEncoder.write(.head(response), context: context, promise: nil)
+        context.flush()
         do {
             try Tunnel.splice(client: context.channel, upstream: upstream.channel)
         } catch {

@@ -17,7 +17,7 @@ extension ProxyExchange {
     /// The request is over: one access log line, and the request counters.
     func recordCompletion() {
         let elapsed = NIODeadline.now() - self.startedAt
-        self.loop.requestCounter(self.route.metrics, method: self.request.method.rawValue, code: self.answeredStatus, reason: self.answerReason)
+        self.loop.requestCounter(self.route.metrics, method: RouteMetrics.boundedMethod(self.request.method), code: self.answeredStatus, reason: self.answerReason)
             .increment()
         self.route.metrics.duration.recordNanoseconds(elapsed.nanoseconds)
         guard let accessLog = self.shared.accessLog else { return }

@@ -71,7 +71,7 @@ final class ProxyExchange {
     }
 
     /// The proxy's limit and the route's bulkhead, in the order a request passes them.
-    var gates: [ConcurrencyGate] = []
+    var gates: [ConcurrencyGate] { self.route.gates }
     /// How many of `gates` this request holds a slot in.
     var slotsHeld = 0
     /// The ticket of the wait in `gates[slotsHeld]`'s queue, while queued.
@@ -192,7 +192,6 @@ final class ProxyExchange {
             return
         }
         self.route.recordRequest(now: Self.now)
-        self.gates = [self.shared.concurrency] + (self.route.bulkhead.map { [$0] } ?? [])
         self.waitForReadiness { $0.passGates() }
     }
 

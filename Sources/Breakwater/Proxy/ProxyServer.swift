@@ -177,13 +177,13 @@ extension ChannelPipeline.SynchronousOperations {
         var limits = NIOHTTPDecoderLimitConfiguration.proxyLimits
         limits.maxHeaderFieldSize = server.maxHeaderBytes
         limits.maxHeaderListSize = server.maxHeaderBytes
+        let connectionGuard = ClientConnectionGuard(configuration: server) { reason, client in
+            generation.value.recordUnreadRequest(reason, client: client, loop: loop)
+        }
         try self.addHandlers([
-            ClientConnectionGuard(configuration: server) { reason, client in
-                generation.value.recordUnreadRequest(reason, client: client, loop: loop)
-            },
-            ClientResponseEncoder(),
+            connectionGuard,
             ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: limits)),
-            DownstreamHandler(generation: generation, loop: loop),
+            DownstreamHandler(generation: generation, loop: loop, connectionGuard: connectionGuard),
         ])
     }
 }

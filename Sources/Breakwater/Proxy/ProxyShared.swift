@@ -6,8 +6,6 @@ import NIOConcurrencyHelpers
 final class ProxyShared: Sendable {
     let router: Router
     let routes: [Route]
-    /// `[concurrency]`: every request passes it first.
-    let concurrency: ConcurrencyGate
     let server: ServerConfig
     /// How long a request waits for the app to become ready; nil without `[readiness]`.
     let readinessHold: Duration?
@@ -23,8 +21,9 @@ final class ProxyShared: Sendable {
     ///   name keeps its breaker and retry budget.
     init(configuration: ProxyConfig, lifecycle: Lifecycle, logger: Logger, previous: ProxyShared? = nil) {
         self.router = Router(routes: configuration.routes)
+        let proxyLimit = ConcurrencyGate(configuration: configuration.concurrency)
         self.routes = configuration.routes.map { route in
-            Route(configuration: route, metrics: lifecycle.metrics, continuing: previous?.routes.first { $0.name == route.name })
+            Route(configuration: route, proxyLimit: proxyLimit, metrics: lifecycle.metrics, continuing: previous?.routes.first { $0.name == route.name })
         }
         // A supervised app is not ready while it restarts, with or without a probe table.
         self.readinessHold = configuration.readiness?.hold ?? (configuration.app != nil ? ReadinessConfig().hold : nil)
@@ -32,7 +31,6 @@ final class ProxyShared: Sendable {
         self.lifecycle = lifecycle
         self.trace = configuration.trace
         self.accessLog = configuration.log.access ? AccessLogWriter.standardOutput : nil
-        self.concurrency = ConcurrencyGate(configuration: configuration.concurrency)
         self.server = configuration.server
         self.logger = logger
     }

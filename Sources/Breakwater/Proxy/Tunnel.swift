@@ -19,7 +19,6 @@ enum Tunnel {
 
         try clientPipeline.remove(DownstreamHandler.self)
         try clientPipeline.remove(ClientConnectionGuard.self)
-        try clientPipeline.remove(ClientResponseEncoder.self)
         try upstreamPipeline.remove(UpstreamHandler.self)
         try upstreamPipeline.remove(UpstreamRequestEncoder.self)
 

@@ -8,15 +8,18 @@ import NIOConcurrencyHelpers
 final class Route: Sendable {
     let configuration: RouteConfig
     let retryPolicy: RetryPolicy
-    /// The route's bulkhead, when it has `[route.concurrency]` (or `[defaults.concurrency]`).
-    let bulkhead: ConcurrencyGate?
+    /// The proxy's `[concurrency]` limit, then the route's bulkhead when it has one
+    /// (`[route.concurrency]` or `[defaults.concurrency]`): the order a request passes them.
+    let gates: [ConcurrencyGate]
     let metrics: RouteMetrics
     private let breaker: NIOLockedValueBox<CircuitBreaker>
     private let retryBudget: NIOLockedValueBox<RetryBudget>
 
-    /// - Parameter previous: the route of the same name before a reload: its breaker state and
-    ///   retry budget carry on when their settings did not change.
-    init(configuration: RouteConfig, metrics: ProxyMetrics, continuing previous: Route? = nil) {
+    /// - Parameters:
+    ///   - proxyLimit: the generation's `[concurrency]`, which every route's requests pass first.
+    ///   - previous: the route of the same name before a reload: its breaker state and retry
+    ///     budget carry on when their settings did not change.
+    init(configuration: RouteConfig, proxyLimit: ConcurrencyGate, metrics: ProxyMetrics, continuing previous: Route? = nil) {
         self.configuration = configuration
         self.metrics = previous?.metrics ?? RouteMetrics(route: configuration.name, metrics: metrics)
         self.retryPolicy = RetryPolicy(configuration: configuration.policy.retry, routeTimeout: configuration.policy.timeout)
@@ -30,7 +33,7 @@ final class Route: Sendable {
         } else {
             self.retryBudget = NIOLockedValueBox(RetryBudget(ratio: configuration.policy.retry.budget))
         }
-        self.bulkhead = configuration.policy.concurrency.map(ConcurrencyGate.init(configuration:))
+        self.gates = [proxyLimit] + (configuration.policy.concurrency.map { [ConcurrencyGate(configuration: $0)] } ?? [])
     }
 
     var name: String { self.configuration.name }

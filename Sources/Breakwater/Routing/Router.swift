@@ -46,8 +46,23 @@ extension RouteConfig {
         case .any: return true
         // Byte for byte, as HAProxy and Envoy compare paths: `String`'s `==` and `hasPrefix`
         // would also equate canonically equivalent Unicode, which no client means.
-        case .exact(let exact): return path.utf8.elementsEqual(exact.utf8)
-        case .prefix(let prefix): return path.utf8.starts(with: prefix.utf8)
+        case .exact(let exact): return path.utf8.count == exact.utf8.count && path.hasBytePrefix(exact)
+        case .prefix(let prefix): return path.hasBytePrefix(prefix)
         }
+    }
+}
+
+extension Substring {
+    /// Whether these bytes begin with `prefix`'s. Both are native UTF-8 (the decoder made one,
+    /// the configuration the other), so they are compared in place: walking two `UTF8View`s
+    /// index by index cost more than the rest of routing together.
+    fileprivate func hasBytePrefix(_ prefix: String) -> Bool {
+        guard self.utf8.count >= prefix.utf8.count else { return false }
+        let inPlace = self.utf8.withContiguousStorageIfAvailable { mine in
+            prefix.utf8.withContiguousStorageIfAvailable { theirs in
+                UnsafeBufferPointer(rebasing: mine.prefix(theirs.count)).elementsEqual(theirs)
+            }
+        }
+        return (inPlace ?? nil) ?? self.utf8.starts(with: prefix.utf8)
     }
 }

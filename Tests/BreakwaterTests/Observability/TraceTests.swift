@@ -79,6 +79,21 @@ import W3CTraceContext
         }
     }
 
+    /// Ids are written eight digits at a time by arithmetic: every nibble value, in every place.
+    @Test func idsAreTheirWordsInHex() {
+        var generator = IdentifierGenerator(seed: 7)
+        let words: [UInt64] = [0, .max, 0x0123_4567_89AB_CDEF, 0xFEDC_BA98_7654_3210, 0x9A9A_0F0F_F0F0_A9A9] + (0..<1000).map { _ in generator.next() }
+        for word in words {
+            let written = String(unsafeUninitializedCapacity: 16) { buffer in
+                var at = 0
+                RequestTrace.writeHex(word, into: buffer, at: &at)
+                return at
+            }
+            let expected = String(repeating: "0", count: 16 - String(word, radix: 16).count) + String(word, radix: 16)
+            #expect(written == expected)
+        }
+    }
+
     @Test func aCustomHeaderNameIsUsed() async throws {
         try await ProxyHarness.with(configuration: "[trace]\nrequest_id_header = \"X-Correlation-ID\"\ntraceparent = false\n") { proxy in
             let response = try await proxy.request(get("/status/200"))

@@ -9,7 +9,7 @@ import Testing
 /// read back with NIO's strict decoders, so a framing mistake shows up as a parse error.
 @Suite struct WireFormatTests {
     @Test func aResponseHeadIsItsStatusLineFieldsAndBlankLine() throws {
-        let channel = EmbeddedChannel(handler: ClientResponseEncoder())
+        let channel = EmbeddedChannel(handler: ResponseEncoding())
         let headers: HTTPHeaders = ["Content-Type": "text/plain", "content-length": "2", "X-Note": "café"]
         try channel.writeOutbound(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers)))
         try channel.writeOutbound(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "ok"))))
@@ -24,7 +24,7 @@ import Testing
             (.http1_1, .switchingProtocols, "HTTP/1.1 101 Switching Protocols\r\n\r\n"),
         ]
         for (version, status, expected) in cases {
-            let channel = EmbeddedChannel(handler: ClientResponseEncoder())
+            let channel = EmbeddedChannel(handler: ResponseEncoding())
             try channel.writeOutbound(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: status)))
             #expect(try Self.written(by: channel) == expected)
         }
@@ -73,7 +73,7 @@ import Testing
     }
 
     @Test func aChunkedResponseWithoutTrailersEndsWithTheLastChunk() throws {
-        let channel = EmbeddedChannel(handler: ClientResponseEncoder())
+        let channel = EmbeddedChannel(handler: ResponseEncoding())
         try channel.writeOutbound(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: ["transfer-encoding": "chunked"])))
         try channel.writeOutbound(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "0123456789abcdef"))))
         try channel.writeOutbound(HTTPServerResponsePart.end(nil))
@@ -82,7 +82,7 @@ import Testing
 
     /// HTTP/1.0 has no chunks: a body is passed on as it is even if a header says otherwise.
     @Test func anHTTP10MessageIsNeverChunked() throws {
-        let channel = EmbeddedChannel(handler: ClientResponseEncoder())
+        let channel = EmbeddedChannel(handler: ResponseEncoding())
         try channel.writeOutbound(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_0, status: .ok, headers: ["transfer-encoding": "chunked"])))
         try channel.writeOutbound(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "raw"))))
         try channel.writeOutbound(HTTPServerResponsePart.end(nil))
@@ -92,7 +92,7 @@ import Testing
     /// The lingering close waits on the end's promise: it must complete, and only after the
     /// bytes before it were written.
     @Test func promisesCompleteInOrderWhenTheEndWritesNothing() throws {
-        let channel = EmbeddedChannel(handler: ClientResponseEncoder())
+        let channel = EmbeddedChannel(handler: ResponseEncoding())
         var completed: [String] = []
         let head = channel.eventLoop.makePromise(of: Void.self)
         let body = channel.eventLoop.makePromise(of: Void.self)
@@ -106,6 +106,17 @@ import Testing
         channel.writeAndFlush(HTTPServerResponsePart.end(nil), promise: end)
         #expect(completed == ["head", "body", "end"])
         #expect(try Self.written(by: channel) == "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+    }
+
+    /// `ClientResponseEncoder` as `DownstreamHandler` drives it, from a handler's context.
+    private final class ResponseEncoding: ChannelOutboundHandler {
+        typealias OutboundIn = HTTPServerResponsePart
+        typealias OutboundOut = IOData
+        private var encoder = ClientResponseEncoder()
+
+        func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+            self.encoder.write(self.unwrapOutboundIn(data), context: context, promise: promise)
+        }
     }
 
     private static func written(by channel: EmbeddedChannel) throws -> String {
