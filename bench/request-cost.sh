@@ -91,7 +91,7 @@ run() {
   pid=$!
   local ticks
   ticks=$(python3 - "$path" "$requests" "$pid" <<'PY'
-import http.client, os, socket, sys, time
+import http.client, os, re, socket, sys, time
 path, requests, pid = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 def cpu():
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
@@ -111,10 +111,16 @@ c = connect()
 if path.startswith("/shed/"):  # the route's only slot, held for the whole run
     hold = socket.create_connection(("127.0.0.1", 18730))
     hold.sendall(b"GET /shed/hold HTTP/1.1\r\nHost: bench\r\n\r\n")
-    for _ in range(300):
-        c.request("GET", "/shed/probe"); r = c.getresponse(); r.read()
-        if r.status == 503: break
+    # Held when the admin gauge says so, not when a probe is refused: a probe read before
+    # the holder's request would take the slot itself and wait on the app for ever.
+    taken = re.compile(rb'^breakwater_in_flight_requests\{route="shed"\} 1(\.0)?$', re.M)
+    for _ in range(600):
+        admin = http.client.HTTPConnection("127.0.0.1", 18739, timeout=60)
+        admin.request("GET", "/metrics")
+        if taken.search(admin.getresponse().read()): break
         time.sleep(0.1)
+    else:
+        sys.exit("the shed route never filled")
 if path.startswith("/broken/"):  # one failure opens the breaker
     c.request("GET", "/broken/open"); c.getresponse().read()
 expected = 200 if path == "/items" else 503
