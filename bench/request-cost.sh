@@ -6,7 +6,7 @@
 # so start-up and warm-up cancel out. Three kinds of request: one proxied to the app, one shed
 # at a route's hard limit, and one refused by an open breaker.
 #
-#   bench/request-cost.sh [N]      (default N = 500, ~8 minutes; needs gcc, valgrind, python3 and nginx,
+#   bench/request-cost.sh [N]      (default N = 500, 4-8 minutes; needs gcc, valgrind, python3 and nginx,
 #                                   which it installs from Debian's packages when it can)
 #
 # Instruction counts are the figure to compare builds by: they repeat to a fraction of a
