@@ -28,7 +28,10 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private let loop: EventLoopContext
     /// The byte-level guard below the decoder, told of each head and each finished answer.
     private let connectionGuard: ClientConnectionGuard
-    private var responseEncoder = ClientResponseEncoder()
+    /// The answers' bytes, written from this handler's own context: as a handler of its own,
+    /// the encoder was one more stop for every write, flush and read of every request, and each
+    /// response part was boxed in `NIOAny` on the way in and cast back out.
+    private var responseEncoder = HTTPMessageEncoder()
     private var context: ChannelHandlerContext?
     private var exchange: ProxyExchange?
     private var clientAddress: String?
@@ -232,7 +235,11 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func writeResponsePart(_ part: HTTPServerResponsePart) {
         guard let context else { return }
-        self.responseEncoder.write(part, context: context, promise: nil)
+        self.write(part, context: context, promise: nil)
+    }
+
+    private func write(_ part: HTTPServerResponsePart, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+        self.responseEncoder.write(part, context: context, promise: promise)
     }
 
     func flush() {
@@ -252,7 +259,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             self.closing = true
             self.pipelined.removeAll()
             let written = context.eventLoop.makePromise(of: Void.self)
-            self.responseEncoder.write(.end(trailers), context: context, promise: written)
+            self.write(.end(trailers), context: context, promise: written)
             context.flush()
             LingeringClose.close(
                 context.channel,
@@ -260,7 +267,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 writeTimeout: TimeAmount(self.generation.value.server.idleTimeout)
             )
         } else {
-            self.responseEncoder.write(.end(trailers), context: context, promise: nil)
+            self.write(.end(trailers), context: context, promise: nil)
             context.flush()
             self.deliverPipelined()
             self.resumeReadingIfNeeded()
@@ -274,9 +281,9 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func respond(_ response: LocalResponse, version: HTTPVersion, withBody: Bool, closeConnection: Bool) {
         guard let context else { return }
         let keepAlive = !closeConnection
-        self.responseEncoder.write(.head(response.head(version: version, keepAlive: keepAlive)), context: context, promise: nil)
+        self.write(.head(response.head(version: version, keepAlive: keepAlive)), context: context, promise: nil)
         if withBody {
-            self.responseEncoder.write(.body(.byteBuffer(response.bodyBuffer(allocator: context.channel.allocator))), context: context, promise: nil)
+            self.write(.body(.byteBuffer(response.bodyBuffer(allocator: context.channel.allocator))), context: context, promise: nil)
         }
         self.finishResponse(trailers: nil, closeConnection: !keepAlive)
     }
@@ -296,7 +303,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         self.exchange = nil
-        self.responseEncoder.write(.head(response), context: context, promise: nil)
+        self.write(.head(response), context: context, promise: nil)
         context.flush()
         do {
             try Tunnel.splice(client: context.channel, upstream: upstream.channel)

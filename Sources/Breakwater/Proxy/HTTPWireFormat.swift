@@ -1,8 +1,7 @@
 import NIOCore
 import NIOHTTP1
 
-/// HTTP/1.1 messages as bytes, for the proxy's two encoders (`ClientResponseEncoder`,
-/// `UpstreamRequestEncoder`).
+/// HTTP/1.1 messages as bytes, for `HTTPMessageEncoder`.
 ///
 /// A head is measured first and then copied in one pass: one capacity check, one copy per
 /// string. NIO's encoders write each of the four pieces of a header line with its own
@@ -103,18 +102,50 @@ extension HTTPVersion {
     fileprivate var isHTTP10: Bool { self.major == 1 && self.minor == 0 }
 }
 
-/// The body and end of a message as its encoder writes them: passed on as they are, or framed
-/// as chunks when the head said `Transfer-Encoding: chunked` (RFC 9112 §7.1). Framing headers
-/// are the exchange's business (`HeaderRewriting` declares them per hop); this only follows them.
-struct BodyFraming {
+/// A message head the encoder can write: a request's or a response's.
+protocol HTTPMessageHead {
+    var version: HTTPVersion { get }
+    var headers: HTTPHeaders { get }
+    func write(to buffer: inout ByteBuffer)
+}
+
+extension HTTPRequestHead: HTTPMessageHead {
+    func write(to buffer: inout ByteBuffer) { buffer.writeRequestHead(self) }
+}
+
+extension HTTPResponseHead: HTTPMessageHead {
+    func write(to buffer: inout ByteBuffer) { buffer.writeResponseHead(self) }
+}
+
+/// Writes one direction's HTTP/1.1 messages as bytes, in place of NIO's encoders: the head in
+/// one pass, the body as it comes, passed on as it is or framed as chunks when the head said
+/// `Transfer-Encoding: chunked` (RFC 9112 §7.1). Framing headers are the exchange's business
+/// (`HeaderRewriting` declares them per hop); this only follows them.
+///
+/// A value its owner writes through, from the owner's channel context: `DownstreamHandler` for
+/// the answers to a client, `UpstreamRequestEncoder` for the requests to the app.
+struct HTTPMessageEncoder {
     private var isChunked = false
 
-    /// A new message's head went out.
-    mutating func start(_ headers: HTTPHeaders, version: HTTPVersion) {
-        self.isChunked = version.speaksChunked && headers.first(name: "transfer-encoding") == "chunked"
+    mutating func write<Head: HTTPMessageHead>(
+        _ part: HTTPPart<Head, IOData>,
+        context: ChannelHandlerContext,
+        promise: EventLoopPromise<Void>?
+    ) {
+        switch part {
+        case .head(let head):
+            var bytes = context.channel.allocator.buffer(capacity: 0)
+            head.write(to: &bytes)
+            self.isChunked = head.version.speaksChunked && head.headers.first(name: "transfer-encoding") == "chunked"
+            context.write(NIOAny(IOData.byteBuffer(bytes)), promise: promise)
+        case .body(let body):
+            self.write(body, context: context, promise: promise)
+        case .end(let trailers):
+            self.end(trailers: trailers, context: context, promise: promise)
+        }
     }
 
-    func write(_ body: IOData, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+    private func write(_ body: IOData, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
         // An empty chunk would end the body: nothing of it goes out, but its promise still
         // completes in order with the bytes before it.
         guard self.isChunked, body.readableBytes > 0 else {
@@ -131,7 +162,7 @@ struct BodyFraming {
         context.write(NIOAny(IOData.byteBuffer(frame)), promise: promise)
     }
 
-    mutating func end(trailers: HTTPHeaders?, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
+    private mutating func end(trailers: HTTPHeaders?, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
         defer { self.isChunked = false }
         if self.isChunked {
             var last = context.channel.allocator.buffer(capacity: 5)

@@ -1,25 +1,19 @@
 import NIOCore
 import NIOHTTP1
 
-/// Writes requests to the app as HTTP/1.1 bytes, in place of NIO's `HTTPRequestEncoder`: the
-/// head in one pass (see `HTTPWireFormat`), the body as it comes.
+/// Writes requests to the app as HTTP/1.1 bytes (`HTTPMessageEncoder`), in place of NIO's
+/// `HTTPRequestEncoder`.
+///
+/// A handler, where the client side's encoder is a value `DownstreamHandler` writes through:
+/// NIO's response decoder sits between `UpstreamHandler` and the socket and must see each
+/// request head go by, to know which responses have no body.
 final class UpstreamRequestEncoder: ChannelOutboundHandler, RemovableChannelHandler {
     typealias OutboundIn = HTTPClientRequestPart
     typealias OutboundOut = IOData
 
-    private var body = BodyFraming()
+    private var encoder = HTTPMessageEncoder()
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        switch self.unwrapOutboundIn(data) {
-        case .head(let head):
-            var bytes = context.channel.allocator.buffer(capacity: 0)
-            bytes.writeRequestHead(head)
-            self.body.start(head.headers, version: head.version)
-            context.write(self.wrapOutboundOut(.byteBuffer(bytes)), promise: promise)
-        case .body(let part):
-            self.body.write(part, context: context, promise: promise)
-        case .end(let trailers):
-            self.body.end(trailers: trailers, context: context, promise: promise)
-        }
+        self.encoder.write(self.unwrapOutboundIn(data), context: context, promise: promise)
     }
 }

@@ -4,8 +4,8 @@ import NIOEmbedded
 import NIOHTTP1
 import Testing
 
-/// The proxy's own encoders (`ClientResponseEncoder`, `UpstreamRequestEncoder`): the exact
-/// bytes of a head, chunked framing, trailers, and promises in order. What they write is also
+/// The proxy's own encoder (`HTTPMessageEncoder`, for responses and requests): the exact
+/// bytes of a head, chunked framing, trailers, and promises in order. What it writes is also
 /// read back with NIO's strict decoders, so a framing mistake shows up as a parse error.
 @Suite struct WireFormatTests {
     @Test func aResponseHeadIsItsStatusLineFieldsAndBlankLine() throws {
@@ -108,11 +108,11 @@ import Testing
         #expect(try Self.written(by: channel) == "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
     }
 
-    /// `ClientResponseEncoder` as `DownstreamHandler` drives it, from a handler's context.
+    /// `HTTPMessageEncoder` as `DownstreamHandler` drives it, from a handler's context.
     private final class ResponseEncoding: ChannelOutboundHandler {
         typealias OutboundIn = HTTPServerResponsePart
         typealias OutboundOut = IOData
-        private var encoder = ClientResponseEncoder()
+        private var encoder = HTTPMessageEncoder()
 
         func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
             self.encoder.write(self.unwrapOutboundIn(data), context: context, promise: promise)
