@@ -38,13 +38,16 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 class Server:
     """A process (and its children) under test: where it listens and what it costs."""
 
-    def __init__(self, name, port, argv, cpu=None):
+    def __init__(self, name, port, argv, cpu=None, env=None, startup_seconds=30):
         self.name, self.port = name, port
         prefix = ["taskset", "-c", cpu] if cpu is not None else []
         self.process = subprocess.Popen(prefix + argv, stdout=subprocess.DEVNULL,
-                                        stderr=open(os.path.join(WORK, name + ".err"), "w"),
-                                        start_new_session=True)
-        wait_until_answering(port, name)
+                                        stderr=open(self.stderr_path(), "w"),
+                                        start_new_session=True, env=env)
+        wait_until_answering(port, name, timeout=startup_seconds)
+
+    def stderr_path(self):
+        return os.path.join(WORK, self.name + ".err")
 
     def pids(self):
         """The process and its descendants (nginx's workers)."""
@@ -77,10 +80,10 @@ class Server:
                 pass
         return total / 1024
 
-    def stop(self):
+    def stop(self, timeout=10):
         os.killpg(self.process.pid, signal.SIGTERM)
         try:
-            self.process.wait(timeout=10)
+            self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
 
@@ -92,8 +95,8 @@ def children_of(pid):
         return []
 
 
-def wait_until_answering(port, name, path="/"):
-    deadline = time.monotonic() + 30
+def wait_until_answering(port, name, path="/", timeout=30):
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             if http_get(port, path)[0] == 200:
@@ -144,8 +147,18 @@ http {{
     return Server("backend", BACKEND_PORT, ["nginx", "-p", WORK, "-c", conf], cpu)
 
 
-def start_breakwater(binary, cpu):
-    conf = write("proxy.conf", f"""
+def open_blackhole():
+    """The port behind the backend's /shed/: it accepts and never answers."""
+    blackhole = socket.socket()
+    blackhole.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    blackhole.bind(("127.0.0.1", BLACKHOLE_PORT))
+    blackhole.listen(4096)
+    return blackhole
+
+
+def breakwater_config():
+    """Breakwater in front of the backend, with the routes `prepare_refusals` fills and breaks."""
+    return write("proxy.conf", f"""
 listen = "127.0.0.1:{BREAKWATER_PORT}"
 upstream = "127.0.0.1:{BACKEND_PORT}"
 
@@ -179,7 +192,10 @@ failure_threshold = 1
 recovery_timeout = "1h"
 max_recovery_timeout = "1h"
 """)
-    return Server("breakwater", BREAKWATER_PORT, [binary, "--config", conf], cpu)
+
+
+def start_breakwater(binary, cpu):
+    return Server("breakwater", BREAKWATER_PORT, [binary, "--config", breakwater_config()], cpu)
 
 
 def start_nginx(cpu):
@@ -316,11 +332,7 @@ def main():
     # Proxies on one core, load and backend on the other, so the proxies compete for nothing.
     proxy_cpu, load_cpu = ("1", "0") if os.cpu_count() >= 2 else ("0", "0")
 
-    blackhole = socket.socket()
-    blackhole.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    blackhole.bind(("127.0.0.1", BLACKHOLE_PORT))
-    blackhole.listen(4096)
-
+    blackhole = open_blackhole()  # open for the whole run
     backend = start_backend(load_cpu)
     servers = []
     try:
