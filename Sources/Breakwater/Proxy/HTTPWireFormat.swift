@@ -123,7 +123,7 @@ extension HTTPResponseHead: HTTPMessageHead {
 /// (`HeaderRewriting` declares them per hop); this only follows them.
 ///
 /// A value its owner writes through, from the owner's channel context: `DownstreamHandler` for
-/// the answers to a client, `UpstreamRequestEncoder` for the requests to the app.
+/// the answers to a client, `UpstreamHandler` for the requests to the app.
 struct HTTPMessageEncoder {
     private var isChunked = false
 

@@ -7,9 +7,8 @@ enum Tunnel {
     ///
     /// The tunnel handlers go in first and the decoders come out last, so bytes that arrived
     /// behind the 101 (a WebSocket frame sent straight after the upgrade, say) are forwarded by
-    /// the decoders as they leave instead of being lost. A decoder leaves on the next loop tick,
-    /// and the app side's decoder also watches outgoing request heads, so it must be gone before
-    /// the client's leftovers are written towards the app: the two removals run in that order.
+    /// the decoders as they leave instead of being lost. A decoder leaves on the next loop tick;
+    /// once both are gone, the leftovers are flushed and both sides read on.
     static func splice(client: any Channel, upstream: any Channel) throws {
         let (clientSide, upstreamSide) = TunnelHandler.makePair()
         let clientPipeline = client.pipeline.syncOperations
@@ -20,9 +19,8 @@ enum Tunnel {
         try clientPipeline.remove(DownstreamHandler.self)
         try clientPipeline.remove(ClientConnectionGuard.self)
         try upstreamPipeline.remove(UpstreamHandler.self)
-        try upstreamPipeline.remove(UpstreamRequestEncoder.self)
 
-        let upstreamDecoder = try upstreamPipeline.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self)
+        let upstreamDecoder = try upstreamPipeline.handler(type: ByteToMessageHandler<UpstreamResponseDecoder>.self)
         let clientDecoder = try clientPipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
         upstreamPipeline.removeHandler(upstreamDecoder)
             .assumeIsolated()

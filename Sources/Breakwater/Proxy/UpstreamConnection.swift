@@ -63,12 +63,13 @@ final class UpstreamConnection {
     }
 }
 
-/// The channel handler behind `UpstreamConnection`: forwards response parts to the delegate and
-/// holds reads while the delegate's client cannot take more.
+/// The channel handler behind `UpstreamConnection`: writes requests as HTTP/1.1 bytes
+/// (`HTTPMessageEncoder`, as `DownstreamHandler` writes responses), forwards response parts to
+/// the delegate, and holds reads while the delegate's client cannot take more.
 final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundIn = HTTPClientRequestPart
-    typealias OutboundOut = HTTPClientRequestPart
+    typealias OutboundIn = IOData
+    typealias OutboundOut = IOData
 
     /// The exchange leasing the connection; nil while it idles in the pool. A read held for the
     /// last one's slow client is re-decided for the next: an idle connection always reads, so
@@ -80,6 +81,12 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     fileprivate private(set) var isActive = false
     private var context: ChannelHandlerContext?
     private var readHeld = false
+    private var encoder = HTTPMessageEncoder()
+    private let responseDecoder: UpstreamResponseDecoder
+
+    init(responseDecoder: UpstreamResponseDecoder) {
+        self.responseDecoder = responseDecoder
+    }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -144,7 +151,11 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     fileprivate func write(_ part: HTTPClientRequestPart) {
-        self.context?.write(self.wrapOutboundOut(part), promise: nil)
+        guard let context else { return }
+        if case .head(let head) = part {
+            self.responseDecoder.requestSent(head)
+        }
+        self.encoder.write(part, context: context, promise: nil)
     }
 
     fileprivate func flush() {

@@ -73,7 +73,7 @@ final class UpstreamConnectionPool {
             .connectTimeout(TimeAmount(self.configuration.connectTimeout))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addUpstreamHandlers(UpstreamHandler())
+                    try channel.pipeline.syncOperations.addUpstreamHandlers()
                 }
             }
         if isTCP {
@@ -113,19 +113,13 @@ final class UpstreamConnectionPool {
 }
 
 extension ChannelPipeline.SynchronousOperations {
-    /// An app connection's pipeline, from the socket inwards. The decoder forwards the bytes
-    /// after a `101` (for tunnels) and drops other 1xx answers, which the proxy does not relay.
-    func addUpstreamHandlers(_ handler: UpstreamHandler) throws {
+    /// An app connection's pipeline, from the socket inwards: NIO's response decoder, then the
+    /// handler, which encodes requests itself and tells the decoder of each.
+    func addUpstreamHandlers() throws {
+        let decoder = UpstreamResponseDecoder()
         try self.addHandlers([
-            UpstreamRequestEncoder(),
-            ByteToMessageHandler(
-                HTTPResponseDecoder(
-                    leftOverBytesStrategy: .forwardBytes,
-                    informationalResponseStrategy: .drop,
-                    limitConfiguration: .proxyLimits
-                )
-            ),
-            handler,
+            ByteToMessageHandler(decoder),
+            UpstreamHandler(responseDecoder: decoder),
         ])
     }
 }

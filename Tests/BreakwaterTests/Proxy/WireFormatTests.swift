@@ -9,7 +9,7 @@ import Testing
 /// read back with NIO's strict decoders, so a framing mistake shows up as a parse error.
 @Suite struct WireFormatTests {
     @Test func aResponseHeadIsItsStatusLineFieldsAndBlankLine() throws {
-        let channel = EmbeddedChannel(handler: ResponseEncoding())
+        let channel = EmbeddedChannel(handler: Encoding<HTTPResponseHead>())
         let headers: HTTPHeaders = ["Content-Type": "text/plain", "content-length": "2", "X-Note": "café"]
         try channel.writeOutbound(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers)))
         try channel.writeOutbound(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "ok"))))
@@ -24,7 +24,7 @@ import Testing
             (.http1_1, .switchingProtocols, "HTTP/1.1 101 Switching Protocols\r\n\r\n"),
         ]
         for (version, status, expected) in cases {
-            let channel = EmbeddedChannel(handler: ResponseEncoding())
+            let channel = EmbeddedChannel(handler: Encoding<HTTPResponseHead>())
             try channel.writeOutbound(HTTPServerResponsePart.head(HTTPResponseHead(version: version, status: status)))
             #expect(try Self.written(by: channel) == expected)
         }
@@ -32,7 +32,7 @@ import Testing
 
     /// A head far larger than any buffer's first guess is measured right and written whole.
     @Test func aLargeHeadIsWrittenWhole() throws {
-        let channel = EmbeddedChannel(handler: UpstreamRequestEncoder())
+        let channel = EmbeddedChannel(handler: Encoding<HTTPRequestHead>())
         var headers = HTTPHeaders()
         for index in 0..<50 {
             headers.add(name: "x-field-\(index)", value: String(repeating: "v", count: 300))
@@ -46,7 +46,7 @@ import Testing
     }
 
     @Test func aChunkedRequestIsFramedAndReadsBackWithItsTrailers() throws {
-        let channel = EmbeddedChannel(handler: UpstreamRequestEncoder())
+        let channel = EmbeddedChannel(handler: Encoding<HTTPRequestHead>())
         let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/upload", headers: ["host": "app", "transfer-encoding": "chunked"])
         try channel.writeOutbound(HTTPClientRequestPart.head(head))
         try channel.writeOutbound(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(string: "hello, "))))
@@ -73,7 +73,7 @@ import Testing
     }
 
     @Test func aChunkedResponseWithoutTrailersEndsWithTheLastChunk() throws {
-        let channel = EmbeddedChannel(handler: ResponseEncoding())
+        let channel = EmbeddedChannel(handler: Encoding<HTTPResponseHead>())
         try channel.writeOutbound(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: ["transfer-encoding": "chunked"])))
         try channel.writeOutbound(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "0123456789abcdef"))))
         try channel.writeOutbound(HTTPServerResponsePart.end(nil))
@@ -82,7 +82,7 @@ import Testing
 
     /// HTTP/1.0 has no chunks: a body is passed on as it is even if a header says otherwise.
     @Test func anHTTP10MessageIsNeverChunked() throws {
-        let channel = EmbeddedChannel(handler: ResponseEncoding())
+        let channel = EmbeddedChannel(handler: Encoding<HTTPResponseHead>())
         try channel.writeOutbound(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_0, status: .ok, headers: ["transfer-encoding": "chunked"])))
         try channel.writeOutbound(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "raw"))))
         try channel.writeOutbound(HTTPServerResponsePart.end(nil))
@@ -92,7 +92,7 @@ import Testing
     /// The lingering close waits on the end's promise: it must complete, and only after the
     /// bytes before it were written.
     @Test func promisesCompleteInOrderWhenTheEndWritesNothing() throws {
-        let channel = EmbeddedChannel(handler: ResponseEncoding())
+        let channel = EmbeddedChannel(handler: Encoding<HTTPResponseHead>())
         var completed: [String] = []
         let head = channel.eventLoop.makePromise(of: Void.self)
         let body = channel.eventLoop.makePromise(of: Void.self)
@@ -109,8 +109,9 @@ import Testing
     }
 
     /// `HTTPMessageEncoder` as `DownstreamHandler` drives it, from a handler's context.
-    private final class ResponseEncoding: ChannelOutboundHandler {
-        typealias OutboundIn = HTTPServerResponsePart
+    /// The encoder as `DownstreamHandler` and `UpstreamHandler` write through it.
+    private final class Encoding<Head: HTTPMessageHead & Equatable>: ChannelOutboundHandler {
+        typealias OutboundIn = HTTPPart<Head, IOData>
         typealias OutboundOut = IOData
         private var encoder = HTTPMessageEncoder()
 
