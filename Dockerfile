@@ -6,7 +6,8 @@ COPY Package.swift ./
 RUN swift package resolve
 COPY Sources ./Sources
 COPY Tests ./Tests
-RUN swift build -c release --product breakwater --static-swift-stdlib \
+# The same build as bench/release-build.sh's: link-time optimised across all modules.
+RUN swift build -c release --product breakwater --static-swift-stdlib --experimental-lto-mode=full \
  && install -D "$(swift build -c release --show-bin-path)/breakwater" /out/breakwater
 
 # Run: a slim image, an unprivileged user, nothing but the binary and its configuration.

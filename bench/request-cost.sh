@@ -13,12 +13,10 @@ cd "$(dirname "$0")/.."
 N=${1:-500}
 command -v valgrind >/dev/null || apt-get install -y -qq --no-install-recommends valgrind >/dev/null
 command -v nginx >/dev/null || apt-get install -y -qq --no-install-recommends nginx-light >/dev/null
-# The binary as the Dockerfile ships it, the same build as bench/run.sh's.
-build=(swift build -c release --product breakwater --static-swift-stdlib --scratch-path .build-static)
-"${build[@]}" >/dev/null
-BIN=$("${build[@]}" --show-bin-path)/breakwater
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
+# The binary as the Dockerfile ships it; the build's output only if it fails.
+BIN=$(bench/release-build.sh 2>"$WORK/build.log") || { cat "$WORK/build.log" >&2; exit 1; }
 gcc -O2 -shared -fPIC -o "$WORK/malloc-count.so" bench/malloc-count.c
 strip --strip-debug -o "$WORK/breakwater" "$BIN"
 

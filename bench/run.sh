@@ -21,9 +21,5 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# The binary as the Dockerfile ships it: the Swift runtime linked in statically (which also
-# saves some 5 MB of resident memory over loading the shared libraries). A scratch path of its
-# own, so the development build in .build is left alone.
-build=(swift build -c release --product breakwater --static-swift-stdlib --scratch-path .build-static)
-"${build[@]}" >&2
-exec python3 bench/compare.py --breakwater "$("${build[@]}" --show-bin-path)/breakwater" "$@"
+bin=$(bench/release-build.sh)   # the binary as the Dockerfile ships it
+exec python3 bench/compare.py --breakwater "$bin" "$@"

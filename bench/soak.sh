@@ -90,9 +90,8 @@ if ((asan)); then
     [ -x "$symbolizer" ] && export ASAN_SYMBOLIZER_PATH="$symbolizer"
   fi
 else
-  echo "building breakwater (release) ..." >&2
-  nice -n 19 swift build -c release --product breakwater >&2
-  bin="$(swift build -c release --show-bin-path)/breakwater"
+  echo "building breakwater (release, as the Dockerfile ships it) ..." >&2
+  bin=$(nice -n 19 bench/release-build.sh)
 fi
 
 exec nice -n 19 python3 bench/soak.py --breakwater "$bin" "${args[@]}"

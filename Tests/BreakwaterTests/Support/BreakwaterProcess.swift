@@ -7,9 +7,17 @@ final class BreakwaterProcess: @unchecked Sendable {
     let configurationPath: String
     private let logPath: String
 
-    /// The binary that `swift build` put beside the tests.
+    /// The binary that `swift build` put beside the tests, or the one `BREAKWATER_BINARY` names:
+    /// how a release build (the one the Dockerfile ships, link-time optimised) is put through
+    /// the tests that run a process.
     static var executable: URL {
         get throws {
+            if let named = ProcessInfo.processInfo.environment["BREAKWATER_BINARY"] {
+                guard FileManager.default.isExecutableFile(atPath: named) else {
+                    throw RawClientError(description: "BREAKWATER_BINARY=\(named) is not an executable file")
+                }
+                return URL(fileURLWithPath: named)
+            }
             var directory = URL(fileURLWithPath: #filePath)
             while directory.path != "/" && !FileManager.default.fileExists(atPath: directory.appendingPathComponent("Package.swift").path) {
                 directory.deleteLastPathComponent()
