@@ -44,20 +44,13 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
-    Benchmark("routing: 8 × RouteConfig.matches on a ready path") { benchmark in
+    Benchmark("routing: 8 × RouteMatcher.matches on a ready path") { benchmark in
         let path = Router.path(of: "/api/v1/orders/8412?expand=items")
+        let matchers = Fixtures.routes.map(\.matcher)
         for _ in benchmark.scaledIterations {
-            for route in Fixtures.routes {
-                blackHole(route.matches(method: HTTPMethod.GET.rawValue, path: identity(path)))
+            for matcher in matchers {
+                blackHole(matcher.matches(method: HTTPMethod.GET.rawValue, path: identity(path)))
             }
-        }
-    }
-
-    // Not Breakwater's code: the same routing done on UTF-8 bytes instead of Characters, as a
-    // yardstick for what the Character-wise comparisons in Router.swift cost.
-    Benchmark("routing (yardstick): the same match on UTF-8 bytes") { benchmark in
-        for _ in benchmark.scaledIterations {
-            blackHole(Yardstick.routeIndex(Fixtures.routes, method: HTTPMethod.GET.rawValue, uri: identity("/api/v1/orders/8412?expand=items")))
         }
     }
 
@@ -201,29 +194,6 @@ let benchmarks: @Sendable () -> Void = {
         for _ in benchmark.scaledIterations {
             blackHole(RequestTrace.newRequestID(using: &generator))
         }
-    }
-}
-
-/// Router.routeIndex with byte-wise instead of Character-wise string operations.
-enum Yardstick {
-    static func routeIndex(_ routes: [RouteConfig], method: String, uri: String) -> Int {
-        var path = Substring(uri)
-        if path.utf8.first != UInt8(ascii: "/"), let scheme = path.firstRange(of: "://") {
-            let afterAuthority = path[scheme.upperBound...]
-            path = afterAuthority.utf8.firstIndex(of: UInt8(ascii: "/")).map { afterAuthority[$0...] } ?? "/"
-        }
-        if let query = path.utf8.firstIndex(where: { $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") }) {
-            path = path[..<query]
-        }
-        for (index, route) in routes.enumerated() {
-            if let methods = route.methods, !methods.contains(method) { continue }
-            switch route.match {
-            case .any: return index
-            case .exact(let exact): if path.utf8.elementsEqual(exact.utf8) { return index }
-            case .prefix(let prefix): if path.utf8.starts(with: prefix.utf8) { return index }
-            }
-        }
-        return routes.count - 1
     }
 }
 

@@ -4,17 +4,21 @@
 /// Plain values and no NIO: the data path asks, the router answers, and tests need no sockets.
 public struct Router: Sendable {
     public let routes: [RouteConfig]
+    /// What matching reads of each route, kept apart: a `RouteConfig` read out of `routes` is
+    /// copied, every string and set in it retained and released, route after route.
+    private let matchers: [RouteMatcher]
 
     /// - Precondition: the last route matches everything (the configuration guarantees it).
     public init(routes: [RouteConfig]) {
         precondition(routes.last?.match == .any, "the last route must be the catch-all default")
         self.routes = routes
+        self.matchers = routes.map(\.matcher)
     }
 
     /// The index of the route for `method` and the request target `uri`.
     public func routeIndex(method: String, uri: String) -> Int {
         let path = Self.path(of: uri)
-        for (index, route) in self.routes.enumerated() where route.matches(method: method, path: path) {
+        for index in self.matchers.indices where self.matchers[index].matches(method: method, path: path) {
             return index
         }
         return self.routes.count - 1
@@ -37,7 +41,11 @@ public struct Router: Sendable {
     }
 }
 
-extension RouteConfig {
+/// What a route matches on: its path and, when it lists them, its methods.
+struct RouteMatcher: Sendable {
+    let match: PathMatch
+    let methods: Set<String>?
+
     func matches(method: String, path: Substring) -> Bool {
         if let methods, !methods.contains(method) {
             return false
@@ -49,6 +57,12 @@ extension RouteConfig {
         case .exact(let exact): return path.utf8.count == exact.utf8.count && path.hasBytePrefix(exact)
         case .prefix(let prefix): return path.hasBytePrefix(prefix)
         }
+    }
+}
+
+extension RouteConfig {
+    var matcher: RouteMatcher {
+        RouteMatcher(match: self.match, methods: self.methods)
     }
 }
 
