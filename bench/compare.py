@@ -40,6 +40,11 @@ class Server:
 
     def __init__(self, name, port, argv, cpu=None, env=None, startup_seconds=30):
         self.name, self.port = name, port
+        # Something already answering there (a server left over from an interrupted run) would
+        # be measured in this one's place, unpinned and uncounted.
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                sys.exit(f"{name}: port {port} is already in use; stop what listens there (`ss -ltnp`)")
         prefix = ["taskset", "-c", cpu] if cpu is not None else []
         self.process = subprocess.Popen(prefix + argv, stdout=subprocess.DEVNULL,
                                         stderr=open(self.stderr_path(), "w"),
