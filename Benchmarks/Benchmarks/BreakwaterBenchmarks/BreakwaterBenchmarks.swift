@@ -67,7 +67,7 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     // As the data path does it: the route's lock, the state-change check and the metrics.
-    let route = Route(configuration: Fixtures.routes[4], metrics: ProxyMetrics())
+    let route = Route(configuration: Fixtures.routes[4], proxyLimit: ConcurrencyGate(configuration: ConcurrencyConfig()), metrics: ProxyMetrics())
 
     Benchmark("breaker: Route.admit + record success (locked, data path)") { benchmark in
         var clock = PolicyInstant(nanoseconds: 1_000_000_000)
@@ -114,7 +114,11 @@ let benchmarks: @Sendable () -> Void = {
 
     let request = Fixtures.browserRequest
     let response = Fixtures.appResponse
+    let traceConfiguration = TraceConfig()
+    var traceGenerator = IdentifierGenerator(seed: 42)
+    let requestTrace = RequestTrace(request: request.headers, configuration: traceConfiguration, generator: &traceGenerator)
 
+    // As `ProxyExchange.forward` builds it: the trace headers are written in the same pass.
     Benchmark("headers: upstreamRequest (browser GET, 12 headers)") { benchmark in
         for _ in benchmark.scaledIterations {
             blackHole(
@@ -122,7 +126,9 @@ let benchmarks: @Sendable () -> Void = {
                     identity(request),
                     framing: .noBody,
                     clientAddress: "203.0.113.7",
-                    isUpgrade: false
+                    isUpgrade: false,
+                    trace: requestTrace,
+                    traceConfiguration: traceConfiguration
                 )
             )
         }
@@ -135,7 +141,8 @@ let benchmarks: @Sendable () -> Void = {
                     identity(response),
                     framing: .contentLength(5_120),
                     clientVersion: .http1_1,
-                    keepAlive: true
+                    keepAlive: true,
+                    requestID: (traceConfiguration.requestIDHeader, requestTrace.requestID)
                 )
             )
         }
@@ -153,7 +160,6 @@ let benchmarks: @Sendable () -> Void = {
 
     // MARK: 5. Request ids and trace context
 
-    let trace = TraceConfig()
     let withoutTraceparent = Fixtures.browserRequest.headers
     var withTraceparent = Fixtures.browserRequest.headers
     withTraceparent.add(name: "traceparent", value: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
@@ -162,30 +168,14 @@ let benchmarks: @Sendable () -> Void = {
     Benchmark("trace: new request id + traceparent (none incoming)") { benchmark in
         var generator = IdentifierGenerator(seed: 42)
         for _ in benchmark.scaledIterations {
-            blackHole(RequestTrace(request: identity(withoutTraceparent), configuration: trace, generator: &generator))
+            blackHole(RequestTrace(request: identity(withoutTraceparent), configuration: traceConfiguration, generator: &generator))
         }
     }
 
     Benchmark("trace: new request id, incoming traceparent kept") { benchmark in
         var generator = IdentifierGenerator(seed: 42)
         for _ in benchmark.scaledIterations {
-            blackHole(RequestTrace(request: identity(withTraceparent), configuration: trace, generator: &generator))
-        }
-    }
-
-    // As `ProxyExchange.forward` does it: the rewritten head, then the trace headers on it.
-    Benchmark("trace: upstreamRequest + RequestTrace.apply (forward's head)") { benchmark in
-        var generator = IdentifierGenerator(seed: 42)
-        let requestTrace = RequestTrace(request: withoutTraceparent, configuration: trace, generator: &generator)
-        for _ in benchmark.scaledIterations {
-            var head = HeaderRewriting.upstreamRequest(
-                identity(request),
-                framing: .noBody,
-                clientAddress: "203.0.113.7",
-                isUpgrade: false
-            )
-            requestTrace.apply(to: &head.headers, configuration: trace)
-            blackHole(head)
+            blackHole(RequestTrace(request: identity(withTraceparent), configuration: traceConfiguration, generator: &generator))
         }
     }
 
