@@ -1,8 +1,9 @@
 // The request path under libFuzzer: bytes from a client, through the pipeline the proxy builds
-// for a client connection (ClientConnectionGuard, NIO's strict HTTP/1.1 decoder, the pipelining
-// handler, DownstreamHandler, ProxyExchange, HeaderRewriting, MessageFraming), out through the
-// real upstream pipeline (UpstreamHandler, NIO's request encoder) to a model app that reads the
-// bytes with a strict HTTP/1.1 decoder of its own and answers.
+// for a client connection (ClientConnectionGuard, NIO's strict HTTP/1.1 decoder,
+// DownstreamHandler with its pipelining and encoder, ProxyExchange, HeaderRewriting,
+// MessageFraming), out through the real upstream pipeline (UpstreamHandler and its encoder, NIO's
+// response decoder) to a model app that reads the bytes with a strict HTTP/1.1 decoder of its
+// own and answers.
 //
 // Everything runs on one EmbeddedEventLoop: no sockets, no threads, no wall-clock waits. The
 // upstream connection pool is handed ready-made connections over EmbeddedChannels, so the proxy
@@ -132,8 +133,8 @@ final class ModelApp {
     init(loop: EmbeddedEventLoop) throws {
         self.channel = EmbeddedChannel(loop: loop)
         // What `UpstreamConnectionPool.connect` puts on a new connection.
-        let handler = UpstreamHandler()
-        try self.channel.pipeline.syncOperations.addUpstreamHandlers(handler)
+        try self.channel.pipeline.syncOperations.addUpstreamHandlers()
+        let handler = try self.channel.pipeline.syncOperations.handler(type: UpstreamHandler.self)
         self.channel.connect(to: appAddress, promise: nil)
         self.connection = UpstreamConnection(channel: self.channel, handler: handler)
         self.reader = EmbeddedChannel(loop: loop)
