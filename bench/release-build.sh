@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Builds Breakwater as the Dockerfile ships it and prints the binary's path: release, the Swift
 # runtime linked in statically (5 MB less resident memory than loading the shared libraries),
-# and link-time optimised across every module, NIO's included (about 8% fewer instructions and
-# 15-20% less user CPU per request; see README.md, "Benchmarks"). A scratch path of its own, so
-# the development build in .build is left alone. Progress goes to stderr.
+# and link-time optimised across every module, NIO's included (about 8% fewer instructions per
+# request; see README.md, "Benchmarks"). A scratch path of its own, so the development build in
+# .build is left alone. Progress goes to stderr.
 #
 #   bin=$(bench/release-build.sh)
 set -euo pipefail

@@ -108,8 +108,8 @@ import Testing
         #expect(try Self.written(by: channel) == "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
     }
 
-    /// `HTTPMessageEncoder` as `DownstreamHandler` drives it, from a handler's context.
-    /// The encoder as `DownstreamHandler` and `UpstreamHandler` write through it.
+    /// `HTTPMessageEncoder` as `DownstreamHandler` and `UpstreamHandler` write through it, from a
+    /// handler's context.
     private final class Encoding<Head: HTTPMessageHead & Equatable>: ChannelOutboundHandler {
         typealias OutboundIn = HTTPPart<Head, IOData>
         typealias OutboundOut = IOData
