@@ -89,7 +89,8 @@ final class RouteMetrics: Sendable {
     let upstreamTimeouts: CoreMetrics.Counter
     private let breakerStates: [(state: String, gauge: CoreMetrics.Gauge)]
     private let transitions: [String: CoreMetrics.Counter]
-    private let sheds = NIOLockedValueBox<[String: CoreMetrics.Counter]>([:])
+    /// By `ProxyReason.ordinal`, made on a reason's first shed.
+    private let sheds = NIOLockedValueBox([CoreMetrics.Counter?](repeating: nil, count: ProxyReason.allCases.count))
 
     init(route: String, metrics: ProxyMetrics) {
         let factory = metrics.factory
@@ -128,11 +129,11 @@ final class RouteMetrics: Sendable {
         }
     }
 
-    func recordShed(reason: String) {
+    func recordShed(reason: ProxyReason) {
         let counter = self.sheds.withLockedValue { counters in
-            if let counter = counters[reason] { return counter }
-            let counter = CoreMetrics.Counter(label: "breakwater_shed_total", dimensions: [("route", self.route), ("reason", reason)], factory: self.factory)
-            counters[reason] = counter
+            if let counter = counters[reason.ordinal] { return counter }
+            let counter = CoreMetrics.Counter(label: "breakwater_shed_total", dimensions: [("route", self.route), ("reason", reason.rawValue)], factory: self.factory)
+            counters[reason.ordinal] = counter
             return counter
         }
         counter.increment()

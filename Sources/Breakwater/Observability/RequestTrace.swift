@@ -17,17 +17,17 @@ struct RequestTrace {
     }
 
     init(request headers: HTTPHeaders, configuration: TraceConfig, generator: inout IdentifierGenerator) {
-        let presented = headers.first(name: configuration.requestIDHeader)
-        self.requestID = presented.flatMap { Self.isAcceptableRequestID($0) ? $0 : nil } ?? Self.newRequestID(using: &generator)
+        let presented = PresentedTrace(headers, requestIDHeader: configuration.requestIDHeader)
+        self.requestID = presented.requestID.flatMap { Self.isAcceptableRequestID($0) ? $0 : nil } ?? Self.newRequestID(using: &generator)
         guard configuration.traceparent else {
             (self.traceparent, self.tracestate) = (nil, nil)
             return
         }
-        if let value = headers.first(name: "traceparent"),
-            let valid = try? TraceContext(traceParentHeaderValue: value, traceStateHeaderValue: headers.first(name: "tracestate"))
+        if let value = presented.traceparent,
+            let valid = try? TraceContext(traceParentHeaderValue: value, traceStateHeaderValue: presented.tracestate)
         {
             self.traceparent = valid.traceParentHeaderValue
-            self.tracestate = headers.first(name: "tracestate")
+            self.tracestate = presented.tracestate
         } else {
             // A new trace: `00-<trace id>-<span id>-00`, written in one pass (the library's
             // formatting allocates per field). A trace id of all zeros is invalid; 2^-128.
@@ -112,5 +112,26 @@ struct RequestTrace {
         nibbles = (nibbles | nibbles << 4) & 0x0F0F_0F0F_0F0F_0F0F
         let isLetter = ((nibbles &+ 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101
         return nibbles &+ 0x3030_3030_3030_3030 &+ isLetter &* 39
+    }
+}
+
+/// The client's request id and trace context headers, the first of each, found in one pass
+/// over its fields rather than one search per header.
+private struct PresentedTrace {
+    private(set) var requestID: String?
+    private(set) var traceparent: String?
+    private(set) var tracestate: String?
+
+    init(_ fields: HTTPHeaders, requestIDHeader: String) {
+        for (name, value) in fields {
+            if self.requestID == nil, name.equalsASCIICaseInsensitive(requestIDHeader) {
+                self.requestID = value
+            }
+            if self.traceparent == nil, name.equalsASCIICaseInsensitive("traceparent") {
+                self.traceparent = value
+            } else if self.tracestate == nil, name.equalsASCIICaseInsensitive("tracestate") {
+                self.tracestate = value
+            }
+        }
     }
 }

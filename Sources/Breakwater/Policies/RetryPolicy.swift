@@ -25,24 +25,25 @@ public struct RetryPolicy: Sendable {
 
     public let configuration: RetryConfig
     public let routeTimeout: Duration
+    /// How long one attempt may wait for a response head. The route's `timeout` covers all
+    /// attempts (Envoy's rule); when timeouts are retried, each attempt gets an equal share of
+    /// it, or a hung first attempt would leave no time for a second.
+    public let attemptTimeout: Duration
     private let backoff: Backoff
+    /// The statuses in `on`, asked of every response.
+    private let retriedStatuses: StatusCodeSet
 
     public init(configuration: RetryConfig, routeTimeout: Duration) {
         self.configuration = configuration
         self.routeTimeout = routeTimeout
+        self.attemptTimeout = configuration.on.contains(.timeout) ? routeTimeout / configuration.attempts : routeTimeout
         self.backoff = Backoff(base: configuration.backoff, max: configuration.maxBackoff)
-    }
-
-    /// How long one attempt may wait for a response head. The route's `timeout` covers all
-    /// attempts (Envoy's rule); when timeouts are retried, each attempt gets an equal share of
-    /// it, or a hung first attempt would leave no time for a second.
-    public var attemptTimeout: Duration {
-        self.configuration.on.contains(.timeout) ? self.routeTimeout / self.configuration.attempts : self.routeTimeout
+        self.retriedStatuses = StatusCodeSet(configuration.on.compactMap { if case .status(let code) = $0 { code } else { nil } })
     }
 
     /// Whether a response with `status` is one to retry rather than pass on.
     public func retries(status: Int) -> Bool {
-        self.configuration.attempts > 1 && self.configuration.on.contains(.status(status))
+        self.configuration.attempts > 1 && self.retriedStatuses.contains(status)
     }
 
     /// The wait before the next attempt, or nil when this failure ends the request.

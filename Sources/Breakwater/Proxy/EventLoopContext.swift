@@ -11,6 +11,9 @@ final class EventLoopContext {
     /// Request and trace ids for this loop's requests.
     var identifiers = IdentifierGenerator()
     private var requestCounters: [RequestCounterKey: CoreMetrics.Counter] = [:]
+    /// The counter used last, asked before the dictionary: a loop's requests mostly repeat the
+    /// same route, method and outcome, and comparing a key costs less than hashing one.
+    private var lastRequestCounter: (key: RequestCounterKey, counter: CoreMetrics.Counter)?
 
     private struct RequestCounterKey: Hashable {
         var route: ObjectIdentifier
@@ -39,11 +42,17 @@ final class EventLoopContext {
     /// - Parameter method: one of a bounded set (`RouteMetrics.boundedMethod`).
     func requestCounter(_ route: RouteMetrics, method: String, code: Int, reason: String) -> CoreMetrics.Counter {
         let key = RequestCounterKey(route: ObjectIdentifier(route), method: method, code: code, reason: reason)
-        if let counter = self.requestCounters[key] {
-            return counter
+        if let last = self.lastRequestCounter, last.key == key {
+            return last.counter
         }
-        let counter = route.makeRequestCounter(method: method, code: code, reason: reason)
-        self.requestCounters[key] = counter
+        let counter: CoreMetrics.Counter
+        if let known = self.requestCounters[key] {
+            counter = known
+        } else {
+            counter = route.makeRequestCounter(method: method, code: code, reason: reason)
+            self.requestCounters[key] = counter
+        }
+        self.lastRequestCounter = (key, counter)
         return counter
     }
 

@@ -16,13 +16,7 @@ enum MessageFraming: Equatable {
     /// Content-Length together with Transfer-Encoding, conflicting lengths and codings other
     /// than a final `chunked`.
     init(request head: HTTPRequestHead) {
-        if head.headers.contains(name: "transfer-encoding") {
-            self = .chunked
-        } else if let length = head.headers.first(name: "content-length").flatMap(Int.init) {
-            self = .contentLength(length)
-        } else {
-            self = .noBody
-        }
+        self = Self(declaredBy: head.headers) ?? .noBody
     }
 
     /// Framing of a response from the app, for a request with `method`.
@@ -30,12 +24,27 @@ enum MessageFraming: Equatable {
         let code = head.status.code
         if requestMethod == .HEAD || (100..<200).contains(code) || code == 204 || code == 304 {
             self = .noBody
-        } else if head.headers.contains(name: "transfer-encoding") {
-            self = .chunked
-        } else if let length = head.headers.first(name: "content-length").flatMap(Int.init) {
-            self = .contentLength(length)
         } else {
-            self = .untilClose
+            self = Self(declaredBy: head.headers) ?? .untilClose
         }
+    }
+
+    /// What the fields declare, read in one pass: `chunked` when a `Transfer-Encoding` is
+    /// present, else the first `Content-Length`; nil when they declare neither.
+    private init?(declaredBy fields: HTTPHeaders) {
+        var length: String?
+        for (name, value) in fields {
+            switch name.utf8.count {
+            case 17 where name.equalsASCIICaseInsensitive("transfer-encoding"):
+                self = .chunked
+                return
+            case 14 where length == nil && name.equalsASCIICaseInsensitive("content-length"):
+                length = value
+            default:
+                continue
+            }
+        }
+        guard let length = length.flatMap(Int.init) else { return nil }
+        self = .contentLength(length)
     }
 }

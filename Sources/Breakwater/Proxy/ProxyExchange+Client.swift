@@ -21,7 +21,7 @@ extension ProxyExchange {
             self.pendingBody.append(body)
         case .forwarding(let connection):
             connection.write(.body(.byteBuffer(body)))
-            self.resetDeadline(in: self.route.policy.bodyTimeout)
+            self.resetDeadline(in: self.route.bodyTimeout)
         case .responding(let connection):
             connection.write(.body(.byteBuffer(body)))
         case .upgrading, .finished:

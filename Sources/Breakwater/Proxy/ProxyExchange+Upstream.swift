@@ -21,7 +21,7 @@ extension ProxyExchange: UpstreamConnectionDelegate {
             self.releaseHeldHead()
             self.bytesOut += body.readableBytes
             self.downstream.writeResponsePart(.body(.byteBuffer(body)))
-            self.resetDeadline(in: self.route.policy.bodyTimeout)
+            self.resetDeadline(in: self.route.bodyTimeout)
         case (.responding(let connection), .end(let trailers)):
             self.releaseHeldHead()
             self.finishResponse(trailers: trailers, on: connection)
@@ -124,7 +124,7 @@ extension ProxyExchange: UpstreamConnectionDelegate {
             && (self.request.version.speaksChunked || self.responseFraming != .untilClose)
             && (self.request.version.speaksChunked || self.responseFraming != .chunked)
         self.phase = .responding(connection)
-        self.resetDeadline(in: self.route.policy.bodyTimeout)
+        self.resetDeadline(in: self.route.bodyTimeout)
         let clientHead = HeaderRewriting.clientResponse(
             head,
             framing: self.responseFraming,
@@ -165,8 +165,8 @@ extension ProxyExchange: UpstreamConnectionDelegate {
     /// Moves the deadline to `duration` from now: the response's, or its body's while it
     /// streams. The timer is the connection's (`DownstreamHandler.setExchangeDeadline`), so a
     /// body streaming thousands of pieces costs a clock read per piece, not a timer.
-    func resetDeadline(in duration: Duration) {
-        self.downstream.setExchangeDeadline(.now() + TimeAmount(duration))
+    func resetDeadline(in delay: TimeAmount) {
+        self.downstream.setExchangeDeadline(.now() + delay)
     }
 
     func cancelDeadline() {

@@ -256,7 +256,7 @@ final class ProxyExchange {
         if self.requestEnded {
             self.finishRequest(on: connection)
         } else {
-            self.resetDeadline(in: self.route.policy.bodyTimeout)
+            self.resetDeadline(in: self.route.bodyTimeout)
         }
         connection.flush()
         self.downstream.resumeReadingIfNeeded()
@@ -268,7 +268,7 @@ final class ProxyExchange {
         if case .forwarding = self.phase {
             // The app has `timeout` from the end of the request to answer (Envoy's rule), so a
             // slow upload is not mistaken for a slow app.
-            self.resetDeadline(in: self.route.retryPolicy.attemptTimeout)
+            self.resetDeadline(in: self.route.attemptTimeout)
         }
     }
 
@@ -382,7 +382,7 @@ final class ProxyExchange {
         let isHead = self.request.method == .HEAD
         self.bytesOut += isHead ? 0 : response.body.utf8.count
         if let reason = response.reason, reason.isShed {
-            self.route.metrics.recordShed(reason: reason.rawValue)
+            self.route.metrics.recordShed(reason: reason)
         }
         self.phase = .finished
         self.waitTimer?.cancel()

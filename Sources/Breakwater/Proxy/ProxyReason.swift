@@ -48,11 +48,16 @@ public enum ProxyReason: String, Sendable, CaseIterable {
     }
 
     /// SPEC's JSON body, built once per reason: a refusal under load should cost little.
-    var body: String { Self.bodies[self]! }
+    var body: String { Self.bodies[self.ordinal] }
 
-    private static let bodies = Dictionary(
-        uniqueKeysWithValues: allCases.map { ($0, #"{"error":"\#($0.message)","reason":"\#($0.rawValue)"}"#) }
-    )
+    private static let bodies = cases.map { #"{"error":"\#($0.message)","reason":"\#($0.rawValue)"}"# }
+
+    /// The reason's place in `allCases`, for tables that a `Dictionary` would reach by hashing
+    /// the raw value's string.
+    var ordinal: Int { Self.cases.firstIndex(of: self)! }
+
+    /// `allCases` kept: the synthesized property builds a new array on every call.
+    private static let cases = allCases
 
     /// Load shed or refused before reaching the app: counted in `breakwater_shed_total`.
     var isShed: Bool {

@@ -1,4 +1,5 @@
 import NIOConcurrencyHelpers
+import NIOCore
 
 /// A configured route with its live policy state, shared by every event loop: one route's
 /// trouble (its open breaker, its spent retry budget) never touches another's.
@@ -12,6 +13,11 @@ final class Route: Sendable {
     /// (`[route.concurrency]` or `[defaults.concurrency]`): the order a request passes them.
     let gates: [ConcurrencyGate]
     let metrics: RouteMetrics
+    /// `body_timeout`, and how long an attempt waits for a response head, as the event loop's
+    /// timers take them: converted once, not on every request.
+    let bodyTimeout: TimeAmount
+    let attemptTimeout: TimeAmount
+    private let failureStatuses: StatusCodeSet
     private let breaker: NIOLockedValueBox<CircuitBreaker>
     private let retryBudget: NIOLockedValueBox<RetryBudget>
 
@@ -23,6 +29,9 @@ final class Route: Sendable {
         self.configuration = configuration
         self.metrics = previous?.metrics ?? RouteMetrics(route: configuration.name, metrics: metrics)
         self.retryPolicy = RetryPolicy(configuration: configuration.policy.retry, routeTimeout: configuration.policy.timeout)
+        self.bodyTimeout = TimeAmount(configuration.policy.bodyTimeout)
+        self.attemptTimeout = TimeAmount(self.retryPolicy.attemptTimeout)
+        self.failureStatuses = StatusCodeSet(configuration.policy.breaker.failureStatuses)
         if let previous, previous.policy.breaker == configuration.policy.breaker {
             self.breaker = previous.breaker
         } else {
@@ -60,7 +69,7 @@ final class Route: Sendable {
 
     /// Whether `status` from the app counts as a failure for the breaker.
     func isFailure(status: Int) -> Bool {
-        self.policy.breaker.failureStatuses.contains(status)
+        self.failureStatuses.contains(status)
     }
 
     func recordRequest(now: PolicyInstant) {
