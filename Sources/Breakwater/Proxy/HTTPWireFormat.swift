@@ -8,16 +8,16 @@ import NIOHTTP1
 /// `writeString`, each paying an exclusivity check and index arithmetic; on a small proxied
 /// request that came to a tenth of the proxy's instructions, for the two heads it writes.
 protocol HTTPMessageHead {
-    /// The head's bytes, and whether its fields declare `Transfer-Encoding: chunked` (which
-    /// `HeaderRewriting` sets per hop): learned in the pass that measures them, not in a
-    /// search of its own.
+    /// The head's bytes, and whether its body is to be chunked: its version speaks chunked and
+    /// its first `Transfer-Encoding` says `chunked` (as `HeaderRewriting` sets it per hop),
+    /// learned in the pass that measures the fields, not in a search of its own.
     func encoded(allocator: ByteBufferAllocator) -> (bytes: ByteBuffer, isChunked: Bool)
 }
 
 extension HTTPResponseHead: HTTPMessageHead {
     /// `HTTP/1.1 200 OK`, the fields and the blank line that ends them.
     func encoded(allocator: ByteBufferAllocator) -> (bytes: ByteBuffer, isChunked: Bool) {
-        let code = Int(self.status.code)
+        let code = self.status.code
         let reason = self.status.reasonPhrase
         let fields = FieldsMeasure(self.headers)
         let length = 9 + HeadBytes.decimalDigits(code) + 1 + reason.utf8.count + 2 + fields.length
@@ -74,10 +74,13 @@ private struct FieldsMeasure {
     private(set) var declaresChunked = false
 
     init(_ fields: HTTPHeaders) {
+        var sawTransferEncoding = false
         for (name, value) in fields {
             let nameLength = name.utf8.count
             self.length += nameLength + value.utf8.count + 4
-            if nameLength == 17, !self.declaresChunked, name.equalsASCIICaseInsensitive("transfer-encoding") {
+            if nameLength == 17, !sawTransferEncoding, name.equalsASCIICaseInsensitive("transfer-encoding") {
+                // The first one decides, as `HTTPHeaders.first(name:)` would.
+                sawTransferEncoding = true
                 self.declaresChunked = value == "chunked"
             }
         }
@@ -118,9 +121,9 @@ private struct HeadBytes {
     }
 
     /// A status code's digits, written in place rather than made into a `String` first.
-    mutating func append(decimal value: Int) {
+    mutating func append(decimal value: UInt) {
         let digits = Self.decimalDigits(value)
-        precondition(value >= 0 && self.count + digits <= self.capacity, "a head outgrew its measure")
+        precondition(self.count + digits <= self.capacity, "a head outgrew its measure")
         var rest = value
         for offset in stride(from: digits - 1, through: 0, by: -1) {
             self.start.storeBytes(of: UInt8(ascii: "0") + UInt8(rest % 10), toByteOffset: self.count + offset, as: UInt8.self)
@@ -129,7 +132,7 @@ private struct HeadBytes {
         self.count += digits
     }
 
-    static func decimalDigits(_ value: Int) -> Int {
+    static func decimalDigits(_ value: UInt) -> Int {
         var digits = 1
         var rest = value / 10
         while rest > 0 {

@@ -162,7 +162,7 @@ extension ProxyExchange: UpstreamConnectionDelegate {
 
     // MARK: Deadlines
 
-    /// Moves the deadline to `duration` from now: the response's, or its body's while it
+    /// Moves the deadline to `delay` from now: the response's, or its body's while it
     /// streams. The timer is the connection's (`DownstreamHandler.setExchangeDeadline`), so a
     /// body streaming thousands of pieces costs a clock read per piece, not a timer.
     func resetDeadline(in delay: TimeAmount) {

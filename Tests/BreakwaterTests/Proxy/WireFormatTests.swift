@@ -80,6 +80,16 @@ import Testing
         #expect(try Self.written(by: channel) == "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n")
     }
 
+    /// The first `Transfer-Encoding` decides, as NIO's `first(name:)` reads it.
+    @Test func onlyTheFirstTransferEncodingDecidesChunking() throws {
+        let channel = EmbeddedChannel(handler: Encoding<HTTPResponseHead>())
+        let headers = HTTPHeaders([("Transfer-Encoding", "gzip"), ("transfer-encoding", "chunked")])
+        try channel.writeOutbound(HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers)))
+        try channel.writeOutbound(HTTPServerResponsePart.body(.byteBuffer(ByteBuffer(string: "raw"))))
+        try channel.writeOutbound(HTTPServerResponsePart.end(nil))
+        #expect(try Self.written(by: channel) == "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\nraw")
+    }
+
     /// HTTP/1.0 has no chunks: a body is passed on as it is even if a header says otherwise.
     @Test func anHTTP10MessageIsNeverChunked() throws {
         let channel = EmbeddedChannel(handler: Encoding<HTTPResponseHead>())
