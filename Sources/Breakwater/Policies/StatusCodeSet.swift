@@ -4,7 +4,7 @@
 /// A bitmap over 0...999 (llhttp reads three digits), so membership is a shift and a mask.
 /// A `Set<Int>` hashes the code on every lookup, which cost more than the rest of a response's
 /// breaker and retry bookkeeping together.
-struct StatusCodeSet: Sendable, Equatable {
+struct StatusCodeSet: Sendable {
     private var words = [UInt64](repeating: 0, count: 16)
 
     init(_ codes: some Sequence<Int>) {

@@ -238,6 +238,8 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.write(part, context: context, promise: nil)
     }
 
+    /// The encoder's generic `write`, fixed to response parts: `.end(trailers)` and `.body(_)`
+    /// alone do not say which head type they belong to.
     private func write(_ part: HTTPServerResponsePart, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
         self.responseEncoder.write(part, context: context, promise: promise)
     }
