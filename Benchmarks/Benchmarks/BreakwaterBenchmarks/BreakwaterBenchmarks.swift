@@ -115,6 +115,7 @@ let benchmarks: @Sendable () -> Void = {
     let request = Fixtures.browserRequest
     let response = Fixtures.appResponse
     let traceConfiguration = TraceConfig()
+    let allocator = ByteBufferAllocator()
     var traceGenerator = IdentifierGenerator(seed: 42)
     let requestTrace = RequestTrace(request: request.headers, configuration: traceConfiguration, generator: &traceGenerator)
 
@@ -128,7 +129,8 @@ let benchmarks: @Sendable () -> Void = {
                     clientAddress: "203.0.113.7",
                     isUpgrade: false,
                     trace: requestTrace,
-                    traceConfiguration: traceConfiguration
+                    traceConfiguration: traceConfiguration,
+                    allocator: allocator
                 )
             )
         }
@@ -142,7 +144,8 @@ let benchmarks: @Sendable () -> Void = {
                     framing: .contentLength(5_120),
                     clientVersion: .http1_1,
                     keepAlive: true,
-                    requestID: (traceConfiguration.requestIDHeader, requestTrace.requestID)
+                    requestID: (traceConfiguration.requestIDHeader, requestTrace.requestID),
+                    allocator: allocator
                 )
             )
         }

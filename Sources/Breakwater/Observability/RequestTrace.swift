@@ -64,14 +64,14 @@ struct RequestTrace {
             && (name.equalsASCIICaseInsensitive("traceparent") || name.equalsASCIICaseInsensitive("tracestate"))
     }
 
-    /// Adds the trace headers to a request head going to the app, in place of those it
+    /// Writes the trace headers into a request head going to the app, in place of those it
     /// `replaces`.
-    func add(to headers: inout HeaderFields, configuration: TraceConfig) {
-        headers.add(name: configuration.requestIDHeader, value: self.requestID)
+    func write(to head: inout HeadWriter, configuration: TraceConfig) {
+        head.field(configuration.requestIDHeader, self.requestID)
         if let traceparent = self.traceparent {
-            headers.add(name: "traceparent", value: traceparent)
+            head.field("traceparent", traceparent)
             if let tracestate = self.tracestate {
-                headers.add(name: "tracestate", value: tracestate)
+                head.field("tracestate", tracestate)
             }
         }
     }

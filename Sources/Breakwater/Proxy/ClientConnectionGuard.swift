@@ -164,7 +164,7 @@ final class ClientConnectionGuard: ChannelInboundHandler, RemovableChannelHandle
     private func reject(context: ChannelHandlerContext, with reason: ProxyReason) {
         self.state = .closed
         self.cancelTimer()
-        let response = LocalResponse(reason).encoded(allocator: context.channel.allocator)
+        let response = LocalResponse(reason).encoded(version: .http1_1, keepAlive: false, withBody: true, allocator: context.channel.allocator)
         self.recordRefusal(reason, context.channel.remoteAddress?.ipAddress)
         let written = context.writeAndFlush(self.wrapOutboundOut(response))
         LingeringClose.close(context.channel, after: written, writeTimeout: self.idleTimeout)

@@ -233,15 +233,9 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     var isWritable: Bool { self.context?.channel.isWritable ?? false }
 
-    func writeResponsePart(_ part: HTTPServerResponsePart) {
+    func writeResponsePart(_ part: OutgoingHTTPPart) {
         guard let context else { return }
-        self.write(part, context: context, promise: nil)
-    }
-
-    /// The encoder's generic `write`, fixed to response parts: `.end(trailers)` and `.body(_)`
-    /// alone do not say which head type they belong to.
-    private func write(_ part: HTTPServerResponsePart, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
-        self.responseEncoder.write(part, context: context, promise: promise)
+        self.responseEncoder.write(part, context: context, promise: nil)
     }
 
     func flush() {
@@ -261,7 +255,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             self.closing = true
             self.pipelined.removeAll()
             let written = context.eventLoop.makePromise(of: Void.self)
-            self.write(.end(trailers), context: context, promise: written)
+            self.responseEncoder.write(.end(trailers), context: context, promise: written)
             context.flush()
             LingeringClose.close(
                 context.channel,
@@ -269,7 +263,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 writeTimeout: TimeAmount(self.generation.value.server.idleTimeout)
             )
         } else {
-            self.write(.end(trailers), context: context, promise: nil)
+            self.responseEncoder.write(.end(trailers), context: context, promise: nil)
             context.flush()
             self.deliverPipelined()
             self.resumeReadingIfNeeded()
@@ -278,16 +272,13 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Writes a response the proxy makes itself and ends the exchange.
     ///
-    /// - Parameter withBody: false for an answer to HEAD, which announces the body's length
-    ///   but must not carry it (the client would read it as the next response).
+    /// - Parameter withBody: false for an answer to HEAD (see `LocalResponse.encoded`).
     func respond(_ response: LocalResponse, version: HTTPVersion, withBody: Bool, closeConnection: Bool) {
         guard let context else { return }
-        let keepAlive = !closeConnection
-        self.write(.head(response.head(version: version, keepAlive: keepAlive)), context: context, promise: nil)
-        if withBody {
-            self.write(.body(.byteBuffer(response.bodyBuffer(allocator: context.channel.allocator))), context: context, promise: nil)
-        }
-        self.finishResponse(trailers: nil, closeConnection: !keepAlive)
+        // Head and body in one buffer, past the encoder: it has nothing to frame.
+        let message = response.encoded(version: version, keepAlive: !closeConnection, withBody: withBody, allocator: context.channel.allocator)
+        context.write(NIOAny(IOData.byteBuffer(message)), promise: nil)
+        self.finishResponse(trailers: nil, closeConnection: closeConnection)
     }
 
     /// Cuts the connection mid-response: the only honest signal once a status line is out.
@@ -299,13 +290,13 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Hands the connection over to a byte tunnel after the app agreed to switch protocols.
-    func startTunnel(response: HTTPResponseHead, upstream: UpstreamConnection) {
+    func startTunnel(response: EncodedHead, upstream: UpstreamConnection) {
         guard let context else {
             upstream.close()
             return
         }
         self.exchange = nil
-        self.write(.head(response), context: context, promise: nil)
+        self.responseEncoder.write(.head(response), context: context, promise: nil)
         context.flush()
         do {
             try Tunnel.splice(client: context.channel, upstream: upstream.channel)

@@ -8,6 +8,9 @@ final class EventLoopContext {
     let eventLoop: any EventLoop
     let upstreams: UpstreamSet
     let pools: [UpstreamConnectionPool]
+    /// What heads are written into: NIO's default, which every channel on the loop uses too
+    /// (no bootstrap sets another), asked for without a trip through a channel.
+    let allocator = ByteBufferAllocator()
     /// Request and trace ids for this loop's requests.
     var identifiers = IdentifierGenerator()
     private var requestCounters: [RequestCounterKey: CoreMetrics.Counter] = [:]

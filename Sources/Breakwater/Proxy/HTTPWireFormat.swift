@@ -1,158 +1,164 @@
 import NIOCore
 import NIOHTTP1
 
-/// HTTP/1.1 message heads as bytes, for `HTTPMessageEncoder`.
+/// An HTTP/1.1 message head as it goes on the wire, and whether the body after it is chunked.
 ///
-/// A head is measured first and then copied in one pass: one allocation of the right size, one
-/// copy per string. NIO's encoders write each of the four pieces of a header line with its own
+/// Heads are written straight into the buffer the socket takes (`HeadWriter`): a proxied head
+/// is read once, field by field, and each field kept is copied once, with no `HTTPHeaders` or
+/// head in between. NIO's encoders write each of a field's four pieces with its own
 /// `writeString`, each paying an exclusivity check and index arithmetic; on a small proxied
 /// request that came to a tenth of the proxy's instructions, for the two heads it writes.
-protocol HTTPMessageHead {
-    /// The head's bytes, and whether its body is to be chunked: its version speaks chunked and
-    /// its first `Transfer-Encoding` says `chunked` (as `HeaderRewriting` sets it per hop),
-    /// learned in the pass that measures the fields, not in a search of its own.
-    func encoded(allocator: ByteBufferAllocator) -> (bytes: ByteBuffer, isChunked: Bool)
-}
+struct EncodedHead: Equatable, Sendable {
+    let bytes: ByteBuffer
+    /// Its version speaks chunked and its first `Transfer-Encoding` says `chunked` (as
+    /// `HeaderRewriting` sets it per hop): learned as the fields are written.
+    let isChunked: Bool
 
-extension HTTPResponseHead: HTTPMessageHead {
-    /// `HTTP/1.1 200 OK`, the fields and the blank line that ends them.
-    func encoded(allocator: ByteBufferAllocator) -> (bytes: ByteBuffer, isChunked: Bool) {
-        let code = self.status.code
-        let reason = self.status.reasonPhrase
-        let fields = FieldsMeasure(self.headers)
-        let length = 9 + HeadBytes.decimalDigits(code) + 1 + reason.utf8.count + 2 + fields.length
-        var bytes = allocator.buffer(capacity: length)
-        bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { memory in
-            var out = HeadBytes(memory)
-            out.append(self.version.isHTTP10 ? "HTTP/1.0 " : "HTTP/1.1 ")
-            out.append(decimal: code)
-            out.append(" ")
-            out.append(reason)
-            out.append("\r\n")
-            out.append(fields: self.headers)
-            return out.count
-        }
-        return (bytes, self.version.speaksChunked && fields.declaresChunked)
+    /// The head `write` writes; see `HeadWriter.written` for what `write` must promise.
+    init(allocator: ByteBufferAllocator, expectedLength: Int = HeadWriter.expectedLength, _ write: (inout HeadWriter) -> Void) {
+        (self.bytes, self.isChunked) = HeadWriter.written(allocator: allocator, expectedLength: expectedLength, write)
     }
 }
 
-extension HTTPRequestHead: HTTPMessageHead {
-    /// `GET /path HTTP/1.1`, the fields and the blank line that ends them.
-    func encoded(allocator: ByteBufferAllocator) -> (bytes: ByteBuffer, isChunked: Bool) {
-        let method = self.method.rawValue
-        let fields = FieldsMeasure(self.headers)
-        let length = method.utf8.count + 1 + self.uri.utf8.count + 11 + fields.length
-        var bytes = allocator.buffer(capacity: length)
-        bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { memory in
-            var out = HeadBytes(memory)
-            out.append(method)
-            out.append(" ")
-            out.append(self.uri)
-            out.append(self.version.isHTTP10 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n")
-            out.append(fields: self.headers)
-            return out.count
-        }
-        return (bytes, self.version.speaksChunked && fields.declaresChunked)
-    }
-}
+/// Writes the text of a head into memory measured out for it, measuring as it goes.
+///
+/// A head's length is known only once its fields have been chosen, and choosing them is most
+/// of the work: so it is written into a buffer of a typical head's size while it is measured,
+/// and a head that outgrows the buffer is written once more at its measured size. That costs a
+/// second pass only for heads larger than `expectedLength`, where measuring first would cost
+/// one for every head.
+struct HeadWriter {
+    /// A typical proxied head is 150 to 600 bytes.
+    static let expectedLength = 1024
 
-extension ByteBuffer {
-    /// Header fields and the blank line that ends them: a chunked message's trailers.
-    fileprivate mutating func writeFields(_ fields: HTTPHeaders) {
-        self.writeWithUnsafeMutableBytes(minimumWritableBytes: FieldsMeasure(fields).length) { memory in
-            var out = HeadBytes(memory)
-            out.append(fields: fields)
-            return out.count
-        }
-    }
-}
-
-/// What a head's fields take on the wire, and whether they declare a chunked body.
-private struct FieldsMeasure {
-    /// The bytes of `name: value\r\n` for each field, and the blank line after them.
-    private(set) var length = 2
-    private(set) var declaresChunked = false
-
-    init(_ fields: HTTPHeaders) {
-        var sawTransferEncoding = false
-        for (name, value) in fields {
-            let nameLength = name.utf8.count
-            self.length += nameLength + value.utf8.count + 4
-            if nameLength == 17, !sawTransferEncoding, name.equalsASCIICaseInsensitive("transfer-encoding") {
-                // The first one decides, as `HTTPHeaders.first(name:)` would.
-                sawTransferEncoding = true
-                self.declaresChunked = value == "chunked"
-            }
-        }
-    }
-}
-
-/// Copies text into memory that `ByteBuffer` measured out for it.
-private struct HeadBytes {
-    private let start: UnsafeMutableRawPointer
-    private let capacity: Int
+    private let memory: UnsafeMutableRawBufferPointer
+    /// The bytes written, or that would have been: past the end of `memory` nothing is copied.
     private(set) var count = 0
+    private var speaksChunked = false
+    private var sawTransferEncoding = false
+    private var declaresChunked = false
 
-    init(_ memory: UnsafeMutableRawBufferPointer) {
-        self.start = memory.baseAddress!
-        self.capacity = memory.count
+    private init(_ memory: UnsafeMutableRawBufferPointer) {
+        self.memory = memory
     }
 
-    mutating func append(_ text: StaticString) {
-        self.append(text.utf8Start, count: text.utf8CodeUnitCount)
+    /// The bytes `write` writes, and whether they declare a chunked body.
+    ///
+    /// `write` must write the same bytes each time it is called: a head that outgrows
+    /// `expectedLength` is written twice.
+    static func written(
+        allocator: ByteBufferAllocator,
+        expectedLength: Int = Self.expectedLength,
+        _ write: (inout HeadWriter) -> Void
+    ) -> (bytes: ByteBuffer, isChunked: Bool) {
+        var bytes = allocator.buffer(capacity: expectedLength)
+        var measured = 0
+        var isChunked = false
+        var length = expectedLength
+        repeat {
+            // One call site for `write`, so the compiler inlines it once.
+            bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { memory in
+                var writer = HeadWriter(memory)
+                write(&writer)
+                measured = writer.count
+                isChunked = writer.speaksChunked && writer.declaresChunked
+                return writer.count <= memory.count ? writer.count : 0
+            }
+            length = measured
+        } while measured > bytes.readableBytes
+        return (bytes, isChunked)
     }
 
-    mutating func append(_ text: String) {
-        let copied: Void? = text.utf8.withContiguousStorageIfAvailable { self.append($0.baseAddress, count: $0.count) }
-        if copied == nil {
-            var text = text  // a bridged string: made native, once, to be read in place
-            text.withUTF8 { self.append($0.baseAddress, count: $0.count) }
-        }
-    }
-
-    mutating func append(fields: HTTPHeaders) {
-        for (name, value) in fields {
-            self.append(name)
-            self.append(": ")
-            self.append(value)
-            self.append("\r\n")
-        }
+    /// `HTTP/1.1 200 OK`.
+    mutating func statusLine(version: HTTPVersion, status: HTTPResponseStatus) {
+        self.speaksChunked = version.speaksChunked
+        self.append(version.isHTTP10 ? "HTTP/1.0 " : "HTTP/1.1 ")
+        self.append(decimal: status.code)
+        self.append(" ")
+        self.append(status.reasonPhrase)
         self.append("\r\n")
     }
 
-    /// A status code's digits, written in place rather than made into a `String` first.
-    mutating func append(decimal value: UInt) {
-        let digits = Self.decimalDigits(value)
-        precondition(self.count + digits <= self.capacity, "a head outgrew its measure")
-        var rest = value
-        for offset in stride(from: digits - 1, through: 0, by: -1) {
-            self.start.storeBytes(of: UInt8(ascii: "0") + UInt8(rest % 10), toByteOffset: self.count + offset, as: UInt8.self)
-            rest /= 10
-        }
-        self.count += digits
+    /// `GET /path HTTP/1.1`.
+    mutating func requestLine(method: HTTPMethod, target: some StringProtocol, version: HTTPVersion) {
+        self.speaksChunked = version.speaksChunked
+        self.append(method.rawValue)
+        self.append(" ")
+        self.append(target)
+        self.append(version.isHTTP10 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n")
     }
 
-    static func decimalDigits(_ value: UInt) -> Int {
+    /// `name: value`. The names are either the proxy's own literals or came through NIO's
+    /// decoder, which holds them to RFC 9110's token characters, and values through the decoder
+    /// too, which refuses line breaks in them: so they are copied as they are.
+    mutating func field(_ name: some StringProtocol, _ value: some StringProtocol) {
+        if !self.sawTransferEncoding, name.utf8.count == 17, name.equalsASCIICaseInsensitive("transfer-encoding") {
+            // The first one decides, as `HTTPHeaders.first(name:)` would.
+            self.sawTransferEncoding = true
+            self.declaresChunked = value == "chunked"
+        }
+        self.append(name)
+        self.append(": ")
+        self.append(value)
+        self.append("\r\n")
+    }
+
+    /// `name: 1234`, the digits written in place rather than made into a `String` first.
+    mutating func field(_ name: String, decimal value: Int) {
+        self.append(name)
+        self.append(": ")
+        self.append(decimal: UInt(value))
+        self.append("\r\n")
+    }
+
+    /// The blank line that ends a head.
+    mutating func endHead() {
+        self.append("\r\n")
+    }
+
+    mutating func append(_ text: StaticString) {
+        self.append(UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+    }
+
+    mutating func append(_ text: some StringProtocol) {
+        let copied: Void? = text.utf8.withContiguousStorageIfAvailable { self.append(UnsafeRawBufferPointer($0)) }
+        if copied == nil {
+            var text = String(text)  // a bridged string: made native, once, to be read in place
+            text.withUTF8 { self.append(UnsafeRawBufferPointer($0)) }
+        }
+    }
+
+    mutating func append(decimal value: UInt) {
         var digits = 1
         var rest = value / 10
         while rest > 0 {
             digits += 1
             rest /= 10
         }
-        return digits
+        if self.count + digits <= self.memory.count {
+            rest = value
+            for offset in stride(from: digits - 1, through: 0, by: -1) {
+                self.memory[self.count + offset] = UInt8(ascii: "0") + UInt8(rest % 10)
+                rest /= 10
+            }
+        }
+        self.count += digits
     }
 
-    private mutating func append(_ bytes: UnsafePointer<UInt8>?, count: Int) {
-        guard let bytes, count > 0 else { return }
-        precondition(self.count + count <= self.capacity, "a head outgrew its measure")
-        (self.start + self.count).copyMemory(from: bytes, byteCount: count)
-        self.count += count
+    private mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        if self.count + bytes.count <= self.memory.count {
+            UnsafeMutableRawBufferPointer(rebasing: self.memory[self.count...]).copyMemory(from: bytes)
+        }
+        self.count += bytes.count
     }
 }
 
 extension HTTPVersion {
     fileprivate var isHTTP10: Bool { self.major == 1 && self.minor == 0 }
 }
+
+/// A part of a message on its way out: the head already bytes, the body as it comes.
+typealias OutgoingHTTPPart = HTTPPart<EncodedHead, IOData>
 
 /// Writes one direction's HTTP/1.1 messages as bytes, in place of NIO's encoders: the head in
 /// one pass, the body as it comes, passed on as it is or framed as chunks when the head said
@@ -164,16 +170,11 @@ extension HTTPVersion {
 struct HTTPMessageEncoder {
     private var isChunked = false
 
-    mutating func write<Head: HTTPMessageHead>(
-        _ part: HTTPPart<Head, IOData>,
-        context: ChannelHandlerContext,
-        promise: EventLoopPromise<Void>?
-    ) {
+    mutating func write(_ part: OutgoingHTTPPart, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
         switch part {
         case .head(let head):
-            let (bytes, isChunked) = head.encoded(allocator: context.channel.allocator)
-            self.isChunked = isChunked
-            context.write(NIOAny(IOData.byteBuffer(bytes)), promise: promise)
+            self.isChunked = head.isChunked
+            context.write(NIOAny(IOData.byteBuffer(head.bytes)), promise: promise)
         case .body(let body):
             self.write(body, context: context, promise: promise)
         case .end(let trailers):
@@ -201,10 +202,14 @@ struct HTTPMessageEncoder {
     private mutating func end(trailers: HTTPHeaders?, context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
         defer { self.isChunked = false }
         if self.isChunked {
-            var last = context.channel.allocator.buffer(capacity: 5)
-            last.writeStaticString("0\r\n")
-            last.writeFields(trailers ?? [:])
-            context.write(NIOAny(IOData.byteBuffer(last)), promise: promise)
+            let last = HeadWriter.written(allocator: context.channel.allocator, expectedLength: 64) { out in
+                out.append("0\r\n")
+                for (name, value) in trailers ?? [:] {
+                    out.field(name, value)
+                }
+                out.endHead()
+            }
+            context.write(NIOAny(IOData.byteBuffer(last.bytes)), promise: promise)
         } else if let promise {
             // Nothing to write (a length-framed body ends by itself), but the promise must
             // complete in order with the bytes before it.

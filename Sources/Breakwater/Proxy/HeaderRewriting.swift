@@ -1,9 +1,10 @@
+import NIOCore
 import NIOHTTP1
 
 /// The header duties of an HTTP/1.1 intermediary (RFC 9110 §7.6): hop-by-hop headers stay on
 /// their hop, the forwarding headers say who asked, and framing is declared anew per hop.
 enum HeaderRewriting {
-    /// The request head sent to the app, built in one pass over the client's headers.
+    /// The request head sent to the app, written in one pass over the client's headers.
     ///
     /// - Parameters:
     ///   - clientAddress: the peer's IP, appended to `X-Forwarded-For`.
@@ -15,59 +16,81 @@ enum HeaderRewriting {
         clientAddress: String?,
         isUpgrade: Bool,
         trace: RequestTrace,
-        traceConfiguration: TraceConfig
-    ) -> HTTPRequestHead {
-        var headers = HeaderFields(capacity: head.headers.count + 6)
+        traceConfiguration: TraceConfig,
+        allocator: ByteBufferAllocator
+    ) -> EncodedHead {
         let nominated = nominatedHeaders(head.headers, keepingUpgrade: isUpgrade)
+        // Unwrapped here, once: the writing below reads them for every field.
         let absolute = absoluteForm(head.uri)
-        var forwardedFor: String?
-        var hasForwardedProto = false
-        for (name, value) in head.headers {
-            if isHopByHop(name, keepingUpgrade: isUpgrade) || nominated.contains(lowercasedASCII: name)
-                || trace.replaces(name, configuration: traceConfiguration)
-            {
-                continue
+        let (replacesHost, authority, target) = (absolute != nil, absolute?.authority ?? "", absolute?.target ?? head.uri)
+        let (forwardsClient, client) = (clientAddress != nil, clientAddress ?? "")
+        return EncodedHead(allocator: allocator) { out in
+            out.requestLine(method: head.method, target: target, version: .http1_1)
+            // The client's X-Forwarded-For goes on as one field, the client's address last.
+            var forwardedForLines = 0
+            var forwardedFor = ""
+            var hasForwardedProto = false
+            for (name, value) in head.headers {
+                if isHopByHop(name, keepingUpgrade: isUpgrade) || nominated.contains(lowercasedASCII: name)
+                    || trace.replaces(name, configuration: traceConfiguration)
+                {
+                    continue
+                }
+                if replacesHost, name.equalsASCIICaseInsensitive("host") {
+                    // RFC 9112 §3.2.2: the target's authority wins, and a proxy must send it as
+                    // Host, or the app could route by one name while the proxy routed by the other.
+                    out.field(name, authority)
+                    continue
+                }
+                if name.equalsASCIICaseInsensitive("x-forwarded-for") {
+                    forwardedForLines += 1
+                    if forwardedForLines == 1 { forwardedFor = value }
+                    continue
+                }
+                if name.equalsASCIICaseInsensitive("expect") {
+                    // The proxy answers `100-continue` itself when it starts reading the body,
+                    // so the app never waits for a continue that nobody will send.
+                    continue
+                }
+                if name.equalsASCIICaseInsensitive("x-forwarded-proto") {
+                    hasForwardedProto = true
+                }
+                out.field(name, value)
             }
-            if let absolute, name.equalsASCIICaseInsensitive("host") {
-                // RFC 9112 §3.2.2: the target's authority wins, and a proxy must send it as Host,
-                // or the app could route by one name while the proxy routed by the other.
-                headers.add(name: name, value: String(absolute.authority))
-                continue
+            if forwardedForLines > 0 || forwardsClient {
+                out.append("x-forwarded-for: ")
+                if forwardedForLines > 1 {
+                    // Rare enough to walk the fields again rather than collect them every time.
+                    for (index, (_, value)) in head.headers.filter({ $0.name.equalsASCIICaseInsensitive("x-forwarded-for") }).enumerated() {
+                        if index > 0 { out.append(", ") }
+                        out.append(value)
+                    }
+                } else {
+                    out.append(forwardedFor)
+                }
+                if forwardsClient {
+                    if forwardedForLines > 0 { out.append(", ") }
+                    out.append(client)
+                }
+                out.append("\r\n")
             }
-            if name.equalsASCIICaseInsensitive("x-forwarded-for") {
-                forwardedFor = forwardedFor.map { "\($0), \(value)" } ?? value
-                continue
+            if !hasForwardedProto {
+                // Kept when present: behind Fly's edge (or any TLS terminator) the client's
+                // scheme is already recorded there, and overwriting it with "http" would break
+                // the app's URLs.
+                out.field("x-forwarded-proto", "http")
             }
-            if name.equalsASCIICaseInsensitive("expect") {
-                // The proxy answers `100-continue` itself when it starts reading the body,
-                // so the app never waits for a continue that nobody will send.
-                continue
+            trace.write(to: &out, configuration: traceConfiguration)
+            if isUpgrade {
+                out.field("connection", "upgrade")
             }
-            if name.equalsASCIICaseInsensitive("x-forwarded-proto") {
-                hasForwardedProto = true
+            switch framing {
+            case .chunked: out.field("transfer-encoding", "chunked")
+            case .contentLength(let length): out.field("content-length", decimal: length)
+            case .noBody, .untilClose: break
             }
-            headers.add(name: name, value: value)
+            out.endHead()
         }
-        if let clientAddress {
-            headers.add(name: "x-forwarded-for", value: forwardedFor.map { "\($0), \(clientAddress)" } ?? clientAddress)
-        } else if let forwardedFor {
-            headers.add(name: "x-forwarded-for", value: forwardedFor)
-        }
-        if !hasForwardedProto {
-            // Kept when present: behind Fly's edge (or any TLS terminator) the client's scheme is
-            // already recorded there, and overwriting it with "http" would break the app's URLs.
-            headers.add(name: "x-forwarded-proto", value: "http")
-        }
-        trace.add(to: &headers, configuration: traceConfiguration)
-        if isUpgrade {
-            headers.add(name: "connection", value: "upgrade")
-        }
-        switch framing {
-        case .chunked: headers.add(name: "transfer-encoding", value: "chunked")
-        case .contentLength(let length): headers.add(name: "content-length", value: String(length))
-        case .noBody, .untilClose: break
-        }
-        return HTTPRequestHead(version: .http1_1, method: head.method, uri: absolute?.target ?? head.uri, headers: headers.built)
     }
 
     /// An absolute-form target (`GET http://host/path?q`) as the authority it names and the
@@ -84,7 +107,7 @@ enum HeaderRewriting {
         return (authority, rest.hasPrefix("/") ? String(rest) : "/" + rest)
     }
 
-    /// The response head sent to the client.
+    /// The response head sent to the client, written in one pass over the app's headers.
     ///
     /// - Parameter requestID: the request id header, which replaces any the app sent.
     static func clientResponse(
@@ -92,41 +115,48 @@ enum HeaderRewriting {
         framing: MessageFraming,
         clientVersion: HTTPVersion,
         keepAlive: Bool,
-        requestID: (name: String, value: String)
-    ) -> HTTPResponseHead {
+        requestID: (name: String, value: String),
+        allocator: ByteBufferAllocator
+    ) -> EncodedHead {
         let isUpgrade = head.status == .switchingProtocols
-        var headers = HeaderFields(capacity: head.headers.count + 3)
         let nominated = nominatedHeaders(head.headers, keepingUpgrade: isUpgrade)
-        for (name, value) in head.headers {
-            if isHopByHop(name, keepingUpgrade: isUpgrade) || nominated.contains(lowercasedASCII: name)
-                || name.equalsASCIICaseInsensitive(requestID.name)
-            {
-                continue
-            }
-            headers.add(name: name, value: value)
-        }
-        headers.add(name: requestID.name, value: requestID.value)
-        switch framing {
-        case .chunked where clientVersion.speaksChunked, .untilClose where clientVersion.speaksChunked:
-            headers.add(name: "transfer-encoding", value: "chunked")
-        case .contentLength(let length):
-            headers.add(name: "content-length", value: String(length))
-        case .noBody where head.status.mayCarryContentLength:
+        return EncodedHead(allocator: allocator) { out in
+            out.statusLine(version: clientVersion, status: head.status)
             // HEAD and 304 may announce the length of the body they do not carry.
-            if let length = head.headers.first(name: "content-length") {
-                headers.add(name: "content-length", value: length)
+            var announcedLength: String?
+            for (name, value) in head.headers {
+                if isHopByHop(name, keepingUpgrade: isUpgrade) || nominated.contains(lowercasedASCII: name)
+                    || name.equalsASCIICaseInsensitive(requestID.name)
+                {
+                    if announcedLength == nil, name.utf8.count == 14, name.equalsASCIICaseInsensitive("content-length") {
+                        announcedLength = value
+                    }
+                    continue
+                }
+                out.field(name, value)
             }
-        case .chunked, .untilClose, .noBody:
-            break  // an HTTP/1.0 client reads until close; 1xx and 204 never announce a length
+            out.field(requestID.name, requestID.value)
+            switch framing {
+            case .chunked where clientVersion.speaksChunked, .untilClose where clientVersion.speaksChunked:
+                out.field("transfer-encoding", "chunked")
+            case .contentLength(let length):
+                out.field("content-length", decimal: length)
+            case .noBody where head.status.mayCarryContentLength:
+                if let announcedLength {
+                    out.field("content-length", announcedLength)
+                }
+            case .chunked, .untilClose, .noBody:
+                break  // an HTTP/1.0 client reads until close; 1xx and 204 never announce a length
+            }
+            if isUpgrade {
+                out.field("connection", "upgrade")
+            } else if !keepAlive {
+                out.field("connection", "close")
+            } else if clientVersion.minor == 0 {
+                out.field("connection", "keep-alive")
+            }
+            out.endHead()
         }
-        if isUpgrade {
-            headers.add(name: "connection", value: "upgrade")
-        } else if !keepAlive {
-            headers.add(name: "connection", value: "close")
-        } else if clientVersion.minor == 0 {
-            headers.add(name: "connection", value: "keep-alive")
-        }
-        return HTTPResponseHead(version: clientVersion, status: head.status, headers: headers.built)
     }
 
     /// RFC 9112 §3.2: exactly one `Host`, and an HTTP/1.1 request must have it.
@@ -189,26 +219,6 @@ enum HeaderRewriting {
         }
         return names
     }
-}
-
-/// Header fields being assembled for the next hop.
-///
-/// `HTTPHeaders.add` scans every name for non-ASCII bytes, which on the data path costs more
-/// than the rest of the rewriting. The names here are either the proxy's own literals or came
-/// through NIO's decoder, which holds them to RFC 9110's token characters, so they are
-/// collected as they are and handed to `HTTPHeaders` in one piece.
-struct HeaderFields {
-    private var fields: [(String, String)] = []
-
-    init(capacity: Int) {
-        self.fields.reserveCapacity(capacity)
-    }
-
-    mutating func add(name: String, value: String) {
-        self.fields.append((name, value))
-    }
-
-    var built: HTTPHeaders { HTTPHeaders(self.fields) }
 }
 
 extension [Substring] {

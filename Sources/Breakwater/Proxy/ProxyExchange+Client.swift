@@ -20,10 +20,10 @@ extension ProxyExchange {
         case .connecting:
             self.pendingBody.append(body)
         case .forwarding(let connection):
-            connection.write(.body(.byteBuffer(body)))
+            connection.writeBody(body)
             self.resetDeadline(in: self.route.bodyTimeout)
         case .responding(let connection):
-            connection.write(.body(.byteBuffer(body)))
+            connection.writeBody(body)
         case .upgrading, .finished:
             break
         }

@@ -36,7 +36,8 @@ extension ProxyExchange: UpstreamConnectionDelegate {
                     framing: .noBody,
                     clientVersion: self.request.version,
                     keepAlive: true,
-                    requestID: (self.shared.trace.requestIDHeader, self.trace.requestID)
+                    requestID: (self.shared.trace.requestIDHeader, self.trace.requestID),
+                    allocator: self.loop.allocator
                 )
                 self.downstream.startTunnel(response: head, upstream: connection)
             }
@@ -130,7 +131,8 @@ extension ProxyExchange: UpstreamConnectionDelegate {
             framing: self.responseFraming,
             clientVersion: self.request.version,
             keepAlive: self.clientKeepAlive,
-            requestID: (self.shared.trace.requestIDHeader, self.trace.requestID)
+            requestID: (self.shared.trace.requestIDHeader, self.trace.requestID),
+            allocator: self.loop.allocator
         )
         if self.responseFraming == .noBody {
             self.downstream.writeResponsePart(.head(clientHead))

@@ -114,7 +114,7 @@ final class ProxyExchange {
     var waitTimer: Scheduled<Void>?
     var responseFraming = MessageFraming.noBody
     /// The response head, kept back until the first piece of body arrives.
-    var heldHead: HTTPResponseHead?
+    var heldHead: EncodedHead?
     var upstreamKeepAlive = false
     var clientKeepAlive = false
 
@@ -177,7 +177,11 @@ final class ProxyExchange {
         }
         if self.request.headers[canonicalForm: "expect"].contains(where: { $0.equalsASCIICaseInsensitive("100-continue") }) {
             // The app never sees `Expect` (it is answered here), so the client is told to go on.
-            self.downstream.writeResponsePart(.head(HTTPResponseHead(version: self.request.version, status: .continue)))
+            let continueHead = EncodedHead(allocator: self.loop.allocator, expectedLength: 32) { out in
+                out.statusLine(version: self.request.version, status: .continue)
+                out.endHead()
+            }
+            self.downstream.writeResponsePart(.head(continueHead))
             self.downstream.flush()
         }
         if let path = self.shared.publicReadinessPath, Router.path(of: self.request.uri) == path {
@@ -246,12 +250,13 @@ final class ProxyExchange {
             clientAddress: self.clientAddress,
             isUpgrade: self.isUpgrade,
             trace: self.trace,
-            traceConfiguration: self.shared.trace
+            traceConfiguration: self.shared.trace,
+            allocator: self.loop.allocator
         )
         self.firstForwardedAt = self.firstForwardedAt ?? .now()
-        connection.write(.head(head))
+        connection.writeHead(head, method: self.request.method)
         while let part = self.pendingBody.popFirst() {
-            connection.write(.body(.byteBuffer(part)))
+            connection.writeBody(part)
         }
         if self.requestEnded {
             self.finishRequest(on: connection)
@@ -263,7 +268,7 @@ final class ProxyExchange {
     }
 
     func finishRequest(on connection: UpstreamConnection) {
-        connection.write(.end(nil))
+        connection.writeEnd()
         self.requestForwarded = true
         if case .forwarding = self.phase {
             // The app has `timeout` from the end of the request to answer (Envoy's rule), so a

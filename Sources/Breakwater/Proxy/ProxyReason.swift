@@ -108,44 +108,34 @@ struct LocalResponse {
 
     var closesConnection: Bool { self.reason?.closesConnection ?? false }
 
-    func head(version: HTTPVersion, keepAlive: Bool) -> HTTPResponseHead {
-        var headers = HeaderFields(capacity: 6)
-        headers.add(name: "content-type", value: self.contentType)
-        headers.add(name: "content-length", value: String(self.body.utf8.count))
-        if let reason = self.reason {
-            headers.add(name: "x-breakwater-reason", value: reason.rawValue)
-        }
-        if let retryAfterSeconds {
-            headers.add(name: "retry-after", value: String(retryAfterSeconds))
-        }
-        if let requestID {
-            headers.add(name: requestID.name, value: requestID.value)
-        }
-        if !keepAlive {
-            headers.add(name: "connection", value: "close")
-        } else if version.minor == 0 {
-            headers.add(name: "connection", value: "keep-alive")
-        }
-        return HTTPResponseHead(version: version, status: self.status, headers: headers.built)
-    }
-
-    func bodyBuffer(allocator: ByteBufferAllocator) -> ByteBuffer {
-        allocator.buffer(string: self.body)
-    }
-}
-
-extension LocalResponse {
-    /// The whole response as bytes, for the one place that answers below the HTTP codec: the
-    /// connection guard, which must answer a head that never finished parsing.
-    func encoded(allocator: ByteBufferAllocator) -> ByteBuffer {
-        let head = self.head(version: .http1_1, keepAlive: false)
-        var buffer = allocator.buffer(capacity: 256 + self.body.utf8.count)
-        buffer.writeString("HTTP/1.1 \(head.status.code) \(head.status.reasonPhrase)\r\n")
-        for (name, value) in head.headers {
-            buffer.writeString("\(name): \(value)\r\n")
-        }
-        buffer.writeString("\r\n")
-        buffer.writeString(self.body)
-        return buffer
+    /// The whole response, head and body, as one buffer: these answers are small and known
+    /// whole, so they go out in one write.
+    ///
+    /// - Parameter withBody: false for an answer to HEAD, which announces the body's length
+    ///   but must not carry it (the client would read it as the next response).
+    func encoded(version: HTTPVersion, keepAlive: Bool, withBody: Bool, allocator: ByteBufferAllocator) -> ByteBuffer {
+        HeadWriter.written(allocator: allocator, expectedLength: 512 + self.body.utf8.count) { out in
+            out.statusLine(version: version, status: self.status)
+            out.field("content-type", self.contentType)
+            out.field("content-length", decimal: self.body.utf8.count)
+            if let reason = self.reason {
+                out.field("x-breakwater-reason", reason.rawValue)
+            }
+            if let retryAfterSeconds {
+                out.field("retry-after", decimal: retryAfterSeconds)
+            }
+            if let requestID {
+                out.field(requestID.name, requestID.value)
+            }
+            if !keepAlive {
+                out.field("connection", "close")
+            } else if version.minor == 0 {
+                out.field("connection", "keep-alive")
+            }
+            out.endHead()
+            if withBody {
+                out.append(self.body)
+            }
+        }.bytes
     }
 }

@@ -37,8 +37,19 @@ final class UpstreamConnection {
         set { self.handler.delegate = newValue }
     }
 
-    func write(_ part: HTTPClientRequestPart) {
-        self.handler.write(part)
+    /// Sends a request's head; the response decoder is told its method first, since the answer
+    /// to a `HEAD` announces a body it does not carry.
+    func writeHead(_ head: EncodedHead, method: HTTPMethod) {
+        self.handler.write(.head(head), method: method)
+    }
+
+    func writeBody(_ body: ByteBuffer) {
+        self.handler.write(.body(.byteBuffer(body)))
+    }
+
+    /// Ends the request (a client's trailers are not passed on).
+    func writeEnd() {
+        self.handler.write(.end(nil))
     }
 
     func flush() {
@@ -150,10 +161,10 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         context.read()
     }
 
-    fileprivate func write(_ part: HTTPClientRequestPart) {
+    fileprivate func write(_ part: OutgoingHTTPPart, method: HTTPMethod? = nil) {
         guard let context else { return }
-        if case .head(let head) = part {
-            self.responseDecoder.requestSent(head)
+        if let method {
+            self.responseDecoder.requestSent(method: method)
         }
         self.encoder.write(part, context: context, promise: nil)
     }

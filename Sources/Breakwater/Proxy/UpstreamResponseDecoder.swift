@@ -23,9 +23,14 @@ struct UpstreamResponseDecoder: ByteToMessageDecoder {
     )
 
     /// Called as a request head goes out, before its response can arrive.
-    func requestSent(_ head: HTTPRequestHead) {
-        self.decoder.write(data: .head(head))
+    func requestSent(method: HTTPMethod) {
+        // The decoder reads nothing of the head but its method, for HEAD and CONNECT (which
+        // never reaches the app); so no head is made per request for it.
+        self.decoder.write(data: .head(method == .HEAD ? Self.headRequest : Self.otherRequest))
     }
+
+    private static let headRequest = HTTPRequestHead(version: .http1_1, method: .HEAD, uri: "")
+    private static let otherRequest = HTTPRequestHead(version: .http1_1, method: .GET, uri: "")
 
     func decoderAdded(context: ChannelHandlerContext) {
         self.decoder.decoderAdded(context: context)

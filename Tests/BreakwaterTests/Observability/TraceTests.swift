@@ -1,5 +1,6 @@
 @testable import Breakwater
 import Foundation
+import NIOCore
 import NIOHTTP1
 import Testing
 import W3CTraceContext
@@ -68,9 +69,9 @@ import W3CTraceContext
         var seen = Set<String>()
         for _ in 0..<1000 {
             let trace = RequestTrace(request: [:], configuration: TraceConfig(), generator: &generator)
-            var fields = HeaderFields(capacity: 2)
-            trace.add(to: &fields, configuration: TraceConfig())
-            let traceparent = try #require(fields.built.first(name: "traceparent"))
+            let written = HeadWriter.written(allocator: ByteBufferAllocator()) { trace.write(to: &$0, configuration: TraceConfig()) }
+            let line = try #require(String(buffer: written.bytes).split(separator: "\r\n").first { $0.hasPrefix("traceparent: ") })
+            let traceparent = String(line.dropFirst("traceparent: ".count))
             let parsed = try TraceContext(traceParentHeaderValue: traceparent, traceStateHeaderValue: nil)
             #expect(parsed.traceID.description == trace.traceID)
             #expect(parsed.traceParentHeaderValue == traceparent)
