@@ -33,7 +33,7 @@ struct HeadWriter {
 
     private let memory: UnsafeMutableRawBufferPointer
     /// The bytes written, or that would have been: past the end of `memory` nothing is copied.
-    private(set) var count = 0
+    private var count = 0
     private var speaksChunked = false
     private var sawTransferEncoding = false
     private var declaresChunked = false
@@ -104,9 +104,11 @@ struct HeadWriter {
     }
 
     /// `name: 1234`, the digits written in place rather than made into a `String` first.
+    /// `value` is a length or a number of seconds, never negative.
     mutating func field(_ name: String, decimal value: Int) {
         self.append(name)
         self.append(": ")
+        precondition(value >= 0, "a negative length")
         self.append(decimal: UInt(value))
         self.append("\r\n")
     }

@@ -1,7 +1,7 @@
 import NIOCore
 import NIOHTTP1
 
-/// NIO's HTTP/1 response decoder, told of each request head by `UpstreamHandler` rather than
+/// NIO's HTTP/1 response decoder, told each request's method by `UpstreamHandler` rather than
 /// watching the writes to the app go by.
 ///
 /// The decoder must know which requests were `HEAD`s: their responses announce a length but

@@ -127,12 +127,13 @@ private func checkRuntime(_ config: ProxyConfig) {
 private func checkFallback(_ fallback: FallbackConfig?, route: String) {
     guard let fallback else { return }
     let response = LocalResponse(.breakerOpen, retryAfterSeconds: 1, fallback: fallback)
-    let head = response.head(version: .http1_1, keepAlive: true)
-    if head.status.code < 200 || ((head.status.code == 204 || head.status.code == 304) && !fallback.body.isEmpty) {
-        fail("route \(route): the fallback status \(head.status.code) cannot carry the answer (body \(fallback.body.debugDescription))")
+    let code = response.status.code
+    if code < 200 || ((code == 204 || code == 304) && !fallback.body.isEmpty) {
+        fail("route \(route): the fallback status \(code) cannot carry the answer (body \(fallback.body.debugDescription))")
     }
-    for (name, value) in head.headers where value.utf8.contains(where: { $0 == 0x0D || $0 == 0x0A || $0 == 0 }) {
-        fail("route \(route): the fallback's \(name) header would break the response: \(value.debugDescription)")
+    // The one header value a fallback supplies; the rest are the proxy's own.
+    if response.contentType.utf8.contains(where: { $0 == 0x0D || $0 == 0x0A || $0 == 0 }) {
+        fail("route \(route): the fallback's content-type would break the response: \(response.contentType.debugDescription)")
     }
 }
 
