@@ -162,7 +162,7 @@ enum HeaderRewriting {
     /// RFC 9112 §3.2: exactly one `Host`, and an HTTP/1.1 request must have it.
     static func hasValidHost(_ head: HTTPRequestHead) -> Bool {
         var hosts = 0
-        for (name, _) in head.headers where name.equalsASCIICaseInsensitive("host") {
+        for (name, _) in head.headers where name.utf8.count == 4 && name.equalsASCIICaseInsensitive("host") {
             hosts += 1
         }
         return hosts == 1 || (hosts == 0 && !head.version.speaksChunked)
@@ -194,7 +194,7 @@ enum HeaderRewriting {
     private static func nominatedHeaders(_ headers: HTTPHeaders, keepingUpgrade: Bool) -> [Substring] {
         var names: [Substring] = []
         let isBlank = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
-        for (name, value) in headers where name.equalsASCIICaseInsensitive("connection") {
+        for (name, value) in headers where name.utf8.count == 10 && name.equalsASCIICaseInsensitive("connection") {
             if value.equalsASCIICaseInsensitive("keep-alive") || value.equalsASCIICaseInsensitive("close") {
                 continue  // what nearly every message says
             }

@@ -13,7 +13,10 @@ final class MovableDeadline {
     private let eventLoop: any EventLoop
     private let expired: () -> Void
     private var deadline: NIODeadline?
-    private var scheduled: (task: Scheduled<Void>, firesAt: NIODeadline)?
+    private var scheduled: Scheduled<Void>?
+    /// When `scheduled` fires; apart from it, so that comparing with it, on every move, copies
+    /// no task (a task is a handful of references to retain and release).
+    private var firesAt: NIODeadline?
 
     /// - Parameter expired: called on the event loop once the deadline passes. The pending task
     ///   holds this object and so `expired`'s captures: an owner captured strongly must `cancel()`
@@ -32,9 +35,9 @@ final class MovableDeadline {
     func set(_ deadline: NIODeadline?) {
         self.deadline = deadline
         guard let deadline else { return }
-        if let scheduled = self.scheduled {
-            if scheduled.firesAt <= deadline { return }
-            scheduled.task.cancel()
+        if let firesAt = self.firesAt {
+            if firesAt <= deadline { return }
+            self.scheduled?.cancel()
         }
         self.schedule(at: deadline)
     }
@@ -42,13 +45,15 @@ final class MovableDeadline {
     /// Disarms it and lets go of the scheduled task, when the owner goes away.
     func cancel() {
         self.deadline = nil
-        self.scheduled?.task.cancel()
+        self.scheduled?.cancel()
         self.scheduled = nil
+        self.firesAt = nil
     }
 
     private func schedule(at firesAt: NIODeadline) {
-        let task = self.eventLoop.assumeIsolated().scheduleTask(deadline: firesAt) {
+        self.scheduled = self.eventLoop.assumeIsolated().scheduleTask(deadline: firesAt) {
             self.scheduled = nil
+            self.firesAt = nil
             guard let deadline = self.deadline else { return }
             if NIODeadline.now() < deadline {
                 self.schedule(at: deadline)
@@ -57,6 +62,6 @@ final class MovableDeadline {
                 self.expired()
             }
         }
-        self.scheduled = (task, firesAt)
+        self.firesAt = firesAt
     }
 }

@@ -18,9 +18,10 @@ extension ProxyExchange: UpstreamConnectionDelegate {
         case (.forwarding(let connection), .head(let head)):
             self.receivedResponseHead(head, on: connection)
         case (.responding, .body(let body)):
-            self.releaseHeldHead()
             self.bytesOut += body.readableBytes
-            self.downstream.writeResponsePart(.body(.byteBuffer(body)))
+            if !self.releaseHeldHead(carrying: body) {
+                self.downstream.writeResponsePart(.body(.byteBuffer(body)))
+            }
             self.resetDeadline(in: self.route.bodyTimeout)
         case (.responding(let connection), .end(let trailers)):
             self.releaseHeldHead()
@@ -145,13 +146,19 @@ extension ProxyExchange: UpstreamConnectionDelegate {
         self.heldHead = clientHead
     }
 
-    /// Writes the held response head to the client, once.
-    private func releaseHeldHead() {
-        guard let head = self.heldHead else { return }
-        self.heldHead = nil
+    /// Writes the held response head to the client, once, with the first piece of body when
+    /// that fits in the head's buffer (`EncodedHead.appendBody(ifItFits:)`).
+    ///
+    /// - Returns: whether `body` went out with the head.
+    @discardableResult
+    private func releaseHeldHead(carrying body: ByteBuffer? = nil) -> Bool {
+        guard var head = self.heldHead else { return false }
+        self.heldHead = nil  // the head's buffer is now `head`'s alone: appending copies nothing else
         self.waitTimer?.cancel()
         self.waitTimer = nil
+        let carried = body.map { head.appendBody(ifItFits: $0) } ?? false
         self.downstream.writeResponsePart(.head(head))
+        return carried
     }
 
     private func finishResponse(trailers: HTTPHeaders?, on connection: UpstreamConnection) {

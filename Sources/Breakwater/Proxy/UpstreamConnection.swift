@@ -92,6 +92,11 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     fileprivate private(set) var isActive = false
     private var context: ChannelHandlerContext?
     private var readHeld = false
+    /// Bytes were written since the last flush. The exchange flushes a request where its head
+    /// goes out, at its end and when the client's read completes, which for a request without
+    /// a body is one read: NIO walks its whole write path for a flush, pending bytes or not,
+    /// so only a flush with something to send goes to it.
+    private var hasUnflushedWrites = false
     private var encoder = HTTPMessageEncoder()
     private let responseDecoder: UpstreamResponseDecoder
 
@@ -166,11 +171,15 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if let method {
             self.responseDecoder.requestSent(method: method)
         }
-        self.encoder.write(part, context: context, promise: nil)
+        if self.encoder.write(part, context: context, promise: nil) {
+            self.hasUnflushedWrites = true
+        }
     }
 
     fileprivate func flush() {
-        self.context?.flush()
+        guard self.hasUnflushedWrites, let context else { return }
+        self.hasUnflushedWrites = false
+        context.flush()
     }
 
     private func reportClosed(error: (any Error)?) {

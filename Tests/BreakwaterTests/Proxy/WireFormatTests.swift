@@ -139,15 +139,61 @@ import Testing
         }
     }
 
+    /// The first piece of a small body framed by length goes out in its head's buffer, as long
+    /// as it fits in the room already there; a chunked body never does, since its pieces need
+    /// their frames.
+    @Test func aSmallBodyRidesInItsHeadsBufferWhenItFits() {
+        let headText = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
+        var head = EncodedHead(HTTPResponseHead(version: .http1_1, status: .ok, headers: ["content-length": "2"]), expectedLength: 1024)
+        let room = head.bytes.writableBytes
+        #expect(room >= 2)
+
+        var tooLarge = head
+        let tooLargeAppended = tooLarge.appendBody(ifItFits: ByteBuffer(repeating: UInt8(ascii: "x"), count: room + 1))
+        #expect(!tooLargeAppended)
+        #expect(String(buffer: tooLarge.bytes) == headText)
+
+        let appended = head.appendBody(ifItFits: ByteBuffer(string: "ok"))
+        #expect(appended)
+        #expect(String(buffer: head.bytes) == headText + "ok")
+
+        var chunked = EncodedHead(HTTPResponseHead(version: .http1_1, status: .ok, headers: ["transfer-encoding": "chunked"]), expectedLength: 1024)
+        let chunkAppended = chunked.appendBody(ifItFits: ByteBuffer(string: "ok"))
+        #expect(!chunkAppended)
+        #expect(String(buffer: chunked.bytes) == "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+    }
+
+    /// The encoder says when a part wrote nothing (the end of a body framed by length, with no
+    /// promise waiting on it), so `UpstreamHandler` can skip NIO's flush for it.
+    @Test func theEndOfALengthFramedBodyWritesNothing() throws {
+        let encoding = Encoding()
+        let channel = EmbeddedChannel(handler: encoding)
+        let parts: [OutgoingHTTPPart] = [
+            .head(EncodedHead(HTTPResponseHead(version: .http1_1, status: .ok, headers: ["content-length": "2"]))),
+            .body(.byteBuffer(ByteBuffer(string: "ok"))),
+            .end(nil),
+            .head(EncodedHead(HTTPResponseHead(version: .http1_1, status: .ok, headers: ["transfer-encoding": "chunked"]))),
+            .end(nil),
+        ]
+        for part in parts {
+            channel.write(part, promise: nil)  // no promise: `writeOutbound`'s would need a write
+        }
+        channel.flush()
+        #expect(encoding.wrote == [true, true, false, true, true])
+        #expect(try Self.written(by: channel).hasSuffix("\r\n\r\nok" + "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"))
+    }
+
     /// `HTTPMessageEncoder` as `DownstreamHandler` and `UpstreamHandler` write through it, from a
     /// handler's context.
     private final class Encoding: ChannelOutboundHandler {
         typealias OutboundIn = OutgoingHTTPPart
         typealias OutboundOut = IOData
         private var encoder = HTTPMessageEncoder()
+        /// What each write returned: whether it wrote anything.
+        private(set) var wrote: [Bool] = []
 
         func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-            self.encoder.write(self.unwrapOutboundIn(data), context: context, promise: promise)
+            self.wrote.append(self.encoder.write(self.unwrapOutboundIn(data), context: context, promise: promise))
         }
     }
 
