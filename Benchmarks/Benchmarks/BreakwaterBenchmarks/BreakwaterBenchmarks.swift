@@ -117,7 +117,9 @@ let benchmarks: @Sendable () -> Void = {
     let traceConfiguration = TraceConfig()
     let allocator = ByteBufferAllocator()
     var traceGenerator = IdentifierGenerator(seed: 42)
-    let requestTrace = RequestTrace(request: request.headers, configuration: traceConfiguration, generator: &traceGenerator)
+    let requestFields = MessageFields(request.headers, requestIDHeader: traceConfiguration.requestIDHeader)
+    let responseFields = MessageFields(response.headers)
+    let requestTrace = RequestTrace(presented: requestFields, configuration: traceConfiguration, generator: &traceGenerator)
 
     // As `ProxyExchange.forward` builds it: the trace headers are written in the same pass.
     Benchmark("headers: upstreamRequest (browser GET, 12 headers)") { benchmark in
@@ -125,6 +127,7 @@ let benchmarks: @Sendable () -> Void = {
             blackHole(
                 HeaderRewriting.upstreamRequest(
                     identity(request),
+                    nominated: requestFields.nominated,
                     framing: .noBody,
                     clientAddress: "203.0.113.7",
                     isUpgrade: false,
@@ -141,6 +144,7 @@ let benchmarks: @Sendable () -> Void = {
             blackHole(
                 HeaderRewriting.clientResponse(
                     identity(response),
+                    fields: responseFields,
                     framing: .contentLength(5_120),
                     clientVersion: .http1_1,
                     keepAlive: true,
@@ -151,34 +155,38 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
-    // What `ProxyExchange` asks of every request head before it is routed.
-    Benchmark("headers: per-request checks (framing, isUpgradeRequest, hasValidHost)") { benchmark in
+    // What `ProxyExchange` learns of every request head before it is routed: one pass over
+    // its fields, and what is read from that.
+    Benchmark("headers: the request's survey (MessageFields: framing, Host, Upgrade, trace)") { benchmark in
         for _ in benchmark.scaledIterations {
             let head = identity(request)
-            blackHole(MessageFraming(request: head))
-            blackHole(HeaderRewriting.isUpgradeRequest(head))
-            blackHole(HeaderRewriting.hasValidHost(head))
+            let fields = MessageFields(head.headers, requestIDHeader: traceConfiguration.requestIDHeader)
+            blackHole(MessageFraming(request: fields))
+            blackHole(fields.requestsUpgrade)
+            blackHole(fields.hasValidHost(version: head.version))
         }
     }
 
     // MARK: 5. Request ids and trace context
 
-    let withoutTraceparent = Fixtures.browserRequest.headers
-    var withTraceparent = Fixtures.browserRequest.headers
-    withTraceparent.add(name: "traceparent", value: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-    withTraceparent.add(name: "tracestate", value: "congo=t61rcWkgMzE")
+    // The clients' fields as `ProxyExchange` surveys them on arrival.
+    let withoutTraceparent = MessageFields(Fixtures.browserRequest.headers, requestIDHeader: traceConfiguration.requestIDHeader)
+    var tracedHeaders = Fixtures.browserRequest.headers
+    tracedHeaders.add(name: "traceparent", value: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    tracedHeaders.add(name: "tracestate", value: "congo=t61rcWkgMzE")
+    let withTraceparent = MessageFields(tracedHeaders, requestIDHeader: traceConfiguration.requestIDHeader)
 
     Benchmark("trace: new request id + traceparent (none incoming)") { benchmark in
         var generator = IdentifierGenerator(seed: 42)
         for _ in benchmark.scaledIterations {
-            blackHole(RequestTrace(request: identity(withoutTraceparent), configuration: traceConfiguration, generator: &generator))
+            blackHole(RequestTrace(presented: identity(withoutTraceparent), configuration: traceConfiguration, generator: &generator))
         }
     }
 
     Benchmark("trace: new request id, incoming traceparent kept") { benchmark in
         var generator = IdentifierGenerator(seed: 42)
         for _ in benchmark.scaledIterations {
-            blackHole(RequestTrace(request: identity(withTraceparent), configuration: traceConfiguration, generator: &generator))
+            blackHole(RequestTrace(presented: identity(withTraceparent), configuration: traceConfiguration, generator: &generator))
         }
     }
 

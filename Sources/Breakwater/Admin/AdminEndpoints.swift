@@ -4,7 +4,7 @@ import NIOHTTP1
 
 /// What the admin listener answers, path by path (SPEC's admin table).
 struct AdminEndpoints: Sendable {
-    struct Answer {
+    struct Answer: Sendable {
         var status: HTTPResponseStatus
         var contentType = "application/json"
         var body: String

@@ -92,18 +92,33 @@ private final class AdminHandler: ChannelInboundHandler {
         case .end:
             guard let head = self.head else { return }
             self.head = nil
-            let answer = self.endpoints.answer(head)
-            var headers = HTTPHeaders()
-            headers.add(name: "content-type", value: answer.contentType)
-            headers.add(name: "content-length", value: String(answer.body.utf8.count))
-            headers.add(name: "cache-control", value: "no-store")
-            if !head.isKeepAlive { headers.add(name: "connection", value: "close") }
-            context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: answer.status, headers: headers))), promise: nil)
-            context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: answer.body)))), promise: nil)
-            let keepAlive = head.isKeepAlive
-            context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-                if !keepAlive { context.close(promise: nil) }
-            }
+            // Made on NIO's thread pool, not here: `/metrics` reads the process's figures from
+            // /proc, which is file I/O, and no event loop waits on a file. The HTTP server
+            // pipeline holds a pipelined request back until this answer's end is written.
+            let endpoints = self.endpoints
+            NIOThreadPool.singleton.runIfActive(eventLoop: context.eventLoop) { endpoints.answer(head) }
+                .assumeIsolated()
+                .whenComplete { result in
+                    guard context.channel.isActive else { return }  // the client left meanwhile
+                    switch result {
+                    case .success(let answer): self.write(answer, to: head, context: context)
+                    case .failure: context.close(promise: nil)
+                    }
+                }
+        }
+    }
+
+    private func write(_ answer: AdminEndpoints.Answer, to head: HTTPRequestHead, context: ChannelHandlerContext) {
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: answer.contentType)
+        headers.add(name: "content-length", value: String(answer.body.utf8.count))
+        headers.add(name: "cache-control", value: "no-store")
+        if !head.isKeepAlive { headers.add(name: "connection", value: "close") }
+        context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: answer.status, headers: headers))), promise: nil)
+        context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: answer.body)))), promise: nil)
+        let keepAlive = head.isKeepAlive
+        context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            if !keepAlive { context.close(promise: nil) }
         }
     }
 }

@@ -16,8 +16,8 @@ struct RequestTrace {
         self.traceparent.map { String($0.utf8.dropFirst(3).prefix(32))! }
     }
 
-    init(request headers: HTTPHeaders, configuration: TraceConfig, generator: inout IdentifierGenerator) {
-        let presented = PresentedTrace(headers, requestIDHeader: configuration.requestIDHeader)
+    /// - Parameter presented: the client's fields, surveyed with `configuration.requestIDHeader`.
+    init(presented: MessageFields, configuration: TraceConfig, generator: inout IdentifierGenerator) {
         self.requestID = presented.requestID.flatMap { Self.isAcceptableRequestID($0) ? $0 : nil } ?? Self.newRequestID(using: &generator)
         guard configuration.traceparent else {
             (self.traceparent, self.tracestate) = (nil, nil)
@@ -56,16 +56,12 @@ struct RequestTrace {
         }
     }
 
-    /// Whether the client's header `name` gives way to this trace's: the request id always, and
-    /// `traceparent` and `tracestate` when the proxy takes part in the trace.
-    func replaces(_ name: String, configuration: TraceConfig) -> Bool {
-        if name.equalsASCIICaseInsensitive(configuration.requestIDHeader) { return true }
-        return self.traceparent != nil
-            && (name.equalsASCIICaseInsensitive("traceparent") || name.equalsASCIICaseInsensitive("tracestate"))
-    }
+    /// Whether the client's `traceparent` and `tracestate` give way to this trace's: when the
+    /// proxy takes part in the trace. (Its request id always replaces the client's.)
+    var replacesTraceContext: Bool { self.traceparent != nil }
 
-    /// Writes the trace headers into a request head going to the app, in place of those it
-    /// `replaces`.
+    /// Writes the trace headers into a request head going to the app, in place of the client's
+    /// request id and, when it `replacesTraceContext`, trace context.
     func write(to head: inout HeadWriter, configuration: TraceConfig) {
         head.field(configuration.requestIDHeader, self.requestID)
         if let traceparent = self.traceparent {
@@ -112,26 +108,5 @@ struct RequestTrace {
         nibbles = (nibbles | nibbles << 4) & 0x0F0F_0F0F_0F0F_0F0F
         let isLetter = ((nibbles &+ 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101
         return nibbles &+ 0x3030_3030_3030_3030 &+ isLetter &* 39
-    }
-}
-
-/// The client's request id and trace context headers, the first of each, found in one pass
-/// over its fields rather than one search per header.
-private struct PresentedTrace {
-    private(set) var requestID: String?
-    private(set) var traceparent: String?
-    private(set) var tracestate: String?
-
-    init(_ fields: HTTPHeaders, requestIDHeader: String) {
-        for (name, value) in fields {
-            if self.requestID == nil, name.equalsASCIICaseInsensitive(requestIDHeader) {
-                self.requestID = value
-            }
-            if self.traceparent == nil, name.equalsASCIICaseInsensitive("traceparent") {
-                self.traceparent = value
-            } else if self.tracestate == nil, name.equalsASCIICaseInsensitive("tracestate") {
-                self.tracestate = value
-            }
-        }
     }
 }

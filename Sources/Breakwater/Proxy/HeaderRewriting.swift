@@ -7,11 +7,13 @@ enum HeaderRewriting {
     /// The request head sent to the app, written in one pass over the client's headers.
     ///
     /// - Parameters:
+    ///   - nominated: the names the client's `Connection` listed (`MessageFields.nominated`).
     ///   - clientAddress: the peer's IP, appended to `X-Forwarded-For`.
     ///   - isUpgrade: keep `Upgrade` and ask for it with `Connection: upgrade` (WebSocket).
     ///   - trace: the request's id and trace context, which replace the client's.
     static func upstreamRequest(
         _ head: HTTPRequestHead,
+        nominated: [Substring],
         framing: MessageFraming,
         clientAddress: String?,
         isUpgrade: Bool,
@@ -19,11 +21,12 @@ enum HeaderRewriting {
         traceConfiguration: TraceConfig,
         allocator: ByteBufferAllocator
     ) -> EncodedHead {
-        let nominated = nominatedHeaders(head.headers, keepingUpgrade: isUpgrade)
         // Unwrapped here, once: the writing below reads them for every field.
         let absolute = absoluteForm(head.uri)
         let (replacesHost, authority, target) = (absolute != nil, absolute?.authority ?? "", absolute?.target ?? head.uri)
         let (forwardsClient, client) = (clientAddress != nil, clientAddress ?? "")
+        let requestIDHeader = traceConfiguration.requestIDHeader
+        let replacesTraceContext = trace.replacesTraceContext
         return EncodedHead(allocator: allocator) { out in
             out.requestLine(method: head.method, target: target, version: .http1_1)
             // The client's X-Forwarded-For goes on as one field, the client's address last.
@@ -31,29 +34,33 @@ enum HeaderRewriting {
             var forwardedFor = ""
             var hasForwardedProto = false
             for (name, value) in head.headers {
-                if isHopByHop(name, keepingUpgrade: isUpgrade) || nominated.contains(lowercasedASCII: name)
-                    || trace.replaces(name, configuration: traceConfiguration)
-                {
+                if name.utf8.count == requestIDHeader.utf8.count && name.equalsASCIICaseInsensitive(requestIDHeader) {
+                    continue  // the trace's id replaces it
+                }
+                let known = FieldName(name)
+                if known.isHopByHop(keepingUpgrade: isUpgrade) || nominated.nominates(name, keepingUpgrade: isUpgrade) {
                     continue
                 }
-                if replacesHost, name.equalsASCIICaseInsensitive("host") {
+                switch known {
+                case .traceparent where replacesTraceContext, .tracestate where replacesTraceContext:
+                    continue
+                case .host where replacesHost:
                     // RFC 9112 §3.2.2: the target's authority wins, and a proxy must send it as
                     // Host, or the app could route by one name while the proxy routed by the other.
                     out.field(name, authority)
                     continue
-                }
-                if name.equalsASCIICaseInsensitive("x-forwarded-for") {
+                case .xForwardedFor:
                     forwardedForLines += 1
                     if forwardedForLines == 1 { forwardedFor = value }
                     continue
-                }
-                if name.equalsASCIICaseInsensitive("expect") {
+                case .expect:
                     // The proxy answers `100-continue` itself when it starts reading the body,
                     // so the app never waits for a continue that nobody will send.
                     continue
-                }
-                if name.equalsASCIICaseInsensitive("x-forwarded-proto") {
+                case .xForwardedProto:
                     hasForwardedProto = true
+                default:
+                    break
                 }
                 out.field(name, value)
             }
@@ -61,7 +68,7 @@ enum HeaderRewriting {
                 out.append("x-forwarded-for: ")
                 if forwardedForLines > 1 {
                     // Rare enough to walk the fields again rather than collect them every time.
-                    for (index, (_, value)) in head.headers.filter({ $0.name.equalsASCIICaseInsensitive("x-forwarded-for") }).enumerated() {
+                    for (index, (_, value)) in head.headers.filter({ FieldName($0.name) == .xForwardedFor }).enumerated() {
                         if index > 0 { out.append(", ") }
                         out.append(value)
                     }
@@ -109,9 +116,12 @@ enum HeaderRewriting {
 
     /// The response head sent to the client, written in one pass over the app's headers.
     ///
-    /// - Parameter requestID: the request id header, which replaces any the app sent.
+    /// - Parameters:
+    ///   - fields: what the app's fields said (`MessageFields(head.headers)`).
+    ///   - requestID: the request id header, which replaces any the app sent.
     static func clientResponse(
         _ head: HTTPResponseHead,
+        fields: MessageFields,
         framing: MessageFraming,
         clientVersion: HTTPVersion,
         keepAlive: Bool,
@@ -119,18 +129,14 @@ enum HeaderRewriting {
         allocator: ByteBufferAllocator
     ) -> EncodedHead {
         let isUpgrade = head.status == .switchingProtocols
-        let nominated = nominatedHeaders(head.headers, keepingUpgrade: isUpgrade)
+        // Read out here: the writing below captures these rather than a copy of the survey.
+        let (nominated, announcedLength) = (fields.nominated, fields.contentLength)
         return EncodedHead(allocator: allocator) { out in
             out.statusLine(version: clientVersion, status: head.status)
-            // HEAD and 304 may announce the length of the body they do not carry.
-            var announcedLength: String?
             for (name, value) in head.headers {
-                if isHopByHop(name, keepingUpgrade: isUpgrade) || nominated.contains(lowercasedASCII: name)
-                    || name.equalsASCIICaseInsensitive(requestID.name)
+                if FieldName(name).isHopByHop(keepingUpgrade: isUpgrade) || nominated.nominates(name, keepingUpgrade: isUpgrade)
+                    || (name.utf8.count == requestID.name.utf8.count && name.equalsASCIICaseInsensitive(requestID.name))
                 {
-                    if announcedLength == nil, name.utf8.count == 14, name.equalsASCIICaseInsensitive("content-length") {
-                        announcedLength = value
-                    }
                     continue
                 }
                 out.field(name, value)
@@ -142,8 +148,9 @@ enum HeaderRewriting {
             case .contentLength(let length):
                 out.field("content-length", decimal: length)
             case .noBody where head.status.mayCarryContentLength:
+                // HEAD and 304 may announce the length of the body they do not carry.
                 if let announcedLength {
-                    out.field("content-length", announcedLength)
+                    out.field("content-length", decimal: announcedLength)
                 }
             case .chunked, .untilClose, .noBody:
                 break  // an HTTP/1.0 client reads until close; 1xx and 204 never announce a length
@@ -157,73 +164,6 @@ enum HeaderRewriting {
             }
             out.endHead()
         }
-    }
-
-    /// RFC 9112 §3.2: exactly one `Host`, and an HTTP/1.1 request must have it.
-    static func hasValidHost(_ head: HTTPRequestHead) -> Bool {
-        var hosts = 0
-        for (name, _) in head.headers where name.utf8.count == 4 && name.equalsASCIICaseInsensitive("host") {
-            hosts += 1
-        }
-        return hosts == 1 || (hosts == 0 && !head.version.speaksChunked)
-    }
-
-    /// Whether a request asks to switch protocols (WebSocket): `Upgrade` named in `Connection`.
-    static func isUpgradeRequest(_ head: HTTPRequestHead) -> Bool {
-        head.headers.contains(name: "upgrade")
-            && nominatedHeaders(head.headers, keepingUpgrade: false).contains(lowercasedASCII: "upgrade")
-    }
-
-    private static func isHopByHop(_ name: String, keepingUpgrade: Bool) -> Bool {
-        switch name.utf8.count {
-        case 2: return name.equalsASCIICaseInsensitive("te")
-        case 7: return name.equalsASCIICaseInsensitive("trailer") || (!keepingUpgrade && name.equalsASCIICaseInsensitive("upgrade"))
-        case 10: return name.equalsASCIICaseInsensitive("connection") || name.equalsASCIICaseInsensitive("keep-alive")
-        case 14: return name.equalsASCIICaseInsensitive("content-length")  // framing is set per hop
-        case 16: return name.equalsASCIICaseInsensitive("proxy-connection")
-        case 17: return name.equalsASCIICaseInsensitive("transfer-encoding")
-        default: return false
-        }
-    }
-
-    /// Header names listed in `Connection`, which are hop-by-hop for this message; `Upgrade`
-    /// survives when the message switches protocols, since the next hop needs it too.
-    ///
-    /// Nearly every message says only `keep-alive` or `close`, which name nothing: then nothing
-    /// is allocated.
-    private static func nominatedHeaders(_ headers: HTTPHeaders, keepingUpgrade: Bool) -> [Substring] {
-        var names: [Substring] = []
-        let isBlank = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
-        for (name, value) in headers where name.utf8.count == 10 && name.equalsASCIICaseInsensitive("connection") {
-            if value.equalsASCIICaseInsensitive("keep-alive") || value.equalsASCIICaseInsensitive("close") {
-                continue  // what nearly every message says
-            }
-            // Walked as bytes: commas and blanks are ASCII, so every index found is a valid
-            // boundary to slice `value` at.
-            let bytes = value.utf8
-            var start = bytes.startIndex
-            while start < bytes.endIndex {
-                let comma = bytes[start...].firstIndex(of: UInt8(ascii: ",")) ?? bytes.endIndex
-                if let first = bytes[start..<comma].firstIndex(where: { !isBlank($0) }),
-                    let last = bytes[start..<comma].lastIndex(where: { !isBlank($0) })
-                {
-                    let token = value[first..<bytes.index(after: last)]
-                    let isKept = token.equalsASCIICaseInsensitive("close") || token.equalsASCIICaseInsensitive("keep-alive")
-                        || (keepingUpgrade && token.equalsASCIICaseInsensitive("upgrade"))
-                    if !isKept {
-                        names.append(token)
-                    }
-                }
-                start = comma == bytes.endIndex ? comma : bytes.index(after: comma)
-            }
-        }
-        return names
-    }
-}
-
-extension [Substring] {
-    fileprivate func contains(lowercasedASCII name: String) -> Bool {
-        self.contains { $0.equalsASCIICaseInsensitive(name) }
     }
 }
 

@@ -15,36 +15,17 @@ enum MessageFraming: Equatable {
     /// Framing of a request as the (strict) decoder accepted it: llhttp has already rejected
     /// Content-Length together with Transfer-Encoding, conflicting lengths and codings other
     /// than a final `chunked`.
-    init(request head: HTTPRequestHead) {
-        self = Self(declaredBy: head.headers) ?? .noBody
+    init(request fields: MessageFields) {
+        self = fields.declaredFraming ?? .noBody
     }
 
     /// Framing of a response from the app, for a request with `method`.
-    init(response head: HTTPResponseHead, requestMethod: HTTPMethod) {
+    init(response head: HTTPResponseHead, fields: MessageFields, requestMethod: HTTPMethod) {
         let code = head.status.code
         if requestMethod == .HEAD || (100..<200).contains(code) || code == 204 || code == 304 {
             self = .noBody
         } else {
-            self = Self(declaredBy: head.headers) ?? .untilClose
+            self = fields.declaredFraming ?? .untilClose
         }
-    }
-
-    /// What the fields declare, read in one pass: `chunked` when a `Transfer-Encoding` is
-    /// present, else the first `Content-Length`; nil when they declare neither.
-    private init?(declaredBy fields: HTTPHeaders) {
-        var length: String?
-        for (name, value) in fields {
-            switch name.utf8.count {
-            case 17 where name.equalsASCIICaseInsensitive("transfer-encoding"):
-                self = .chunked
-                return
-            case 14 where length == nil && name.equalsASCIICaseInsensitive("content-length"):
-                length = value
-            default:
-                continue
-            }
-        }
-        guard let length = length.flatMap(Int.init) else { return nil }
-        self = .contentLength(length)
     }
 }

@@ -34,6 +34,7 @@ extension ProxyExchange: UpstreamConnectionDelegate {
                 self.phase = .finished
                 let head = HeaderRewriting.clientResponse(
                     upgradeHead,
+                    fields: MessageFields(upgradeHead.headers),
                     framing: .noBody,
                     clientVersion: self.request.version,
                     keepAlive: true,
@@ -115,7 +116,8 @@ extension ProxyExchange: UpstreamConnectionDelegate {
             self.cancelDeadline()
             return
         }
-        self.responseFraming = MessageFraming(response: head, requestMethod: self.request.method)
+        let fields = MessageFields(head.headers)
+        self.responseFraming = MessageFraming(response: head, fields: fields, requestMethod: self.request.method)
         // After an upgrade request the reader at either end (llhttp in uvicorn's httptools, the
         // client's) may have stopped parsing HTTP, even when the answer refused the switch; and a
         // response that comes before the request is whole leaves the client's stream position
@@ -129,6 +131,7 @@ extension ProxyExchange: UpstreamConnectionDelegate {
         self.resetDeadline(in: self.route.bodyTimeout)
         let clientHead = HeaderRewriting.clientResponse(
             head,
+            fields: fields,
             framing: self.responseFraming,
             clientVersion: self.request.version,
             keepAlive: self.clientKeepAlive,

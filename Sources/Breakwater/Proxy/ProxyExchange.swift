@@ -35,8 +35,13 @@ final class ProxyExchange {
     static let headHold = TimeAmount.milliseconds(50)
 
     let request: HTTPRequestHead
+    // What the request's fields said (`MessageFields`, surveyed once on arrival).
     let requestFraming: MessageFraming
     let isUpgrade: Bool
+    let hasValidHost: Bool
+    let expectsContinue: Bool
+    /// The names the client's `Connection` listed, which are not forwarded.
+    let nominatedByClient: [Substring]
     let clientAddress: String?
     let shared: ProxyShared
     let loop: EventLoopContext
@@ -128,14 +133,18 @@ final class ProxyExchange {
         downstream: DownstreamHandler
     ) {
         self.request = request
-        self.requestFraming = MessageFraming(request: request)
-        self.isUpgrade = HeaderRewriting.isUpgradeRequest(request)
+        let fields = MessageFields(request.headers, requestIDHeader: shared.trace.requestIDHeader)
+        self.requestFraming = MessageFraming(request: fields)
+        self.isUpgrade = fields.requestsUpgrade
+        self.hasValidHost = fields.hasValidHost(version: request.version)
+        self.expectsContinue = fields.expectsContinue
+        self.nominatedByClient = fields.nominated
         self.clientAddress = clientAddress
         self.shared = shared
         self.loop = loop
         self.downstream = downstream
         self.route = shared.route(method: request.method.rawValue, uri: request.uri)
-        self.trace = RequestTrace(request: request.headers, configuration: shared.trace, generator: &loop.identifiers)
+        self.trace = RequestTrace(presented: fields, configuration: shared.trace, generator: &loop.identifiers)
         shared.lifecycle.requestsInFlight.wrappingIncrement(ordering: .relaxed)
     }
 
@@ -162,7 +171,7 @@ final class ProxyExchange {
     // MARK: The journey
 
     func start() {
-        guard HeaderRewriting.hasValidHost(self.request) else {
+        guard self.hasValidHost else {
             // Two Hosts, or none in HTTP/1.1: the app and the proxy could read it differently.
             self.respondLocally(.badRequest)
             return
@@ -177,7 +186,7 @@ final class ProxyExchange {
             self.respondLocally(.bodyTooLarge)
             return
         }
-        if self.request.headers[canonicalForm: "expect"].contains(where: { $0.equalsASCIICaseInsensitive("100-continue") }) {
+        if self.expectsContinue {
             // The app never sees `Expect` (it is answered here), so the client is told to go on.
             let continueHead = EncodedHead(allocator: self.loop.allocator, expectedLength: 32) { out in
                 out.statusLine(version: self.request.version, status: .continue)
@@ -221,11 +230,16 @@ final class ProxyExchange {
         self.requestForwarded = false
         let member = self.loop.upstreams.pick()
         self.member = member
-        self.loop.pools[member.index].lease { result in
+        let pool = self.loop.pools[member.index]
+        if let connection = pool.takeIdle() {
+            self.forward(on: connection)
+            return
+        }
+        pool.connect { result in
             guard case .connecting = self.phase else {
                 // The client left while we connected; the connection never carried anything.
                 if case .success(let connection) = result {
-                    self.loop.pools[member.index].release(connection, reusable: true)
+                    pool.release(connection, reusable: true)
                 }
                 return
             }
@@ -248,6 +262,7 @@ final class ProxyExchange {
         connection.delegate = self
         let head = HeaderRewriting.upstreamRequest(
             self.request,
+            nominated: self.nominatedByClient,
             framing: self.requestFraming,
             clientAddress: self.clientAddress,
             isUpgrade: self.isUpgrade,

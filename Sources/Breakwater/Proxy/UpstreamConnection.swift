@@ -67,10 +67,12 @@ final class UpstreamConnection {
         self.channel.close(promise: nil)
     }
 
-    /// Called by the pool when the connection goes idle or leaves the pool.
-    var onIdleClose: (() -> Void)? {
-        get { self.handler.onIdleClose }
-        set { self.handler.onIdleClose = newValue }
+    /// The pool the connection is parked in, while it idles there: told if the app closes it.
+    /// Set and cleared by the pool (a reference cycle while parked, broken whenever the
+    /// connection leaves the idle list); a closure here would be allocated at every park.
+    var parkedIn: UpstreamConnectionPool? {
+        get { self.handler.parkedIn }
+        set { self.handler.parkedIn = newValue }
     }
 }
 
@@ -88,7 +90,7 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     fileprivate var delegate: (any UpstreamConnectionDelegate)? {
         didSet { self.resumeReadingIfNeeded() }
     }
-    fileprivate var onIdleClose: (() -> Void)?
+    fileprivate var parkedIn: UpstreamConnectionPool?
     fileprivate private(set) var isActive = false
     private var context: ChannelHandlerContext?
     private var readHeld = false
@@ -186,9 +188,9 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if let delegate = self.delegate {
             self.delegate = nil
             delegate.upstreamClosed(error: error)
-        } else if let onIdleClose = self.onIdleClose {
-            self.onIdleClose = nil
-            onIdleClose()
+        } else if let pool = self.parkedIn {
+            self.parkedIn = nil
+            pool.parkedConnectionClosed()
         }
     }
 }

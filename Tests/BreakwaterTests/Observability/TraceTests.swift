@@ -68,7 +68,7 @@ import W3CTraceContext
         var generator = IdentifierGenerator(seed: 42)
         var seen = Set<String>()
         for _ in 0..<1000 {
-            let trace = RequestTrace(request: [:], configuration: TraceConfig(), generator: &generator)
+            let trace = RequestTrace(presented: MessageFields([:]), configuration: TraceConfig(), generator: &generator)
             let written = HeadWriter.written(allocator: ByteBufferAllocator()) { trace.write(to: &$0, configuration: TraceConfig()) }
             let line = try #require(String(buffer: written.bytes).split(separator: "\r\n").first { $0.hasPrefix("traceparent: ") })
             let traceparent = String(line.dropFirst("traceparent: ".count))

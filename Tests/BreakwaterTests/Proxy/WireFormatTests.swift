@@ -107,9 +107,9 @@ import Testing
         let head = channel.eventLoop.makePromise(of: Void.self)
         let body = channel.eventLoop.makePromise(of: Void.self)
         let end = channel.eventLoop.makePromise(of: Void.self)
-        head.futureResult.whenSuccess { completed.append("head") }
-        body.futureResult.whenSuccess { completed.append("body") }
-        end.futureResult.whenSuccess { completed.append("end") }
+        head.futureResult.assumeIsolated().whenSuccess { completed.append("head") }
+        body.futureResult.assumeIsolated().whenSuccess { completed.append("body") }
+        end.futureResult.assumeIsolated().whenSuccess { completed.append("end") }
         let headers: HTTPHeaders = ["content-length": "2"]
         channel.write(OutgoingHTTPPart.head(EncodedHead(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: head)
         channel.write(OutgoingHTTPPart.body(.byteBuffer(ByteBuffer(string: "ok"))), promise: body)

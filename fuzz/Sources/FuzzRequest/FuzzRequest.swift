@@ -468,7 +468,7 @@ struct Session {
         // or 413 and the connection closed) or the first after which the connection cannot carry
         // another (Connection: close, HTTP/1.0 without keep-alive, a protocol switch).
         func refused(_ request: ReadRequest) -> Bool {
-            !HeaderRewriting.hasValidHost(request.head) || request.head.method == .CONNECT
+            !MessageFields(request.head.headers).hasValidHost(version: request.head.version) || request.head.method == .CONNECT
                 || (request.head.headers.first(name: "content-length").flatMap(Int.init).map { $0 > server.maxBodyBytes } ?? false)
         }
         func endsConnection(_ request: ReadRequest) -> Bool {
@@ -661,7 +661,7 @@ private func expectedHost(_ sent: HTTPRequestHead) -> [String] {
 
 /// What the proxy takes for a protocol switch.
 private func isUpgrade(_ head: HTTPRequestHead) -> Bool {
-    HeaderRewriting.isUpgradeRequest(head)
+    MessageFields(head.headers).requestsUpgrade
 }
 
 /// What llhttp takes for one: CONNECT, or Upgrade named in Connection.

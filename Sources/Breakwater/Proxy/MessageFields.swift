@@ -1,0 +1,196 @@
+import NIOHTTP1
+
+/// What the proxy needs to know of a message's header fields, learned in one pass over them.
+///
+/// Each pass over `HTTPHeaders` retains and releases every name and value it visits, and those
+/// atomic operations cost more than the comparisons: a request used to be walked seven times
+/// (framing, `Host`, `Upgrade`, `Expect`, the trace, `Connection`, the rewrite) and a response
+/// three. Now each message is surveyed once when its head arrives and walked once more when
+/// its head is written (`HeaderRewriting`). A survey is read where it is made: the exchange
+/// keeps only the facts it needs later, not the strings.
+struct MessageFields {
+    /// `Host` fields: RFC 9112 §3.2 wants exactly one in an HTTP/1.1 request.
+    let hostCount: Int
+    /// A `Transfer-Encoding` is present: the decoder accepts one only with a final `chunked`.
+    let declaresChunked: Bool
+    /// The first `Content-Length` (the decoder refuses conflicting ones and non-numbers).
+    let contentLength: Int?
+    /// The names `Connection` lists, bar `close` and `keep-alive`: hop-by-hop for this message.
+    /// Nearly every message lists nothing else, and then nothing is allocated.
+    let nominated: [Substring]
+    let hasUpgrade: Bool
+    /// `Expect: 100-continue`, which the proxy answers itself.
+    let expectsContinue: Bool
+    /// The client's request id (the header `requestIDHeader` names) and trace context, the
+    /// first of each.
+    let requestID: String?
+    let traceparent: String?
+    let tracestate: String?
+
+    /// - Parameter requestIDHeader: the request id's header, for a request; nil for a response.
+    init(_ headers: HTTPHeaders, requestIDHeader: String? = nil) {
+        // Gathered in locals and stored once: filling `self` field by field in the loop made
+        // the compiler copy the whole survey, strings and all.
+        var hostCount = 0
+        var declaresChunked = false
+        var contentLength: Int?
+        var nominated: [Substring] = []
+        var hasUpgrade = false
+        var expectsContinue = false
+        var requestID: String?
+        var traceparent: String?
+        var tracestate: String?
+        for (name, value) in headers {
+            if let requestIDHeader, requestID == nil, name.utf8.count == requestIDHeader.utf8.count,
+                name.equalsASCIICaseInsensitive(requestIDHeader)
+            {
+                requestID = value
+                continue
+            }
+            switch FieldName(name) {
+            case .host:
+                hostCount += 1
+            case .transferEncoding:
+                declaresChunked = true
+            case .contentLength where contentLength == nil:
+                contentLength = Int(value)
+            case .connection:
+                if value.equalsASCIICaseInsensitive("keep-alive") || value.equalsASCIICaseInsensitive("close") {
+                    continue  // what nearly every message says
+                }
+                nominated += Self.tokens(of: value).filter {
+                    !$0.equalsASCIICaseInsensitive("close") && !$0.equalsASCIICaseInsensitive("keep-alive")
+                }
+            case .upgrade:
+                hasUpgrade = true
+            case .expect:
+                expectsContinue = expectsContinue || Self.tokens(of: value).contains { $0.equalsASCIICaseInsensitive("100-continue") }
+            case .traceparent where traceparent == nil:
+                traceparent = value
+            case .tracestate where tracestate == nil:
+                tracestate = value
+            default:
+                continue
+            }
+        }
+        (self.hostCount, self.declaresChunked, self.contentLength, self.nominated) = (hostCount, declaresChunked, contentLength, nominated)
+        (self.hasUpgrade, self.expectsContinue) = (hasUpgrade, expectsContinue)
+        (self.requestID, self.traceparent, self.tracestate) = (requestID, traceparent, tracestate)
+    }
+
+    /// How the body is delimited, when the fields say: `chunked` when a `Transfer-Encoding`
+    /// is present, else the first `Content-Length`; nil when they declare neither.
+    var declaredFraming: MessageFraming? {
+        if self.declaresChunked { return .chunked }
+        return self.contentLength.map(MessageFraming.contentLength)
+    }
+
+    /// RFC 9112 §3.2: exactly one `Host`, and an HTTP/1.1 request must have it.
+    func hasValidHost(version: HTTPVersion) -> Bool {
+        self.hostCount == 1 || (self.hostCount == 0 && !version.speaksChunked)
+    }
+
+    /// The message asks to switch protocols (WebSocket): an `Upgrade` field that `Connection`
+    /// names.
+    var requestsUpgrade: Bool {
+        self.hasUpgrade && self.nominated.contains { $0.equalsASCIICaseInsensitive("upgrade") }
+    }
+
+    /// The comma-separated tokens of a list field, blanks trimmed, empty ones skipped
+    /// (RFC 9110 §5.6.1).
+    private static func tokens(of value: String) -> [Substring] {
+        let isBlank = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+        // Walked as bytes: commas and blanks are ASCII, so every index found is a valid
+        // boundary to slice `value` at.
+        let bytes = value.utf8
+        var tokens: [Substring] = []
+        var start = bytes.startIndex
+        while start < bytes.endIndex {
+            let comma = bytes[start...].firstIndex(of: UInt8(ascii: ",")) ?? bytes.endIndex
+            if let first = bytes[start..<comma].firstIndex(where: { !isBlank($0) }),
+                let last = bytes[start..<comma].lastIndex(where: { !isBlank($0) })
+            {
+                tokens.append(value[first..<bytes.index(after: last)])
+            }
+            start = comma == bytes.endIndex ? comma : bytes.index(after: comma)
+        }
+        return tokens
+    }
+}
+
+extension [Substring] {
+    /// Whether `Connection`'s names (`MessageFields.nominated`) made the field `name`
+    /// hop-by-hop. `Upgrade` survives a message that switches protocols, since the next hop
+    /// needs it too.
+    func nominates(_ name: String, keepingUpgrade: Bool) -> Bool {
+        guard !self.isEmpty else { return false }
+        if keepingUpgrade && name.equalsASCIICaseInsensitive("upgrade") { return false }
+        return self.contains { $0.equalsASCIICaseInsensitive(name) }
+    }
+}
+
+/// A header field's name, as far as the proxy has business with it.
+///
+/// Told from the name's bytes with one look at its length and at most one comparison, where
+/// asking each question of a name in turn compared it up to eight times.
+enum FieldName {
+    case host
+    case contentLength
+    case transferEncoding
+    case connection
+    case keepAlive
+    case proxyConnection
+    case te
+    case trailer
+    case upgrade
+    case expect
+    case xForwardedFor
+    case xForwardedProto
+    case traceparent
+    case tracestate
+    case other
+
+    init(_ name: String) {
+        self = name.utf8.withContiguousStorageIfAvailable { Self(bytes: $0) }
+            ?? Array(name.utf8).withUnsafeBufferPointer { Self(bytes: $0) }
+    }
+
+    private init(bytes name: UnsafeBufferPointer<UInt8>) {
+        func `is`(_ known: StaticString, _ field: FieldName) -> FieldName {
+            // `known` is lowercase; only letters are folded, so no other byte can match one.
+            let known = UnsafeBufferPointer(start: known.utf8Start, count: known.utf8CodeUnitCount)
+            for index in name.indices where name[index] != known[index] {
+                if name[index] &- UInt8(ascii: "A") >= 26 || name[index] | 0x20 != known[index] { return .other }
+            }
+            return field
+        }
+        switch name.count {
+        case 2: self = `is`("te", .te)
+        case 4: self = `is`("host", .host)
+        case 6: self = `is`("expect", .expect)
+        case 7: self = name[0] | 0x20 == UInt8(ascii: "t") ? `is`("trailer", .trailer) : `is`("upgrade", .upgrade)
+        case 10:
+            switch name[0] | 0x20 {
+            case UInt8(ascii: "c"): self = `is`("connection", .connection)
+            case UInt8(ascii: "k"): self = `is`("keep-alive", .keepAlive)
+            default: self = `is`("tracestate", .tracestate)
+            }
+        case 11: self = `is`("traceparent", .traceparent)
+        case 14: self = `is`("content-length", .contentLength)
+        case 15: self = `is`("x-forwarded-for", .xForwardedFor)
+        case 16: self = `is`("proxy-connection", .proxyConnection)
+        case 17: self = name[0] | 0x20 == UInt8(ascii: "t") ? `is`("transfer-encoding", .transferEncoding) : `is`("x-forwarded-proto", .xForwardedProto)
+        default: self = .other
+        }
+    }
+
+    /// RFC 9110 §7.6.1: fields that stay on their hop. `Content-Length` and
+    /// `Transfer-Encoding` too, since the proxy declares framing per hop.
+    func isHopByHop(keepingUpgrade: Bool) -> Bool {
+        switch self {
+        case .te, .trailer, .connection, .keepAlive, .proxyConnection, .contentLength, .transferEncoding: true
+        case .upgrade: !keepingUpgrade
+        default: false
+        }
+    }
+}
