@@ -13,39 +13,47 @@ extension ProxyExchange: UpstreamConnectionDelegate {
         return self.downstream.isWritable
     }
 
+    /// Parts out of order cannot come from the decoder; a part the phase has no use for (the
+    /// rest of an answer being dropped for a retry) is ignored.
     func upstreamReceived(_ part: HTTPClientResponsePart) {
-        switch (self.phase, part) {
-        case (.forwarding(let connection), .head(let head)):
+        // Switched on the part, then the phase: a switch on the pair copies both, with a retain
+        // and release of the connection and of the head or body, for every part.
+        switch part {
+        case .head(let head):
+            guard case .forwarding(let connection) = self.phase else { return }
             self.receivedResponseHead(head, on: connection)
-        case (.responding, .body(let body)):
+        case .body(let body):
+            guard case .responding = self.phase else { return }
             self.bytesOut += body.readableBytes
             if !self.releaseHeldHead(carrying: body) {
                 self.downstream.writeResponsePart(.body(.byteBuffer(body)))
             }
             self.resetDeadline(in: self.route.bodyTimeout)
-        case (.responding(let connection), .end(let trailers)):
-            self.releaseHeldHead()
-            self.finishResponse(trailers: trailers, on: connection)
-        case (.upgrading(let connection, let upgradeHead), .end):
-            // Switch once the decoder that delivered this has returned: it is removed in the
-            // splice, and bytes behind the 101 must leave through it.
-            connection.channel.eventLoop.assumeIsolated().execute {
-                guard case .upgrading = self.phase else { return }
-                self.phase = .finished
-                let head = HeaderRewriting.clientResponse(
-                    upgradeHead,
-                    fields: MessageFields(upgradeHead.headers),
-                    framing: .noBody,
-                    clientVersion: self.request.version,
-                    keepAlive: true,
-                    requestID: (self.shared.trace.requestIDHeader, self.trace.requestID),
-                    allocator: self.loop.allocator
-                )
-                self.downstream.startTunnel(response: head, upstream: connection)
+        case .end(let trailers):
+            switch self.phase {
+            case .responding(let connection):
+                self.releaseHeldHead()
+                self.finishResponse(trailers: trailers, on: connection)
+            case .upgrading(let connection, let upgradeHead):
+                // Switch once the decoder that delivered this has returned: it is removed in the
+                // splice, and bytes behind the 101 must leave through it.
+                connection.channel.eventLoop.assumeIsolated().execute {
+                    guard case .upgrading = self.phase else { return }
+                    self.phase = .finished
+                    let head = HeaderRewriting.clientResponse(
+                        upgradeHead,
+                        fields: MessageFields(upgradeHead.headers),
+                        framing: .noBody,
+                        clientVersion: self.request.version,
+                        keepAlive: true,
+                        requestID: (self.shared.trace.requestIDHeader, self.trace.requestID),
+                        allocator: self.loop.allocator
+                    )
+                    self.downstream.startTunnel(response: head, upstream: connection)
+                }
+            case .connecting, .forwarding, .finished:
+                break
             }
-        default:
-            // Parts out of order cannot come from the decoder; nothing to do for the rest.
-            break
         }
     }
 
