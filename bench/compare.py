@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 
-BACKEND_PORT, BREAKWATER_PORT, NGINX_PORT, HAPROXY_PORT = 18800, 18801, 18802, 18803
+BACKEND_PORT, BREAKWATER_PORT, NGINX_PORT, HAPROXY_PORT, FLOOR_PORT = 18800, 18801, 18802, 18803, 18804
 ADMIN_PORT, BLACKHOLE_PORT = 18811, 18899
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -203,6 +203,11 @@ def start_breakwater(binary, cpu):
     return Server("breakwater", BREAKWATER_PORT, [binary, "--config", breakwater_config()], cpu)
 
 
+def start_floor(binary, cpu):
+    """`bench/nio-floor`: NIO's HTTP/1 decoders and channels with none of Breakwater's work."""
+    return Server("nio-floor", FLOOR_PORT, [binary, str(FLOOR_PORT), str(BACKEND_PORT)], cpu)
+
+
 def start_nginx(cpu):
     conf = write("nginx.conf", f"""
 worker_processes 1;
@@ -330,6 +335,7 @@ def main():
     parser.add_argument("--breakwater", required=True, help="the release binary")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10, help="length of each load run")
+    parser.add_argument("--floor", help="also measure this bench/nio-floor binary")
     args = parser.parse_args()
 
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -344,6 +350,8 @@ def main():
         servers.append(start_breakwater(args.breakwater, proxy_cpu))
         servers.append(start_nginx(proxy_cpu))
         servers.append(start_haproxy(proxy_cpu))
+        if args.floor:
+            servers.append(start_floor(args.floor, proxy_cpu))
         for server in servers:
             for _ in range(10):
                 http_get(server.port, "/")
@@ -357,7 +365,8 @@ def main():
 
         for round in range(args.rounds):
             print(f"round {round + 1} of {args.rounds} ...", file=sys.stderr, flush=True)
-            order = [backend] + servers[round % 3:] + servers[:round % 3]
+            turn = round % len(servers)
+            order = [backend] + servers[turn:] + servers[:turn]
             for server in order:
                 record(server.name, "rps", throughput(server, args.seconds, load_cpu))
                 fixed = at_fixed_rate(server, args.seconds, load_cpu)
@@ -392,7 +401,7 @@ def prepare_refusals(breakwater):
 
 def report(samples, idle, args):
     median = {key: statistics.median(values) for key, values in samples.items()}
-    names = ["breakwater", "nginx", "haproxy"]
+    names = ["breakwater", "nginx", "haproxy"] + (["nio-floor"] if args.floor else [])
     rows = [
         ("throughput, req/s (wrk -c64)", "rps", "higher"),
         ("CPU per request at 10k req/s, µs", "cpu_us", "lower"),
@@ -412,6 +421,13 @@ def report(samples, idle, args):
     cells = "".join(f"{idle[n]:>12.1f}" for n in names) + f"{'':>12}"
     print(f"{'RSS idle, MB':40}{cells}{idle['breakwater'] / idle['nginx']:>10.2f}"
           f"{idle['breakwater'] / idle['haproxy']:>11.2f}")
+    if args.floor:
+        floor_rps, floor_cpu = median[("nio-floor", "rps")], median[("nio-floor", "cpu_us")]
+        print(f"\nNIO's floor (bench/nio-floor, no proxy logic): throughput"
+              f" {floor_rps / median[('nginx', 'rps')]:.2f} × nginx's, CPU per request"
+              f" {floor_cpu / median[('haproxy', 'cpu_us')]:.2f} × HAProxy's; Breakwater has"
+              f" {median[('breakwater', 'rps')] / floor_rps:.2f} × its throughput and"
+              f" {median[('breakwater', 'cpu_us')] / floor_cpu:.2f} × its CPU per request")
     shed, breaker = median[("breakwater", "shed_cpu_us")], median[("breakwater", "breaker_cpu_us")]
     print(f"\nBreakwater's fast refusals at 10k req/s: shed at the hard limit {shed:.1f} µs CPU,"
           f" breaker open {breaker:.1f} µs CPU")

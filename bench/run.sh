@@ -2,7 +2,10 @@
 # Breakwater against nginx and HAProxy on this machine, in one run: throughput, CPU per
 # request, latency, memory and the cost of a fast refusal. See README.md, "Benchmarks".
 #
-#   bench/run.sh [--rounds N] [--seconds S]     (defaults: 3 rounds of 10 s runs, ~6 minutes)
+#   bench/run.sh [--rounds N] [--seconds S] [--floor]
+#
+# Defaults: 3 rounds of 10 s runs, about 6 minutes. `--floor` also builds and measures
+# bench/nio-floor, the least a proxy on NIO's HTTP/1 decoders costs (a third longer).
 #
 # Installs what it needs from Debian's packages (nginx, haproxy, wrk, h2load), builds the
 # release binary, and prints medians and ratios. Figures, not pass/fail; CI does not run it.
@@ -21,5 +24,17 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+args=()
+for arg in "$@"; do
+  if [[ $arg == --floor ]]; then
+    # Built as the release binary is: static runtime, full link-time optimisation.
+    floor=(swift build -c release --static-swift-stdlib --experimental-lto-mode=full
+           --package-path bench/nio-floor --scratch-path bench/nio-floor/.build-release)
+    "${floor[@]}" >&2
+    args+=(--floor "$("${floor[@]}" --show-bin-path)/nio-floor")
+  else
+    args+=("$arg")
+  fi
+done
 bin=$(bench/release-build.sh)   # the binary as the Dockerfile ships it
-exec python3 bench/compare.py --breakwater "$bin" "$@"
+exec python3 bench/compare.py --breakwater "$bin" "${args[@]}"
