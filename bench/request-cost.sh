@@ -3,14 +3,20 @@
 # allocations (an LD_PRELOAD counter) and CPU, for a proxied request, a shed one and one refused
 # by an open breaker. See bench/request_cost.py and README.md, "Benchmarks".
 #
-#   bench/request-cost.sh [N]      (default N = 500, about a minute after the build)
+#   bench/request-cost.sh [N] [--floor]    (default N = 500, about a minute after the build)
+#
+# `--floor` also counts bench/nio-floor, the least a proxy on NIO's HTTP/1 decoders costs.
 #
 # Installs what it needs from Debian's packages (valgrind, nginx), builds the release binary,
 # and runs a copy stripped of debug info: valgrind 3.19, Debian 12's, cannot read the DWARF 5
 # of Swift 6.3 binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N=${1:-500}
+N=500
+FLOOR=false
+for arg in "$@"; do
+  if [[ $arg == --floor ]]; then FLOOR=true; else N=$arg; fi
+done
 command -v valgrind >/dev/null || apt-get install -y -qq --no-install-recommends valgrind >/dev/null
 command -v nginx >/dev/null || apt-get install -y -qq --no-install-recommends nginx-light >/dev/null
 WORK=$(mktemp -d)
@@ -20,4 +26,14 @@ BIN=$(bench/release-build.sh 2>"$WORK/build.log") || { cat "$WORK/build.log" >&2
 gcc -O2 -shared -fPIC -o "$WORK/malloc-count.so" bench/malloc-count.c
 strip --strip-debug -o "$WORK/breakwater" "$BIN"
 
-python3 bench/request_cost.py --breakwater "$WORK/breakwater" --malloc-count "$WORK/malloc-count.so" --requests "$N"
+floor=()
+if $FLOOR; then
+  # Built as the release binary is: static runtime, full link-time optimisation.
+  build=(swift build -c release --static-swift-stdlib --experimental-lto-mode=full
+         --package-path bench/nio-floor --scratch-path bench/nio-floor/.build-release)
+  "${build[@]}" >"$WORK/floor-build.log" 2>&1 || { cat "$WORK/floor-build.log" >&2; exit 1; }
+  strip --strip-debug -o "$WORK/nio-floor" "$("${build[@]}" --show-bin-path)/nio-floor"
+  floor=(--floor "$WORK/nio-floor")
+fi
+
+python3 bench/request_cost.py --breakwater "$WORK/breakwater" --malloc-count "$WORK/malloc-count.so" --requests "$N" "${floor[@]}"

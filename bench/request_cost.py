@@ -11,7 +11,8 @@ one keep-alive connection instead of a load generator:
 
 Each figure is the difference between a run of N and one of 3N requests, divided by 2N, so
 start-up and warm-up cancel out. Three kinds of request: one proxied to the app, one shed at a
-route's hard limit, and one refused by an open breaker.
+route's hard limit, and one refused by an open breaker; with --floor, also a request through
+bench/nio-floor, the least a proxy on NIO's HTTP/1 decoders costs.
 """
 
 import argparse
@@ -30,11 +31,15 @@ KINDS = [
 ]
 
 
-def run(args, counter, path, expected, requests):
-    """Breakwater under `counter` ("instructions" or "allocations") while `requests` requests
-    for `path` go through one keep-alive connection: the counter's total, and CPU seconds."""
+def run(args, counter, path, expected, requests, floor=False):
+    """Breakwater (or, with `floor`, NIO's floor) under `counter` ("instructions" or
+    "allocations") while `requests` requests for `path` go through one keep-alive connection:
+    the counter's total, and CPU seconds."""
     callgrind_out = os.path.join(compare.WORK, "callgrind.out")
-    argv = [args.breakwater, "--config", compare.breakwater_config()]
+    if floor:
+        argv = [args.floor, str(compare.BREAKWATER_PORT), str(compare.BACKEND_PORT)]
+    else:
+        argv = [args.breakwater, "--config", compare.breakwater_config()]
     env = None
     if counter == "instructions":
         argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={callgrind_out}"] + argv
@@ -42,7 +47,8 @@ def run(args, counter, path, expected, requests):
         env = dict(os.environ, LD_PRELOAD=args.malloc_count)
     breakwater = compare.Server("breakwater", compare.BREAKWATER_PORT, argv, env=env, startup_seconds=120)
     try:
-        compare.prepare_refusals(breakwater)
+        if not floor:
+            compare.prepare_refusals(breakwater)
         connection = http.client.HTTPConnection("127.0.0.1", breakwater.port, timeout=60)
 
         def ask(count):
@@ -58,7 +64,8 @@ def run(args, counter, path, expected, requests):
         ask(requests)
         cpu = breakwater.cpu_seconds() - before
     finally:
-        compare.prepare_refusals.holder.close()  # so the drain at SIGTERM has nothing to wait for
+        if not floor:
+            compare.prepare_refusals.holder.close()  # so the drain at SIGTERM has nothing to wait for
         breakwater.stop(timeout=120)
     if counter == "instructions":
         total = re.search(r"^summary:\s+(\d+)", open(callgrind_out).read(), re.M)
@@ -69,10 +76,10 @@ def run(args, counter, path, expected, requests):
     return int(total.group(1)), cpu
 
 
-def per_request(args, counter, path, expected):
+def per_request(args, counter, path, expected, floor=False):
     """(figure over 3N − figure over N) / 2N, for the counter and for CPU seconds."""
-    small = run(args, counter, path, expected, args.requests)
-    large = run(args, counter, path, expected, 3 * args.requests)
+    small = run(args, counter, path, expected, args.requests, floor)
+    large = run(args, counter, path, expected, 3 * args.requests, floor)
     return [(after - before) / (2 * args.requests) for before, after in zip(small, large)]
 
 
@@ -81,6 +88,7 @@ def main():
     parser.add_argument("--breakwater", required=True, help="the release binary, without debug info")
     parser.add_argument("--malloc-count", required=True, help="the LD_PRELOAD allocation counter")
     parser.add_argument("--requests", type=int, default=500, help="N")
+    parser.add_argument("--floor", help="also bench/nio-floor, this binary (without debug info)")
     args = parser.parse_args()
 
     blackhole = compare.open_blackhole()  # open for the whole run
@@ -88,9 +96,12 @@ def main():
     try:
         print(f"requests: {args.requests} and {3 * args.requests} through one keep-alive connection, per request:")
         print(f"{'':34} {'instructions':>14} {'allocations':>12} {'CPU µs (noisy)':>16}")
-        for path, expected, label in KINDS:
-            instructions, _ = per_request(args, "instructions", path, expected)
-            allocations, cpu = per_request(args, "allocations", path, expected)  # CPU without valgrind
+        rows = [(path, expected, label, False) for path, expected, label in KINDS]
+        if args.floor:
+            rows.append(("/items", 200, "NIO's floor, proxied", True))
+        for path, expected, label, floor in rows:
+            instructions, _ = per_request(args, "instructions", path, expected, floor)
+            allocations, cpu = per_request(args, "allocations", path, expected, floor)  # CPU without valgrind
             print(f"{label:34} {instructions:>14.0f} {allocations:>12.0f} {cpu * 1e6:>16.0f}", flush=True)
     finally:
         backend.stop()

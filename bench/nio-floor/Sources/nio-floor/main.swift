@@ -1,3 +1,4 @@
+import Glibc
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -15,6 +16,12 @@ let arguments = CommandLine.arguments
 guard arguments.count == 3, let listenPort = Int(arguments[1]), let appPort = Int(arguments[2]) else {
     fatalError("usage: nio-floor LISTEN_PORT APP_PORT")
 }
+// SIGTERM is taken by the main thread below and ends the process with a normal exit, which
+// bench/request-cost.sh's allocation counter needs to report; blocked before any thread starts.
+var terminate = sigset_t()
+sigemptyset(&terminate)
+sigaddset(&terminate, SIGTERM)
+pthread_sigmask(SIG_BLOCK, &terminate, nil)
 let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 
 /// NIO's response decoder, told of each request's method directly (as Breakwater's is).
@@ -207,4 +214,6 @@ let server = try ServerBootstrap(group: group)
     }
     .bind(host: "127.0.0.1", port: listenPort)
     .wait()
-try server.closeFuture.wait()
+var received: Int32 = 0
+sigwait(&terminate, &received)
+exit(0)
