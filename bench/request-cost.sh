@@ -28,11 +28,8 @@ strip --strip-debug -o "$WORK/breakwater" "$BIN"
 
 floor=()
 if $FLOOR; then
-  # Built as the release binary is: static runtime, full link-time optimisation.
-  build=(swift build -c release --static-swift-stdlib --experimental-lto-mode=full
-         --package-path bench/nio-floor --scratch-path bench/nio-floor/.build-release)
-  "${build[@]}" >"$WORK/floor-build.log" 2>&1 || { cat "$WORK/floor-build.log" >&2; exit 1; }
-  strip --strip-debug -o "$WORK/nio-floor" "$("${build[@]}" --show-bin-path)/nio-floor"
+  FLOOR_BIN=$(bench/floor-build.sh 2>"$WORK/floor-build.log") || { cat "$WORK/floor-build.log" >&2; exit 1; }
+  strip --strip-debug -o "$WORK/nio-floor" "$FLOOR_BIN"
   floor=(--floor "$WORK/nio-floor")
 fi
 

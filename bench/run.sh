@@ -27,11 +27,7 @@ fi
 args=()
 for arg in "$@"; do
   if [[ $arg == --floor ]]; then
-    # Built as the release binary is: static runtime, full link-time optimisation.
-    floor=(swift build -c release --static-swift-stdlib --experimental-lto-mode=full
-           --package-path bench/nio-floor --scratch-path bench/nio-floor/.build-release)
-    "${floor[@]}" >&2
-    args+=(--floor "$("${floor[@]}" --show-bin-path)/nio-floor")
+    args+=(--floor "$(bench/floor-build.sh)")
   else
     args+=("$arg")
   fi
