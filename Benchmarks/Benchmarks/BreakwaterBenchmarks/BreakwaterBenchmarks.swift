@@ -127,6 +127,7 @@ let benchmarks: @Sendable () -> Void = {
             blackHole(
                 HeaderRewriting.upstreamRequest(
                     identity(request),
+                    app: .tcp(HostPort(host: "127.0.0.1", port: 8000)),
                     nominated: requestFields.nominated,
                     framing: .noBody,
                     clientAddress: "203.0.113.7",

@@ -46,6 +46,15 @@ public enum UpstreamAddress: Sendable, Equatable, CustomStringConvertible {
         case .unix(let path): "unix:\(path)"
         }
     }
+
+    /// The `Host` a request to this address carries when its client sent none (nginx's
+    /// choice: the upstream's own name, `localhost` for a Unix socket).
+    var hostField: String {
+        switch self {
+        case .tcp(let hostPort): hostPort.description
+        case .unix: "localhost"
+        }
+    }
 }
 
 public struct ServerConfig: Sendable, Equatable {

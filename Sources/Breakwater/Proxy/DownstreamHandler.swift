@@ -188,8 +188,9 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func answerParseError(_ error: HTTPParserError) {
         if let exchange = self.exchange, exchange.hasStartedResponse {
-            // Too late for a status code: the client sees a cut response.
-            self.cutConnection()
+            // Too late for a status code: the client sees a cut response, and the exchange ends
+            // with it (its app connection, its slots).
+            exchange.cut()
             return
         }
         let reason: ProxyReason = error == .headerOverflow ? .headerTooLarge : .badRequest
@@ -281,7 +282,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.finishResponse(trailers: nil, closeConnection: closeConnection)
     }
 
-    /// Cuts the connection mid-response: the only honest signal once a status line is out.
+    /// Closes the connection at once, for `ProxyExchange.cut`, which has ended the exchange.
     func cutConnection() {
         self.closing = true
         self.pipelined.removeAll()

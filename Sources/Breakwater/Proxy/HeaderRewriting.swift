@@ -11,8 +11,11 @@ enum HeaderRewriting {
     ///   - clientAddress: the peer's IP, appended to `X-Forwarded-For`.
     ///   - isUpgrade: keep `Upgrade` and ask for it with `Connection: upgrade` (WebSocket).
     ///   - trace: the request's id and trace context, which replace the client's.
+    ///   - app: where the request goes; its address is the `Host` of a request that has none
+    ///     (HTTP/1.0 allows that, the request goes on as HTTP/1.1, and some apps refuse it).
     static func upstreamRequest(
         _ head: HTTPRequestHead,
+        app: UpstreamAddress,
         nominated: [Substring],
         framing: MessageFraming,
         clientAddress: String?,
@@ -33,6 +36,7 @@ enum HeaderRewriting {
             var forwardedForLines = 0
             var forwardedFor = ""
             var hasForwardedProto = false
+            var hasHost = false
             for (name, value) in head.headers {
                 if name.utf8.count == requestIDHeader.utf8.count && name.equalsASCIICaseInsensitive(requestIDHeader) {
                     continue  // the trace's id replaces it
@@ -47,8 +51,11 @@ enum HeaderRewriting {
                 case .host where replacesHost:
                     // RFC 9112 §3.2.2: the target's authority wins, and a proxy must send it as
                     // Host, or the app could route by one name while the proxy routed by the other.
+                    hasHost = true
                     out.field(name, authority)
                     continue
+                case .host:
+                    hasHost = true
                 case .xForwardedFor:
                     forwardedForLines += 1
                     if forwardedForLines == 1 { forwardedFor = value }
@@ -63,6 +70,9 @@ enum HeaderRewriting {
                     break
                 }
                 out.field(name, value)
+            }
+            if !hasHost {
+                out.field("host", replacesHost ? authority : Substring(app.hostField))
             }
             if forwardedForLines > 0 || forwardsClient {
                 out.append("x-forwarded-for: ")

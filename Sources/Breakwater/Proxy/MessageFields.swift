@@ -13,6 +13,11 @@ struct MessageFields {
     let hostCount: Int
     /// A `Transfer-Encoding` is present: the decoder accepts one only with a final `chunked`.
     let declaresChunked: Bool
+    /// The `Transfer-Encoding` says more than one `chunked` (`gzip, chunked`). The proxy frames
+    /// each body anew for the next hop, so it would drop the other coding and hand on bytes the
+    /// reader cannot decode: such a message is refused (as nginx does), a request with 400 and a
+    /// response with 502.
+    let hasOtherTransferCoding: Bool
     /// The first `Content-Length` (the decoder refuses conflicting ones and non-numbers).
     let contentLength: Int?
     /// The names `Connection` lists, bar `close` and `keep-alive`: hop-by-hop for this message.
@@ -33,6 +38,7 @@ struct MessageFields {
         // the compiler copy the whole survey, strings and all.
         var hostCount = 0
         var declaresChunked = false
+        var hasOtherTransferCoding = false
         var contentLength: Int?
         var nominated: [Substring] = []
         var hasUpgrade = false
@@ -51,6 +57,7 @@ struct MessageFields {
             case .host:
                 hostCount += 1
             case .transferEncoding:
+                hasOtherTransferCoding = hasOtherTransferCoding || declaresChunked || !value.equalsASCIICaseInsensitive("chunked")
                 declaresChunked = true
             case .contentLength where contentLength == nil:
                 contentLength = Int(value)
@@ -74,6 +81,7 @@ struct MessageFields {
             }
         }
         (self.hostCount, self.declaresChunked, self.contentLength, self.nominated) = (hostCount, declaresChunked, contentLength, nominated)
+        self.hasOtherTransferCoding = hasOtherTransferCoding
         (self.hasUpgrade, self.expectsContinue) = (hasUpgrade, expectsContinue)
         (self.requestID, self.traceparent, self.tracestate) = (requestID, traceparent, tracestate)
     }

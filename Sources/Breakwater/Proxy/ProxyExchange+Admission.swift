@@ -47,13 +47,13 @@ extension ProxyExchange {
             case .admitted:
                 self.slotsHeld += 1
             case .queued(let ticket):
-                self.queueTicket = ticket
+                self.queued = (self.slotsHeld, ticket)
                 self.route.metrics.queued.increment()
                 self.waitTimer = self.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(gate.configuration.queueTimeout)) {
                     self.waitTimer = nil
                     // Lost the race to a slot handed over meanwhile: its wake-up is on the way.
-                    guard let ticket = self.queueTicket, gate.cancel(ticket: ticket) else { return }
-                    self.queueTicket = nil
+                    guard let queued = self.queued, gate.cancel(ticket: queued.ticket) else { return }
+                    self.queued = nil
                     self.route.metrics.queued.decrement()
                     self.respondLocally(.queueTimeout)
                 }
@@ -71,20 +71,26 @@ extension ProxyExchange {
 
     /// A gate's queue handed this request a slot.
     func slotGranted() {
-        self.queueTicket = nil
-        self.route.metrics.queued.decrement()
-        self.waitTimer?.cancel()
-        self.waitTimer = nil
-        guard case .connecting = self.phase else {
-            // The client left while queued: pass the slot on.
-            self.gates[self.slotsHeld].release()
+        guard let queued = self.queued else {
+            assertionFailure("a slot granted to an exchange that was not queued")
             return
         }
+        self.queued = nil
+        self.route.metrics.queued.decrement()
+        guard case .connecting = self.phase else {
+            // The exchange ended while the slot was on its way: pass it on.
+            self.gates[queued.gate].release()
+            return
+        }
+        self.waitTimer?.cancel()
+        self.waitTimer = nil
         self.slotsHeld += 1
         self.passGates()
     }
 
-    /// Once finished: out of any queue, and every slot handed on.
+    /// Once finished: out of any queue, and every slot handed on, the breaker's included — an
+    /// exchange that ends without an outcome (a body too large, a stalled upload, a client that
+    /// left) would otherwise keep a half-open breaker's probe forever, and the route closed.
     func leaveQueuesAndReleaseSlots() {
         // A timer still pending (a head held back, a queue or backoff wait) has nothing to do.
         self.waitTimer?.cancel()
@@ -95,13 +101,15 @@ extension ProxyExchange {
             _ = self.shared.lifecycle.readiness.cancel(ticket: ticket)
             self.readinessTicket = nil
         }
-        if let ticket = self.queueTicket, self.gates[self.slotsHeld].cancel(ticket: ticket) {
-            self.queueTicket = nil
+        if let queued = self.queued, self.gates[queued.gate].cancel(ticket: queued.ticket) {
+            self.queued = nil
             self.route.metrics.queued.decrement()
         }
         if self.countedInFlight {
             self.route.metrics.inFlight.decrement()
         }
+        self.route.release(probe: self.isProbe)
+        self.isProbe = false
         self.recordCompletion()
         while self.slotsHeld > 0 {
             self.slotsHeld -= 1

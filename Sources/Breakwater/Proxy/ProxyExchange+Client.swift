@@ -63,10 +63,7 @@ extension ProxyExchange {
         case .connecting, .finished:
             break
         }
-        self.route.release(probe: self.isProbe)
-        self.isProbe = false
         self.phase = .finished
-        self.waitTimer?.cancel()
         self.cancelDeadline()
     }
 }

@@ -91,10 +91,7 @@ extension ProxyExchange: UpstreamConnectionDelegate {
             self.upstreamKeepAlive = false
             self.finishResponse(trailers: nil, on: connection)
         case .responding, .upgrading:
-            self.answerReason = "cut"
-            self.phase = .finished
-            self.cancelDeadline()
-            self.downstream.cutConnection()
+            self.cut()
         case .connecting, .finished:
             break
         }
@@ -103,6 +100,14 @@ extension ProxyExchange: UpstreamConnectionDelegate {
     // MARK: The response
 
     private func receivedResponseHead(_ head: HTTPResponseHead, on connection: UpstreamConnection) {
+        let fields = MessageFields(head.headers)
+        if fields.hasOtherTransferCoding || (head.status == .switchingProtocols && !self.isUpgrade) {
+            // A broken answer, like one the decoder refuses: re-framed as plain `chunked`, a
+            // body in another coding would reach the client still encoded with nothing to say
+            // so, and a switch nobody asked for leaves no HTTP to read after it.
+            self.attemptFailed(.reset, on: connection)
+            return
+        }
         let status = Int(head.status.code)
         self.responseHeadAt = .now()
         self.answeredStatus = status
@@ -116,15 +121,10 @@ extension ProxyExchange: UpstreamConnectionDelegate {
             return
         }
         if head.status == .switchingProtocols {
-            guard self.isUpgrade else {
-                self.attemptFailed(.reset, on: connection)
-                return
-            }
             self.phase = .upgrading(connection, head)
             self.cancelDeadline()
             return
         }
-        let fields = MessageFields(head.headers)
         self.responseFraming = MessageFraming(response: head, fields: fields, requestMethod: self.request.method)
         // After an upgrade request the reader at either end (llhttp in uvicorn's httptools, the
         // client's) may have stopped parsing HTTP, even when the answer refused the switch; and a
@@ -198,12 +198,9 @@ extension ProxyExchange: UpstreamConnectionDelegate {
         switch self.phase {
         case .forwarding(let connection) where self.requestForwarded:
             self.attemptFailed(.timeout, on: connection)
-        case .forwarding(let connection), .responding(let connection):
+        case .forwarding, .responding:
             // A body stalled longer than `body_timeout`, in either direction.
-            connection.close()
-            if case .responding = self.phase { self.answerReason = "cut" }
-            self.phase = .finished
-            self.downstream.cutConnection()
+            self.cut()
         case .connecting, .upgrading, .finished:
             break
         }

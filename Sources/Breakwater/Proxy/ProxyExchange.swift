@@ -38,8 +38,11 @@ final class ProxyExchange {
     // What the request's fields said (`MessageFields`, surveyed once on arrival).
     let requestFraming: MessageFraming
     let isUpgrade: Bool
-    let hasValidHost: Bool
-    let expectsContinue: Bool
+    /// The head can be forwarded as it was read: one `Host` (or none in HTTP/1.0), and no
+    /// transfer coding besides `chunked` (`MessageFields.hasOtherTransferCoding`).
+    let isForwardable: Bool
+    /// The client asked `Expect: 100-continue` and has not been told to go on yet.
+    var continueOwed: Bool
     /// The names the client's `Connection` listed, which are not forwarded.
     let nominatedByClient: [Substring]
     let clientAddress: String?
@@ -79,8 +82,9 @@ final class ProxyExchange {
     var gates: [ConcurrencyGate] { self.route.gates }
     /// How many of `gates` this request holds a slot in.
     var slotsHeld = 0
-    /// The ticket of the wait in `gates[slotsHeld]`'s queue, while queued.
-    var queueTicket: UInt64?
+    /// The wait in a gate's queue, while queued: which gate, so that a slot handed over after
+    /// the exchange ended (and gave back its other slots) goes back to the gate it came from.
+    var queued: (gate: Int, ticket: UInt64)?
     /// The ticket of the wait for the app to become ready, while held, and what comes next.
     var readinessTicket: UInt64?
     var afterReadiness: ((ProxyExchange) -> Void)?
@@ -136,8 +140,9 @@ final class ProxyExchange {
         let fields = MessageFields(request.headers, requestIDHeader: shared.trace.requestIDHeader)
         self.requestFraming = MessageFraming(request: fields)
         self.isUpgrade = fields.requestsUpgrade
-        self.hasValidHost = fields.hasValidHost(version: request.version)
-        self.expectsContinue = fields.expectsContinue
+        self.isForwardable = fields.hasValidHost(version: request.version) && !fields.hasOtherTransferCoding
+        // RFC 9110 §15.2: never a 1xx to an HTTP/1.0 client, which would take it as the answer.
+        self.continueOwed = fields.expectsContinue && request.version.speaksChunked
         self.nominatedByClient = fields.nominated
         self.clientAddress = clientAddress
         self.shared = shared
@@ -171,8 +176,9 @@ final class ProxyExchange {
     // MARK: The journey
 
     func start() {
-        guard self.hasValidHost else {
+        guard self.isForwardable else {
             // Two Hosts, or none in HTTP/1.1: the app and the proxy could read it differently.
+            // A coding besides `chunked`: the proxy would drop it, and the app misread the body.
             self.respondLocally(.badRequest)
             return
         }
@@ -185,15 +191,6 @@ final class ProxyExchange {
         if case .contentLength(let length) = self.requestFraming, length > self.shared.server.maxBodyBytes {
             self.respondLocally(.bodyTooLarge)
             return
-        }
-        if self.expectsContinue {
-            // The app never sees `Expect` (it is answered here), so the client is told to go on.
-            let continueHead = EncodedHead(allocator: self.loop.allocator, expectedLength: 32) { out in
-                out.statusLine(version: self.request.version, status: .continue)
-                out.endHead()
-            }
-            self.downstream.writeResponsePart(.head(continueHead))
-            self.downstream.flush()
         }
         if let path = self.shared.publicReadinessPath, Router.path(of: self.request.uri) == path {
             // `readiness.public_path`: for checks that can reach only the public port (Fly's).
@@ -232,7 +229,7 @@ final class ProxyExchange {
         self.member = member
         let pool = self.loop.pools[member.index]
         if let connection = pool.takeIdle() {
-            self.forward(on: connection)
+            self.forward(on: connection, to: member)
             return
         }
         pool.connect { result in
@@ -245,7 +242,7 @@ final class ProxyExchange {
             }
             switch result {
             case .success(let connection):
-                self.forward(on: connection)
+                self.forward(on: connection, to: member)
             case .failure:
                 if self.loop.upstreams.ejectsOnConnectFailure, member.setReady(false) {
                     // Out of the balance until its probe passes again; others take its share.
@@ -257,11 +254,12 @@ final class ProxyExchange {
         }
     }
 
-    private func forward(on connection: UpstreamConnection) {
+    private func forward(on connection: UpstreamConnection, to member: UpstreamSet.Member) {
         self.phase = .forwarding(connection)
         connection.delegate = self
         let head = HeaderRewriting.upstreamRequest(
             self.request,
+            app: member.address,
             nominated: self.nominatedByClient,
             framing: self.requestFraming,
             clientAddress: self.clientAddress,
@@ -283,7 +281,24 @@ final class ProxyExchange {
             self.resetDeadline(in: self.route.bodyTimeout)
         }
         connection.flush()
+        if self.continueOwed {
+            self.tellClientToContinue()
+        }
         self.downstream.resumeReadingIfNeeded()
+    }
+
+    /// The app never sees `Expect` (it is answered here), so the client is told to go on — once
+    /// the request is admitted and on its way, so that one refused first (shed, an open breaker,
+    /// the app not ready) is answered before its body was sent for nothing.
+    private func tellClientToContinue() {
+        self.continueOwed = false
+        guard !self.requestEnded else { return }  // it did not wait
+        let continueHead = EncodedHead(allocator: self.loop.allocator, expectedLength: 32) { out in
+            out.statusLine(version: self.request.version, status: .continue)
+            out.endHead()
+        }
+        self.downstream.writeResponsePart(.head(continueHead))
+        self.downstream.flush()
     }
 
     func finishRequest(on connection: UpstreamConnection) {
@@ -388,13 +403,9 @@ final class ProxyExchange {
         switch self.phase {
         case .forwarding(let connection):
             connection.close()
-        case .responding(let connection), .upgrading(let connection, _):
+        case .responding, .upgrading:
             // A status line is already out: cut instead.
-            connection.close()
-            self.answerReason = "cut"
-            self.phase = .finished
-            self.cancelDeadline()
-            self.downstream.cutConnection()
+            self.cut()
             return
         case .connecting, .finished:
             break
@@ -414,5 +425,21 @@ final class ProxyExchange {
         let closeConnection = response.closesConnection || !self.clientStreamPositionKnown || !self.request.isKeepAlive || self.isUpgrade
             || self.downstream.isQuiescing
         self.downstream.respond(response, version: self.request.version, withBody: !isHead, closeConnection: closeConnection)
+    }
+
+    /// Ends the exchange by closing both of its connections: the only honest signal once a
+    /// status line is out, and the end of a request body that stalled or came malformed after
+    /// the app began answering. The access log says `cut`.
+    func cut() {
+        switch self.phase {
+        case .forwarding(let connection), .responding(let connection), .upgrading(let connection, _):
+            connection.close()
+        case .connecting, .finished:
+            break
+        }
+        self.answerReason = "cut"
+        self.phase = .finished
+        self.cancelDeadline()
+        self.downstream.cutConnection()
     }
 }

@@ -26,11 +26,12 @@ public struct Router: Sendable {
 
     /// The path of a request target: origin-form (`/a/b?q`) or absolute-form
     /// (`http://host/a/b?q`), without the query, so `?` cannot smuggle a request onto a route.
+    /// An absolute-form target is read as the app will receive it (`HeaderRewriting.absoluteForm`),
+    /// so the route that limits a request is the one whose path the app serves.
     static func path(of uri: String) -> Substring {
         var target = Substring(uri)
-        if target.utf8.first != UInt8(ascii: "/"), let scheme = target.firstRange(of: "://") {
-            let afterAuthority = target[scheme.upperBound...]
-            target = afterAuthority.utf8.firstIndex(of: UInt8(ascii: "/")).map { afterAuthority[$0...] } ?? "/"
+        if target.utf8.first != UInt8(ascii: "/"), let absolute = HeaderRewriting.absoluteForm(uri) {
+            target = Substring(absolute.target)
         }
         // Bytes, not Characters: a target is ASCII on the wire, and the delimiters are ASCII, so
         // the index is a valid boundary and no grapheme breaking is paid for per request.

@@ -90,12 +90,15 @@ import Testing
         ("two different Content-Lengths", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
         ("status 2OO", "HTTP/1.1 2OO OK\r\nContent-Length: 2\r\n\r\nok"),
         ("not HTTP at all", "SSH-2.0-OpenSSH_9.6\r\n\r\n"),
+        // Framed by its final `chunked`, but the gzip would be dropped on the way to the client.
+        ("Transfer-Encoding: gzip, chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
+        ("Transfer-Encoding: gzip", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nhello"),
     ]
 
-    /// A response the proxy cannot frame is a 502, not a guess; the client's connection stays
+    /// A response the proxy cannot frame (or pass on as framed) is a 502, not a guess; the client's connection stays
     /// usable, and the app connection that sent it is closed, never reused. The app leaves its
     /// connection open: closing it is the proxy's job.
-    @Test(arguments: 0..<4)
+    @Test(arguments: 0..<6)
     func anUnparseableResponseIs502AndItsConnectionIsDropped(index: Int) async throws {
         let (name, raw) = Self.malformed[index]
         try await ProxyHarness.with(rawBackend: Self.firstConnectionDoes([.text(raw)]), configuration: Self.oneAttempt) { proxy, app in

@@ -88,6 +88,34 @@ import Testing
         }
     }
 
+    /// A chunked upload the app starts answering before the body is in, whose body then turns
+    /// malformed: too late for a 400, so the client is cut — and the exchange ends with it,
+    /// closing its app connection and giving back its slot. The proxy has one slot here, so a
+    /// slot kept by the cut exchange would refuse every later request.
+    @Test func aBodyMalformedAfterTheAnswerBeganIsCutAndFreesItsSlot() async throws {
+        let script: RawScript = { request in
+            if request.requestLine?.hasPrefix("POST") == true {
+                // Answers at once, streams one chunk, then goes quiet without reading on.
+                return [.text("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"), .hang]
+            }
+            guard request.isComplete else { return nil }
+            return [rawResponse("served")]
+        }
+        let configuration = "[concurrency]\nsoft_limit = 1\nhard_limit = 1\n"
+        try await ProxyHarness.with(rawBackend: script, configuration: configuration) { proxy, app in
+            let client = try await proxy.connect()
+            try await client.send("POST /upload HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            let head = try await client.readResponseHead()
+            #expect(head.status == 200)
+            try await client.send("zz\r\nnot a chunk\r\n")
+            #expect(try await client.waitForClose(), "the client was not cut")
+            try await eventually { app.connection(1)?.closed == true }
+            let next = try await proxy.request(get("/after"))
+            #expect(next.status == 200, "after the cut: \(next.status) \(next.header("x-breakwater-reason") ?? "")")
+            #expect(next.bodyString == "served")
+        }
+    }
+
     // MARK: 3. A pipelining client that never reads
 
     /// 2,000 pipelined requests for 1 MB each, and the client never reads a byte: the proxy

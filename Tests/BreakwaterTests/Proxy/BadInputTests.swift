@@ -34,6 +34,16 @@ import Testing
         )
     }
 
+    /// The decoder frames it by its final `chunked`; forwarded as plain `chunked`, the app would
+    /// take the gzip for the body itself.
+    @Test func aTransferCodingBesidesChunkedIs400() async throws {
+        try await Self.expectRejected(
+            "POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            status: 400,
+            reason: "bad_request"
+        )
+    }
+
     @Test func twoDifferentContentLengthsAre400() async throws {
         try await Self.expectRejected(
             "POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",

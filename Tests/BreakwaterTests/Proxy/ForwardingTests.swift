@@ -150,4 +150,71 @@ import Testing
             #expect(try await client.waitForClose())
         }
     }
+
+    /// HTTP/1.0 allows a request without `Host`. It goes on as HTTP/1.1, which requires one, so
+    /// the app is sent its own address (nginx's choice) rather than a request it may refuse.
+    @Test func anHTTP10RequestWithoutHostReachesTheAppWithOne() async throws {
+        try await ProxyHarness.with { proxy in
+            let response = try await proxy.request("GET /status/200 HTTP/1.0\r\n\r\n")
+            #expect(response.status == 200)
+            let received = try #require(proxy.backend.requestsReceived.last)
+            #expect(received.header("host") == "127.0.0.1:\(proxy.backend.port)")
+        }
+    }
+
+    /// `Expect: 100-continue` is the proxy's to answer: the client is told to go on, its body
+    /// reaches the app, and the app never sees `Expect`.
+    @Test func aClientThatExpectsContinueIsToldToGoOnAndItsBodyArrives() async throws {
+        try await ProxyHarness.with { proxy in
+            let client = try await proxy.connect()
+            try await client.send("POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+            let interim = try await client.readResponse()
+            #expect(interim.status == 100)
+            try await client.send("hello")
+            let response = try await client.readResponse()
+            #expect(response.status == 200)
+            #expect(response.bodyString == "hello")
+            let received = try #require(proxy.backend.requestsReceived.last)
+            #expect(received.header("expect") == nil)
+            await client.close()
+        }
+    }
+
+    /// A request refused before it reaches the app (an open breaker here) gets the refusal, not
+    /// a `100 Continue` first: the client does not send its body for nothing.
+    @Test func aRefusedRequestThatExpectsContinueGetsOnlyItsRefusal() async throws {
+        let configuration = """
+            [[route]]
+            name = "switchable"
+            path = "/switchable"
+            [route.breaker]
+            failure_threshold = 1
+            recovery_timeout = "1m"
+            [route.retry]
+            attempts = 1
+            """
+        try await ProxyHarness.with(configuration: configuration) { proxy in
+            proxy.backend.setFailing(true)
+            #expect(try await proxy.request(get("/switchable")).status == 500)
+            let client = try await proxy.connect()
+            try await client.send("POST /switchable HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+            let response = try await client.readResponse()
+            #expect(response.status == 503)
+            #expect(response.header("x-breakwater-reason") == "breaker_open")
+            #expect(try await client.waitForClose(), "the unread body would be taken for a request")
+        }
+    }
+
+    /// An HTTP/1.0 client cannot read a 1xx (RFC 9110 §15.2): its first answer is the final one.
+    @Test func anHTTP10ClientThatExpectsContinueIsSentNoInterimAnswer() async throws {
+        try await ProxyHarness.with { proxy in
+            let client = try await proxy.connect()
+            try await client.send("POST /echo HTTP/1.0\r\nHost: test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+            try await Task.sleep(for: .milliseconds(200))
+            try await client.send("hello")
+            let response = try await client.readResponse()
+            #expect(response.status == 200)
+            #expect(response.bodyString == "hello")
+        }
+    }
 }

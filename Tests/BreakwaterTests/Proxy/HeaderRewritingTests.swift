@@ -55,6 +55,15 @@ import Testing
         #expect(!fields.expectsContinue && !fields.requestsUpgrade && fields.nominated.isEmpty)
     }
 
+    @Test func onlyALoneChunkedIsATransferCodingThatCanBeForwarded() {
+        #expect(!MessageFields(["Transfer-Encoding": "chunked"]).hasOtherTransferCoding)
+        #expect(!MessageFields(["transfer-encoding": "Chunked"]).hasOtherTransferCoding)
+        #expect(!MessageFields(["Content-Length": "3"]).hasOtherTransferCoding)
+        #expect(MessageFields(["Transfer-Encoding": "gzip, chunked"]).hasOtherTransferCoding)
+        #expect(MessageFields(["Transfer-Encoding": "gzip"]).hasOtherTransferCoding)
+        #expect(MessageFields(HTTPHeaders([("Transfer-Encoding", "chunked"), ("Transfer-Encoding", "chunked")])).hasOtherTransferCoding)
+    }
+
     @Test func hostMustBeThereOnceInHTTP11() {
         #expect(!MessageFields(["Host": "a", "host": "b"]).hasValidHost(version: .http1_1))
         #expect(!MessageFields([:]).hasValidHost(version: .http1_1))
@@ -130,6 +139,7 @@ import Testing
         let trace = RequestTrace(presented: fields, configuration: TraceConfig(), generator: &generator)
         let written = HeaderRewriting.upstreamRequest(
             head,
+            app: .tcp(HostPort(host: "127.0.0.1", port: 8000)),
             nominated: fields.nominated,
             framing: MessageFraming(request: fields),
             clientAddress: "192.0.2.1",

@@ -139,4 +139,43 @@ import Testing
             #expect(proxy.backend.requestCount(pathPrefix: "/switchable") == 2)
         }
     }
+
+    /// A half-open breaker lets one probe through. A probe that ends without an outcome — here
+    /// refused for its body's size before the app could answer — hands its turn back: the next
+    /// request probes instead, and the route recovers rather than answer `breaker_open` until
+    /// someone resets it.
+    @Test func aProbeThatEndsWithoutAnOutcomeHandsItsTurnBack() async throws {
+        let configuration = """
+            [server]
+            max_body_bytes = 1000
+            [[route]]
+            name = "switchable"
+            path = "/switchable"
+            [route.breaker]
+            failure_threshold = 1
+            recovery_timeout = "300ms"
+            success_threshold = 1
+            [route.retry]
+            attempts = 1
+            """
+        try await ProxyHarness.with(configuration: configuration) { proxy in
+            proxy.backend.setFailing(true)
+            #expect(try await proxy.request(get("/switchable")).status == 500)
+            #expect(try await proxy.request(get("/switchable")).header("x-breakwater-reason") == "breaker_open")
+            proxy.backend.setFailing(false)
+            try await Task.sleep(for: .milliseconds(500))
+
+            // The probe: its head reaches the app, which waits for the body's end; the body
+            // goes over max_body_bytes first.
+            let upload = try await proxy.connect()
+            try await upload.send("POST /switchable HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n")
+            try await upload.send("7d0\r\n" + String(repeating: "x", count: 2000) + "\r\n")
+            let refused = try await upload.readResponse()
+            #expect(refused.status == 413)
+            await upload.close()
+
+            let next = try await proxy.request(get("/switchable"))
+            #expect(next.status == 200, "after the probe: \(next.status) \(next.header("x-breakwater-reason") ?? "")")
+        }
+    }
 }

@@ -41,6 +41,18 @@ import Testing
         #expect(self.name("GET", "http://example.com") == "default")
     }
 
+    /// The authority ends at `?` or `#` as well as `/`: what follows is the app's query, not a
+    /// path a client could use to take another route's slots and breaker.
+    @Test func anAbsoluteFormTargetRoutesByThePathTheAppReceives() {
+        for uri in ["http://a?x=/api/v1/webhooks/", "http://a#/api/x", "http://user@a?/health"] {
+            let sent = HeaderRewriting.absoluteForm(uri)?.target
+            #expect(Router.path(of: uri) == "/", "\(uri)")
+            #expect(sent.map { Router.path(of: $0) } == "/", "\(uri)")
+            #expect(self.name("POST", uri) == "default", "\(uri)")
+        }
+        #expect(self.name("GET", "http://a/api/x?y=/health") == "api")
+    }
+
     @Test func whatMatchesNothingTakesTheDefaultRoute() {
         #expect(self.name("DELETE", "/") == "default")
         #expect(self.name("GET", "*") == "default")

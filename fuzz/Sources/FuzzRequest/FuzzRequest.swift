@@ -464,11 +464,13 @@ struct Session {
     private func check(against reference: Reference, clientActive: Bool) {
         let server = self.config.server
         // Which of the client's requests must reach the app, in order: each up to the first the
-        // proxy refuses (no valid Host, a declared body over max_body_bytes: answered with a 400
-        // or 413 and the connection closed) or the first after which the connection cannot carry
-        // another (Connection: close, HTTP/1.0 without keep-alive, a protocol switch).
+        // proxy refuses (no valid Host, a transfer coding besides chunked, a declared body over
+        // max_body_bytes: answered with a 400 or 413 and the connection closed) or the first after
+        // which the connection cannot carry another (Connection: close, HTTP/1.0 without
+        // keep-alive, a protocol switch).
         func refused(_ request: ReadRequest) -> Bool {
-            !MessageFields(request.head.headers).hasValidHost(version: request.head.version) || request.head.method == .CONNECT
+            let fields = MessageFields(request.head.headers)
+            return !fields.hasValidHost(version: request.head.version) || fields.hasOtherTransferCoding || request.head.method == .CONNECT
                 || (request.head.headers.first(name: "content-length").flatMap(Int.init).map { $0 > server.maxBodyBytes } ?? false)
         }
         func endsConnection(_ request: ReadRequest) -> Bool {
@@ -652,11 +654,13 @@ private func sameTarget(_ got: ReadRequest, _ sent: ReadRequest) -> Bool {
 }
 
 /// The Host the app must read for the client's request: the client's, or the authority of an
-/// absolute-form target.
+/// absolute-form target; with none (HTTP/1.0), the authority or the app's own address.
 private func expectedHost(_ sent: HTTPRequestHead) -> [String] {
     let hosts = sent.headers.filter { $0.name.lowercased() == "host" }.map(\.value)
-    guard let authority = HeaderRewriting.absoluteForm(sent.uri)?.authority else { return hosts }
-    return hosts.map { _ in String(authority) }
+    let authority = HeaderRewriting.absoluteForm(sent.uri).map { String($0.authority) }
+    if hosts.isEmpty { return [authority ?? upstreamAddress.hostField] }
+    guard let authority else { return hosts }
+    return hosts.map { _ in authority }
 }
 
 /// What the proxy takes for a protocol switch.
