@@ -310,7 +310,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func abandonExchange() {
         if let exchange = self.exchange {
             self.exchange = nil
-            exchange.clientWentAway()
+            exchange.abandon()
         }
     }
 }

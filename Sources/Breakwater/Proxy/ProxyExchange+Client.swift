@@ -1,7 +1,7 @@
 import NIOCore
 
-/// The client's side of an exchange: the request body as it arrives, the client's
-/// writability, and its going away.
+/// The client's side of an exchange: the request body as it arrives, and the client's
+/// writability. (A client that leaves abandons its exchange: `ProxyExchange.abandon`.)
 extension ProxyExchange {
     func clientSentBody(_ body: ByteBuffer) {
         self.requestBodyBytes += body.readableBytes
@@ -52,18 +52,5 @@ extension ProxyExchange {
         case .responding(let connection) where isWritable: connection.resumeReadingIfNeeded()
         default: break
         }
-    }
-
-    /// The client connection closed: whatever the app was doing for it is abandoned, and its
-    /// connection, caught mid-exchange, cannot be reused.
-    func clientWentAway() {
-        switch self.phase {
-        case .forwarding(let connection), .responding(let connection), .upgrading(let connection, _):
-            connection.close()
-        case .connecting, .finished:
-            break
-        }
-        self.phase = .finished
-        self.cancelDeadline()
     }
 }

@@ -431,15 +431,22 @@ final class ProxyExchange {
     /// status line is out, and the end of a request body that stalled or came malformed after
     /// the app began answering. The access log says `cut`.
     func cut() {
+        self.answerReason = "cut"
+        self.abandon()
+        self.downstream.cutConnection()
+    }
+
+    /// Ends the exchange where it stands, as when its client leaves: whatever the app was doing
+    /// for it is dropped, and the app connection, caught mid-exchange, closes rather than carry
+    /// another request.
+    func abandon() {
         switch self.phase {
         case .forwarding(let connection), .responding(let connection), .upgrading(let connection, _):
             connection.close()
         case .connecting, .finished:
             break
         }
-        self.answerReason = "cut"
         self.phase = .finished
         self.cancelDeadline()
-        self.downstream.cutConnection()
     }
 }
