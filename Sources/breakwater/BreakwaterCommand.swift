@@ -47,17 +47,13 @@ struct Run: AsyncParsableCommand {
     var appCommand: [String] = []
 
     func run() async throws {
-        var configuration = try self.options.load()
-        if !self.appCommand.isEmpty {
-            var app = configuration.app ?? AppConfig()
-            app.command = self.appCommand
-            configuration.app = app
-        }
+        // A reader of stdout (the access log) or stderr that goes away must cost log lines, not
+        // the process and every request in it: as in nginx and HAProxy, SIGPIPE is ignored and
+        // a failed write is an error to handle. The app's processes get the default back.
+        signal(SIGPIPE, SIG_IGN)
+        let configuration = Self.completed(try self.options.load(), appCommand: self.appCommand)
         let workers = try configuration.app.map { try Self.supervisedWorkers($0, configuration: configuration) }
         let upstreams = try workers.map { try UpstreamSet(addresses: $0.map(\.address), supervised: true) }
-        if let workers, configuration.upstream == nil {
-            configuration.upstream = workers[0].address
-        }
         let level = configuration.log.level
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -95,16 +91,34 @@ struct Run: AsyncParsableCommand {
         lifecycle.onDrainRequested {
             Task { await group.triggerGracefulShutdown() }
         }
-        let path = self.options.path
+        let (path, appCommand) = (self.options.path, self.appCommand)
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
-            tasks.addTask { await Self.handleSignals(group: group, proxy: proxy, lifecycle: lifecycle, configurationPath: path, logger: logger) }
+            tasks.addTask {
+                await Self.handleSignals(group: group, proxy: proxy, lifecycle: lifecycle, configurationPath: path, appCommand: appCommand, logger: logger)
+            }
             try await tasks.next()
             tasks.cancelAll()
         }
         if let code = lifecycle.exitCode {
             throw ExitCode(code)
         }
+    }
+
+    /// The file as this process runs it, at start and on every reload alike: the app's command
+    /// from after `--`, and in supervisor mode without `upstream`, the first worker's address
+    /// (`127.0.0.1:base_port`), so that a reload compares like with like.
+    private static func completed(_ file: ProxyConfig, appCommand: [String]) -> ProxyConfig {
+        var configuration = file
+        if !appCommand.isEmpty {
+            var app = configuration.app ?? AppConfig()
+            app.command = appCommand
+            configuration.app = app
+        }
+        if let app = configuration.app, configuration.upstream == nil {
+            configuration.upstream = .tcp(HostPort(host: "127.0.0.1", port: app.basePort))
+        }
+        return configuration
     }
 
     /// Each worker's command with `{port}` filled in, and where it listens: `base_port + i`, or
@@ -135,6 +149,7 @@ struct Run: AsyncParsableCommand {
         proxy: ProxyService,
         lifecycle: Lifecycle,
         configurationPath: String,
+        appCommand: [String],
         logger: Logger
     ) async {
         var draining = false
@@ -143,7 +158,7 @@ struct Run: AsyncParsableCommand {
             case .sigusr2:
                 lifecycle.requestRollingRestart()
             case .sighup:
-                let succeeded = await Self.reload(proxy: proxy, path: configurationPath, logger: logger)
+                let succeeded = await Self.reload(proxy: proxy, path: configurationPath, appCommand: appCommand, logger: logger)
                 lifecycle.metrics.recordReload(succeeded: succeeded)
             default:
                 if draining {
@@ -160,7 +175,7 @@ struct Run: AsyncParsableCommand {
     /// Reads and validates the file again; a broken file leaves the running configuration be.
     /// The file is parsed in a child process first (`ConfigCheckProcess`), so that one that
     /// crashes the TOML parser crashes the child, not the proxy.
-    private static func reload(proxy: ProxyService, path: String, logger: Logger) async -> Bool {
+    private static func reload(proxy: ProxyService, path: String, appCommand: [String], logger: Logger) async -> Bool {
         if case .crashed(let signal) = await ConfigCheckProcess.run(path: path) {
             logger.error(
                 "configuration reload failed: the file crashes the TOML parser; keeping the running one",
@@ -169,7 +184,7 @@ struct Run: AsyncParsableCommand {
             return false
         }
         do {
-            let configuration = try ConfigLoader.load(path: path)
+            let configuration = Self.completed(try ConfigLoader.load(path: path), appCommand: appCommand)
             guard let needsRestart = proxy.reload(configuration) else { return false }
             logger.notice("configuration reloaded", metadata: ["file": "\(path)"])
             if !needsRestart.isEmpty {

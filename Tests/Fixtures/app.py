@@ -1,12 +1,19 @@
 """A small app for Breakwater's supervisor tests, on Python's standard library only.
 
-    python3 app.py PORT
+    python3 app.py PORT [close]
 
-GET /health -> 200; /pid -> the process id; /delay/MS -> "delayed" after MS ms; else "ok".
+GET /health -> 200; /pid -> the process id; /delay/MS -> "delayed" after MS ms;
+/pause-listener/MS -> "pausing", then the listening socket closes for MS ms (connects are
+refused; connections already open stay); else "ok". With `close`, every connection closes
+after its response, so each request needs a new connect.
 """
 import os
 import sys
+import threading
 import time
+
+# How long the listener stays closed after the serving loop stops.
+PAUSE = [0.0]
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -20,6 +27,10 @@ class Handler(BaseHTTPRequestHandler):
             body = b"delayed"
         elif path == "/pid":
             body = str(os.getpid()).encode()
+        elif path.startswith("/pause-listener/"):
+            PAUSE[0] = int(path.rsplit("/", 1)[1]) / 1000
+            body = b"pausing"
+            threading.Thread(target=self.server.shutdown, daemon=True).start()
         else:
             body = b"ok"
         self.send_response(200)
@@ -33,4 +44,10 @@ class Handler(BaseHTTPRequestHandler):
 
 if __name__ == "__main__":
     ThreadingHTTPServer.daemon_threads = True
-    ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+    if sys.argv[2:] == ["close"]:
+        Handler.protocol_version = "HTTP/1.0"
+    while True:
+        server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+        server.serve_forever()
+        server.server_close()
+        time.sleep(PAUSE[0])

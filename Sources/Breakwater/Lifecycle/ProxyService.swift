@@ -57,11 +57,12 @@ public final class ProxyService: Service, Sendable {
         try? await gracefulShutdown()
 
         self.lifecycle.advance(to: .draining)
-        self.logger.notice("draining", metadata: ["delay": "\(configuration.drain.delay)", "timeout": "\(configuration.drain.timeout)"])
-        if configuration.drain.delay > .zero {
-            try? await Task.sleep(for: configuration.drain.delay)
+        let drain = self.configuration.withLockedValue { $0.drain }  // as last reloaded
+        self.logger.notice("draining", metadata: ["delay": "\(drain.delay)", "timeout": "\(drain.timeout)"])
+        if drain.delay > .zero {
+            try? await Task.sleep(for: drain.delay)
         }
-        let cut = try await server.shutdown(gracePeriod: configuration.drain.timeout)
+        let cut = try await server.shutdown(gracePeriod: drain.timeout)
         if cut > 0 {
             self.logger.warning("drain timed out; cutting requests still in flight", metadata: ["requests_cut": "\(cut)"])
         } else {
@@ -69,15 +70,17 @@ public final class ProxyService: Service, Sendable {
         }
     }
 
-    /// Applies a reloaded file to new requests. Returns the top-level keys whose change needs
-    /// a restart, or nil when the proxy is not serving.
-    public func reload(_ configuration: ProxyConfig) -> [String]? {
+    /// Applies a reloaded file to new requests, all but what only a restart can change
+    /// (`ProxyConfig.reloaded(with:)`). Returns the keys whose change was not applied, or nil
+    /// when the proxy is not serving.
+    public func reload(_ file: ProxyConfig) -> [String]? {
         guard let server = self.server.withLockedValue({ $0 }) else { return nil }
-        let running = self.configuration.withLockedValue { $0 }
-        var needsRestart = server.reload(configuration: configuration, running: running)
-        if configuration.readiness != running.readiness { needsRestart.append("readiness") }
-        self.configuration.withLockedValue { $0 = configuration }
-        return needsRestart
+        return self.configuration.withLockedValue { running in
+            let needsRestart = running.keysNeedingRestart(toApply: file)
+            running = running.reloaded(with: file)
+            server.reload(configuration: running)
+            return needsRestart
+        }
     }
 
     /// The routes of the current generation, for the admin listener.

@@ -20,7 +20,7 @@ public struct ReadinessProber: Service {
     public func run() async throws {
         let target = try self.upstream.resolve()
         let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
-        try await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             var tracker = ReadinessTracker(
                 healthyThreshold: self.configuration.healthyThreshold,
                 unhealthyThreshold: self.configuration.unhealthyThreshold
@@ -36,7 +36,13 @@ public struct ReadinessProber: Service {
                     self.lifecycle.setAppReady(ready)
                     self.logger.notice(ready ? "app ready" : "app not ready", metadata: ["probe": "GET \(self.configuration.path)"])
                 }
-                try await Task.sleep(for: self.configuration.interval)
+                // A drain cancels the wait: that is the prober's normal end, not a failure of the
+                // service group (which would turn a clean drain into exit status 1).
+                do {
+                    try await Task.sleep(for: self.configuration.interval)
+                } catch {
+                    return
+                }
             }
         }
     }

@@ -70,7 +70,8 @@ struct AccessLogRecord {
 
 /// Writes access log lines to stdout from a thread of its own, so a slow reader of stdout
 /// never blocks an event loop. The queue is bounded: when it is full, lines are dropped and
-/// counted rather than memory grown.
+/// counted rather than memory grown. Lines stdout refuses (a closed pipe, a full disk) are
+/// dropped and counted too: the requests matter more than their log.
 final class AccessLogWriter: Sendable {
     /// The one writer of the process: stdout is one stream.
     static let standardOutput = AccessLogWriter()
@@ -106,7 +107,7 @@ final class AccessLogWriter: Sendable {
         }
     }
 
-    /// Lines dropped because stdout could not keep up.
+    /// Lines dropped because stdout could not keep up, or could not be written at all.
     var dropped: Int { self.queue.withLockedValue { $0.dropped } }
 
     private func drain() {
@@ -119,7 +120,13 @@ final class AccessLogWriter: Sendable {
             }
             guard !lines.isEmpty else { continue }
             let text = lines.joined(separator: "\n") + "\n"
-            FileHandle.standardOutput.write(Data(text.utf8))
+            do {
+                // The throwing write: Foundation's older `write(_:)` traps on an error, and a log
+                // reader that went away (EPIPE) or a full disk must not take the proxy down.
+                try FileHandle.standardOutput.write(contentsOf: Data(text.utf8))
+            } catch {
+                self.queue.withLockedValue { $0.dropped += lines.count }
+            }
         }
     }
 }

@@ -16,8 +16,8 @@ public struct ConcurrencyLimiter<Waiter> {
         case rejected
     }
 
-    public let softLimit: Int
-    public let hardLimit: Int
+    public private(set) var softLimit: Int
+    public private(set) var hardLimit: Int
     /// Requests holding a slot now (forwarded to the app).
     public private(set) var active = 0
     private var queue = Deque<(ticket: UInt64, waiter: Waiter)>()
@@ -26,6 +26,21 @@ public struct ConcurrencyLimiter<Waiter> {
     public init(softLimit: Int, hardLimit: Int) {
         self.softLimit = softLimit
         self.hardLimit = max(hardLimit, softLimit)
+    }
+
+    /// New limits for the requests already counted (a reload): raising the soft limit hands
+    /// the new slots to waiters at once, which are returned to be woken; lowering it lets the
+    /// slots over it retire as they are released. Waiters over a lowered hard limit keep their
+    /// place: they were accepted, and their queue timeout still bounds them.
+    public mutating func setLimits(softLimit: Int, hardLimit: Int) -> [Waiter] {
+        self.softLimit = softLimit
+        self.hardLimit = max(hardLimit, softLimit)
+        var woken: [Waiter] = []
+        while self.active < self.softLimit, let next = self.queue.popFirst() {
+            self.active += 1
+            woken.append(next.waiter)
+        }
+        return woken
     }
 
     /// Requests waiting for a slot now.
@@ -47,9 +62,10 @@ public struct ConcurrencyLimiter<Waiter> {
     }
 
     /// Gives a slot back. When someone waits, the slot passes to the first of them, who is
-    /// returned to be woken; it then holds the slot and must release it in turn.
+    /// returned to be woken; it then holds the slot and must release it in turn. A slot over a
+    /// soft limit lowered meanwhile retires instead.
     public mutating func release() -> Waiter? {
-        if let next = self.queue.popFirst() {
+        if self.active <= self.softLimit, let next = self.queue.popFirst() {
             return next.waiter
         }
         self.active -= 1

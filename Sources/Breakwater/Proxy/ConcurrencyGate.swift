@@ -11,28 +11,51 @@ final class ConcurrencyGate: Sendable {
         let wake: @Sendable () -> Void
     }
 
-    let configuration: ConcurrencyConfig
-    private let limiter: NIOLockedValueBox<ConcurrencyLimiter<Waiter>>
+    private struct State {
+        var configuration: ConcurrencyConfig
+        var limiter: ConcurrencyLimiter<Waiter>
+    }
+
+    /// One box for both: a reload changes the limits under the same lock the requests take.
+    private let state: NIOLockedValueBox<State>
 
     init(configuration: ConcurrencyConfig) {
-        self.configuration = configuration
-        self.limiter = NIOLockedValueBox(ConcurrencyLimiter(softLimit: configuration.softLimit, hardLimit: configuration.hardLimit))
+        self.state = NIOLockedValueBox(
+            State(configuration: configuration, limiter: ConcurrencyLimiter(softLimit: configuration.softLimit, hardLimit: configuration.hardLimit))
+        )
     }
+
+    /// The same gate with `configuration`'s limits, for the generation a reload makes: the
+    /// requests it holds and queues stay counted, so a reload never opens a fresh set of slots
+    /// beside the ones in use.
+    func reconfigured(_ configuration: ConcurrencyConfig) -> ConcurrencyGate {
+        let woken = self.state.withLockedValue { state in
+            state.configuration = configuration
+            return state.limiter.setLimits(softLimit: configuration.softLimit, hardLimit: configuration.hardLimit)
+        }
+        for waiter in woken {
+            waiter.eventLoop.execute(waiter.wake)
+        }
+        return self
+    }
+
+    /// How long a request may wait in the queue (`queue_timeout`).
+    var queueTimeout: Duration { self.state.withLockedValue { $0.configuration.queueTimeout } }
 
     /// - Parameter waiter: made only when the request has to queue.
     func acquire(_ waiter: @autoclosure () -> Waiter) -> ConcurrencyLimiter<Waiter>.Admission {
-        self.limiter.withLockedValue { $0.acquire(waiter()) }
+        self.state.withLockedValue { $0.limiter.acquire(waiter()) }
     }
 
     /// Gives a slot back; it goes straight to the first waiter, if any.
     func release() {
-        if let next = self.limiter.withLockedValue({ $0.release() }) {
+        if let next = self.state.withLockedValue({ $0.limiter.release() }) {
             next.eventLoop.execute(next.wake)
         }
     }
 
-    /// False when the waiter was handed a slot meanwhile; its wake-up is then on its way.
+    /// False when the waiter was handed a slot meanwhile; its wake-up is on its way.
     func cancel(ticket: UInt64) -> Bool {
-        self.limiter.withLockedValue { $0.cancel(ticket: ticket) }
+        self.state.withLockedValue { $0.limiter.cancel(ticket: ticket) }
     }
 }

@@ -49,7 +49,7 @@ extension ProxyExchange {
             case .queued(let ticket):
                 self.queued = (self.slotsHeld, ticket)
                 self.route.metrics.queued.increment()
-                self.waitTimer = self.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(gate.configuration.queueTimeout)) {
+                self.waitTimer = self.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(gate.queueTimeout)) {
                     self.waitTimer = nil
                     // Lost the race to a slot handed over meanwhile: its wake-up is on the way.
                     guard let queued = self.queued, gate.cancel(ticket: queued.ticket) else { return }

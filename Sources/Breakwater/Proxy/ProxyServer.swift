@@ -108,19 +108,11 @@ public final class ProxyServer: Sendable {
         )
     }
 
-    /// Routes and policies for new requests, from a reloaded file. What only a restart can
-    /// change — addresses, threads, pool and server limits — keeps its old value; the names of
-    /// such keys are returned so the caller can say so.
-    public func reload(configuration: ProxyConfig, running: ProxyConfig) -> [String] {
+    /// Routes, limits and policies for new requests, from a reloaded configuration
+    /// (`ProxyConfig.reloaded(with:)`: what only a restart can change is as it runs).
+    public func reload(configuration: ProxyConfig) {
         let previous = self.generation.value
         self.generation.value = ProxyShared(configuration: configuration, lifecycle: self.lifecycle, logger: self.logger, previous: previous)
-        var needsRestart: [String] = []
-        if configuration.listen != running.listen { needsRestart.append("listen") }
-        if configuration.upstream != running.upstream { needsRestart.append("upstream") }
-        if configuration.server != running.server { needsRestart.append("server") }
-        if configuration.upstreamPool != running.upstreamPool { needsRestart.append("upstream_pool") }
-        if configuration.admin != running.admin { needsRestart.append("admin") }
-        return needsRestart
     }
 
     /// The routes new requests see, with their live policy state (for the admin listener).

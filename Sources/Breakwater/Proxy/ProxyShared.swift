@@ -6,6 +6,8 @@ import NIOConcurrencyHelpers
 final class ProxyShared: Sendable {
     let router: Router
     let routes: [Route]
+    /// `[concurrency]`, which every route's requests pass first.
+    let proxyLimit: ConcurrencyGate
     let server: ServerConfig
     /// How long a request waits for the app to become ready; nil without `[readiness]`.
     let readinessHold: Duration?
@@ -17,11 +19,13 @@ final class ProxyShared: Sendable {
     let accessLog: AccessLogWriter?
     let logger: Logger
 
-    /// - Parameter previous: the generation this one replaces on reload; a route that keeps its
-    ///   name keeps its breaker and retry budget.
+    /// - Parameter previous: the generation this one replaces on reload. Its limits carry on
+    ///   with the new settings, the requests they hold still counted; a route that keeps its
+    ///   name keeps its bulkhead the same way, and its breaker and retry budget.
     init(configuration: ProxyConfig, lifecycle: Lifecycle, logger: Logger, previous: ProxyShared? = nil) {
         self.router = Router(routes: configuration.routes)
-        let proxyLimit = ConcurrencyGate(configuration: configuration.concurrency)
+        let proxyLimit = previous?.proxyLimit.reconfigured(configuration.concurrency) ?? ConcurrencyGate(configuration: configuration.concurrency)
+        self.proxyLimit = proxyLimit
         self.routes = configuration.routes.map { route in
             Route(configuration: route, proxyLimit: proxyLimit, metrics: lifecycle.metrics, continuing: previous?.routes.first { $0.name == route.name })
         }

@@ -23,8 +23,9 @@ final class Route: Sendable {
 
     /// - Parameters:
     ///   - proxyLimit: the generation's `[concurrency]`, which every route's requests pass first.
-    ///   - previous: the route of the same name before a reload: its breaker state and retry
-    ///     budget carry on when their settings did not change.
+    ///   - previous: the route of the same name before a reload: its bulkhead carries on with
+    ///     the new limits, and its breaker state and retry budget when their settings did not
+    ///     change.
     init(configuration: RouteConfig, proxyLimit: ConcurrencyGate, metrics: ProxyMetrics, continuing previous: Route? = nil) {
         self.configuration = configuration
         self.metrics = previous?.metrics ?? RouteMetrics(route: configuration.name, metrics: metrics)
@@ -42,7 +43,12 @@ final class Route: Sendable {
         } else {
             self.retryBudget = NIOLockedValueBox(RetryBudget(ratio: configuration.policy.retry.budget))
         }
-        self.gates = [proxyLimit] + (configuration.policy.concurrency.map { [ConcurrencyGate(configuration: $0)] } ?? [])
+        if let bulkhead = configuration.policy.concurrency {
+            let previousBulkhead = previous.flatMap { $0.gates.count > 1 ? $0.gates[1] : nil }
+            self.gates = [proxyLimit, previousBulkhead?.reconfigured(bulkhead) ?? ConcurrencyGate(configuration: bulkhead)]
+        } else {
+            self.gates = [proxyLimit]
+        }
     }
 
     var name: String { self.configuration.name }

@@ -7,10 +7,11 @@ import ServiceLifecycle
 /// Supervisor mode: runs the app's workers, gates readiness on them, restarts them when they
 /// die, rolls them one at a time on request, and stops them last.
 ///
-/// - Readiness: after each start a worker is probed every 100 ms — `GET readiness.path` with a
-///   `[readiness]` table, else a TCP connect — and joins the balance when it answers. While no
-///   worker is ready, requests are held (up to `readiness.hold`); when one dies it leaves the
-///   balance at once and the others take its share.
+/// - Readiness: a worker out of the balance — just started, or taken out after a failed
+///   connect — is probed every 100 ms (`GET readiness.path` with a `[readiness]` table, else a
+///   TCP connect) and joins when it answers. While no worker is ready, requests are held (up to
+///   `readiness.hold`); when one dies it leaves the balance at once and the others take its
+///   share.
 /// - Restarts follow `[app] restart` with `RestartBackoff` delays.
 /// - A rolling restart (SIGUSR2, `POST /admin/restart-app`) takes each worker out of the
 ///   balance, waits for its requests to finish, restarts it and waits until it is ready before
@@ -77,9 +78,9 @@ public final class AppSupervisor: Service, Sendable {
                 let child = try await ChildProcess.spawn(command: command)
                 self.state.withLockedValue { $0.children[worker.index] = child }
                 logger.notice("app started", metadata: ["pid": "\(child.pid)", "command": "\(command.joined(separator: " "))"])
-                let becameReady = Task { await self.waitUntilReady(worker, child: child, logger: logger) }
+                let balance = Task { await self.keepInBalance(worker, child: child, logger: logger) }
                 status = await child.waitForExit()
-                becameReady.cancel()
+                balance.cancel()
                 self.state.withLockedValue { $0.children[worker.index] = nil }
             } catch {
                 logger.error("app failed to start", metadata: ["error": "\(error)"])
@@ -112,23 +113,35 @@ public final class AppSupervisor: Service, Sendable {
         }
     }
 
-    /// Probes a fresh worker until it answers, then puts it in the balance.
-    private func waitUntilReady(_ worker: UpstreamSet.Member, child: ChildProcess, logger: Logger) async {
+    /// Keeps a running worker in the balance: probes it every 100 ms until it answers, then
+    /// puts it in. When the data path takes it out again (a connect to it failed), probing
+    /// starts over, and it rejoins once it answers: a worker that missed one connect under a
+    /// burst is not lost to the balance until its process dies. A worker a rolling restart
+    /// holds out is left out.
+    private func keepInBalance(_ worker: UpstreamSet.Member, child: ChildProcess, logger: Logger) async {
         let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
+        var joinedBefore = false
         while !Task.isCancelled {
-            let healthy: Bool
-            if let readiness = self.readiness {
-                healthy = await HealthProbe.check(target: worker.target, path: readiness.path, timeout: readiness.timeout, eventLoop: eventLoop)
-            } else {
-                healthy = await HealthProbe.accepts(target: worker.target, timeout: .seconds(1), eventLoop: eventLoop)
-            }
-            if healthy, !Task.isCancelled {
-                self.setReady(worker, true)
-                logger.notice("app ready", metadata: ["pid": "\(child.pid)"])
-                return
+            if !worker.isReady && !self.isHeldOut(worker) {
+                let healthy: Bool
+                if let readiness = self.readiness {
+                    healthy = await HealthProbe.check(target: worker.target, path: readiness.path, timeout: readiness.timeout, eventLoop: eventLoop)
+                } else {
+                    healthy = await HealthProbe.accepts(target: worker.target, timeout: .seconds(1), eventLoop: eventLoop)
+                }
+                if healthy, !Task.isCancelled, !self.isHeldOut(worker) {
+                    self.setReady(worker, true)
+                    logger.notice(joinedBefore ? "app back in the balance" : "app ready", metadata: ["pid": "\(child.pid)"])
+                    joinedBefore = true
+                }
             }
             try? await Task.sleep(for: .milliseconds(100))
         }
+    }
+
+    /// A rolling restart has taken the worker out of the balance on purpose.
+    private func isHeldOut(_ worker: UpstreamSet.Member) -> Bool {
+        self.state.withLockedValue { $0.restarting.contains(worker.index) }
     }
 
     private func setReady(_ worker: UpstreamSet.Member, _ ready: Bool) {
@@ -151,14 +164,21 @@ public final class AppSupervisor: Service, Sendable {
         self.logger.notice("rolling restart", metadata: ["workers": "\(self.upstreams.members.count)"])
         for worker in self.upstreams.members {
             guard !self.isStopping else { return }
+            // Held out first, so that nothing puts it back while its requests finish.
+            self.state.withLockedValue { _ = $0.restarting.insert(worker.index) }
             self.setReady(worker, false)
             let deadline = ContinuousClock.now + self.app.stopTimeout
             while worker.requestsInProgress > 0 && ContinuousClock.now < deadline {
                 try? await Task.sleep(for: .milliseconds(20))
             }
             guard let child = self.state.withLockedValue({ state -> ChildProcess? in
-                state.restarting.insert(worker.index)
-                return state.children[worker.index]
+                guard let child = state.children[worker.index] else {
+                    // Between runs (a restart's backoff): it starts fresh anyway, and its next
+                    // exit must not pass for a planned one.
+                    state.restarting.remove(worker.index)
+                    return nil
+                }
+                return child
             }) else { continue }
             self.terminate(child)
             // Back in the balance before the next one leaves it.

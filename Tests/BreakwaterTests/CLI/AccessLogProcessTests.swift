@@ -61,4 +61,32 @@ import Testing
         #expect(await breakwater.waitForExit(timeout: .seconds(5)) == 0)
         try await backend.shutdown()
     }
+
+    /// A log shipper on stdout restarts, and the pipe's reader is gone: the proxy loses log
+    /// lines, not its life or its requests.
+    @Test func anAccessLogNobodyReadsCostsLinesNotRequests() async throws {
+        let backend = try await BackendFixture.start()
+        let breakwater = try await BreakwaterProcess(
+            configuration: """
+                listen = "127.0.0.1:0"
+                upstream = "127.0.0.1:\(backend.port)"
+                [admin]
+                listen = "127.0.0.1:0"
+                """,
+            standardOutputReaderGone: true
+        )
+        let port = try #require(breakwater.port)
+        for round in 0..<3 {
+            let client = try await RawClient.connect(port: port)
+            try await client.send(get("/status/200"))
+            #expect(try await client.readResponse().status == 200, "round \(round)")
+            await client.close()
+            // Time for the log thread to try its write.
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(breakwater.process.isRunning, "\(breakwater.log)")
+        breakwater.signal(SIGTERM)
+        #expect(await breakwater.waitForExit(timeout: .seconds(5)) == 0)
+        try await backend.shutdown()
+    }
 }

@@ -44,6 +44,43 @@ import Testing
         try await backend.shutdown()
     }
 
+    /// The readiness prober stops with the drain; that is a clean exit too.
+    @Test func sigtermWithReadinessProbingExitsZero() async throws {
+        let backend = try await BackendFixture.start()
+        let readiness = "[readiness]\npath = \"/status/200\"\ninterval = \"100ms\"\n"
+        let breakwater = try await BreakwaterProcess(configuration: Self.configuration(upstream: backend.port, extra: readiness))
+        let port = try #require(breakwater.port)
+        try await eventually { backend.requestCount(pathPrefix: "/status/200") >= 2 }
+        let client = try await RawClient.connect(port: port)
+        try await client.send(get("/echo"))
+        #expect(try await client.readResponse().status == 200)
+        await client.close()
+        breakwater.signal(SIGTERM)
+        let status = await breakwater.waitForExit(timeout: .seconds(5))
+        #expect(status == 0, "\(breakwater.log)")
+        try await backend.shutdown()
+    }
+
+    /// `[drain]` reloads: the drain that follows uses the reloaded timeout.
+    @Test func aReloadedDrainTimeoutIsTheOneTheDrainUses() async throws {
+        let backend = try await BackendFixture.start()
+        let configuration = { (timeout: String) in
+            Self.configuration(upstream: backend.port).replacingOccurrences(of: "timeout = \"2s\"", with: "timeout = \"\(timeout)\"")
+        }
+        let breakwater = try await BreakwaterProcess(configuration: configuration("30s"))
+        try breakwater.rewriteConfiguration(configuration("1s"))
+        breakwater.signal(SIGHUP)
+        try await eventually { breakwater.log.contains("configuration reloaded") }
+        #expect(!breakwater.log.contains("take a restart"), "\(breakwater.log)")
+        let client = try await RawClient.connect(port: try #require(breakwater.port))
+        try await client.send(get("/hang"))
+        try await eventually { backend.requestCount(pathPrefix: "/hang") == 1 }
+        breakwater.signal(SIGTERM)
+        #expect(await breakwater.waitForExit(timeout: .seconds(8)) == 0, "the drain waited for the old timeout")
+        await client.close()
+        try await backend.shutdown()
+    }
+
     @Test func aHungRequestCannotHoldTheExitPastTheDrainTimeout() async throws {
         let backend = try await BackendFixture.start()
         let breakwater = try await BreakwaterProcess(configuration: Self.configuration(upstream: backend.port))

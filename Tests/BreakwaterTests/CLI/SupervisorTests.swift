@@ -192,6 +192,50 @@ import Testing
         #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
     }
 
+    /// A worker the data path took out of the balance (a connect to it was refused) is probed
+    /// until it answers again, and rejoins: one missed connect must not halve the app for good.
+    @Test func aWorkerTakenOutAfterAFailedConnectRejoinsWhenItAnswersAgain() async throws {
+        let basePort = try await Self.freePorts(2)
+        let breakwater = try await BreakwaterProcess(
+            configuration: Self.configuration(command: #"["python3", "\#(Self.appScript)", "{port}", "close"]"#, basePort: basePort, workers: 2)
+        )
+        let port = try #require(breakwater.port)
+        try await eventually(timeout: .seconds(10)) { breakwater.log.components(separatedBy: "app ready").count == 3 }
+        #expect(try await Self.pids(port, count: 20).count == 2)
+        // One worker stops listening for 1.5 s: the next connects to it are refused.
+        #expect(try await Self.get(port, "/pause-listener/1500").bodyString == "pausing")
+        try await eventually(timeout: .seconds(5)) {
+            _ = try? await Self.get(port, "/pid")
+            return breakwater.log.contains("ejected")
+        }
+        // Listening again, it is back in the balance.
+        try await eventually(timeout: .seconds(10)) { try await Self.pids(port, count: 10).count == 2 }
+        #expect(breakwater.log.contains("app back in the balance"), "\(breakwater.log)")
+        breakwater.signal(SIGTERM)
+        #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
+    }
+
+    /// The command after `--` is part of the configuration on every reload too: a SIGHUP keeps
+    /// the app supervised and requests held while it restarts, and reports nothing changed.
+    @Test func aReloadKeepsTheCommandGivenAfterTheSeparator() async throws {
+        let appPort = try await Self.freePort()
+        let file = "listen = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\naccess = false\n[app]\nbase_port = \(appPort)\nrestart_backoff = \"200ms\"\n"
+        let breakwater = try await BreakwaterProcess(configuration: file, appCommand: ["python3", Self.appScript, "{port}"])
+        let port = try #require(breakwater.port)
+        try await eventually(timeout: .seconds(10)) { breakwater.log.contains("app ready") }
+        breakwater.signal(SIGHUP)
+        try await eventually { breakwater.log.contains("configuration reloaded") }
+        #expect(!breakwater.log.contains("take a restart"), "\(breakwater.log)")
+        // The app dies: the next request waits for the restarted app instead of failing.
+        let pid = try await Self.get(port, "/pid").bodyString
+        kill(try #require(pid_t(pid)), SIGKILL)
+        let response = try await Self.get(port, "/pid")
+        #expect(response.status == 200)
+        #expect(response.bodyString != pid)
+        breakwater.signal(SIGTERM)
+        #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
+    }
+
     @Test func aRollingRestartUnderLoadLosesNone() async throws {
         let basePort = try await Self.freePorts(2)
         let breakwater = try await BreakwaterProcess(

@@ -58,4 +58,28 @@ import Testing
         #expect({ limiter.release() }() == 2)
         #expect({ limiter.acquire(3) }() == .queued(ticket: 2))
     }
+
+    /// A reload's new limits apply to the requests already counted: a raised soft limit hands
+    /// its new slots to waiters at once, a lowered one retires slots as they come back.
+    @Test func newLimitsApplyToTheRequestsAlreadyCounted() {
+        var limiter = ConcurrencyLimiter<Int>(softLimit: 1, hardLimit: 4)
+        _ = limiter.acquire(1)
+        _ = limiter.acquire(2)
+        _ = limiter.acquire(3)
+        _ = limiter.acquire(4)
+        #expect({ limiter.setLimits(softLimit: 3, hardLimit: 4) }() == [2, 3])
+        #expect(limiter.active == 3)
+        #expect(limiter.queued == 1)
+
+        #expect({ limiter.setLimits(softLimit: 1, hardLimit: 2) }() == [])
+        #expect({ limiter.acquire(5) }() == .rejected, "over the lowered hard limit")
+        // Two of the three slots retire as they come back; the third goes to the waiter.
+        #expect({ limiter.release() }() == nil)
+        #expect({ limiter.release() }() == nil)
+        #expect(limiter.active == 1)
+        #expect({ limiter.release() }() == 4)
+        #expect(limiter.active == 1)
+        #expect({ limiter.release() }() == nil)
+        #expect(limiter.active == 0)
+    }
 }

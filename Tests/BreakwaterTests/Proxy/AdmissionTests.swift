@@ -1,3 +1,4 @@
+@testable import Breakwater
 import Foundation
 import Testing
 
@@ -19,6 +20,26 @@ import Testing
                 }
             }
             return try await group.reduce(into: []) { $0.append($1) }
+        }
+    }
+
+    /// A reload (SIGHUP) keeps counting the requests in flight: with the one slot taken, the
+    /// next request is refused, not let through by a fresh set of slots.
+    @Test func aReloadKeepsCountingTheRequestsInFlight() async throws {
+        let limits = "[concurrency]\nsoft_limit = 1\nhard_limit = 1\n"
+        try await ProxyHarness.with(configuration: limits) { proxy in
+            let slow = Task { try await proxy.request(get("/delay/1000")) }
+            try await eventually { proxy.backend.requestCount(pathPrefix: "/delay/") == 1 }
+            let reloaded = try ConfigLoader.parse(
+                "listen = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:\(proxy.backend.port)\"\n" + limits + "[log]\naccess = false\n",
+                fileName: "reloaded.conf"
+            )
+            proxy.proxy.reload(configuration: reloaded)
+            let refused = try await proxy.request(get("/status/200"))
+            #expect(refused.status == 503)
+            #expect(refused.header("x-breakwater-reason") == "hard_limit")
+            #expect(try await slow.value.status == 200)
+            #expect(try await proxy.request(get("/status/200")).status == 200)
         }
     }
 

@@ -31,12 +31,19 @@ final class BreakwaterProcess: @unchecked Sendable {
     }
 
     /// Starts `breakwater --config FILE` with `configuration` in FILE, and waits until it listens.
+    ///
+    /// - Parameters:
+    ///   - standardOutputReaderGone: stdout (the access log) is a pipe whose reader has gone,
+    ///     as when a log shipper restarts.
+    ///   - appCommand: the app's command, given after `--` (supervisor mode).
     init(
         configuration: String,
         environment: [String: String] = [:],
         directory workingDirectory: String? = nil,
         waitForListening: Bool = true,
-        descriptorLimit: Int? = nil
+        descriptorLimit: Int? = nil,
+        standardOutputReaderGone: Bool = false,
+        appCommand: [String] = []
     ) async throws {
         let directory = FileManager.default.temporaryDirectory
         let name = "breakwater-\(UUID().uuidString.prefix(8))"
@@ -51,15 +58,23 @@ final class BreakwaterProcess: @unchecked Sendable {
             self.process.arguments = ["--nofile=\(descriptorLimit):\(descriptorLimit)", "--", try Self.executable.path, "--config", self.configurationPath]
         } else {
             self.process.executableURL = try Self.executable
-            self.process.arguments = ["--config", self.configurationPath]
+            self.process.arguments = ["--config", self.configurationPath] + (appCommand.isEmpty ? [] : ["--"] + appCommand)
         }
         if let workingDirectory {
             self.process.currentDirectoryURL = URL(fileURLWithPath: workingDirectory)
         }
         self.process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        self.process.standardOutput = log
         self.process.standardError = log
-        try self.process.run()
+        if standardOutputReaderGone {
+            // A pipe nobody reads: every write to stdout fails with EPIPE.
+            let pipe = Pipe()
+            self.process.standardOutput = pipe
+            try self.process.run()
+            try pipe.fileHandleForReading.close()
+        } else {
+            self.process.standardOutput = log
+            try self.process.run()
+        }
         if waitForListening {
             try await eventually(timeout: .seconds(10)) { self.port != nil && self.adminPort != nil }
         }
