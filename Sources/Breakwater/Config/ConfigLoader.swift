@@ -81,7 +81,27 @@ private struct ConfigSchema {
             let key = self.log.lineIndex.exactLine(of: "admin.listen") != nil ? "admin.listen" : "listen"
             self.log.report(key, "must differ from \(key == "listen" ? "admin.listen" : "listen") (\(config.listen))")
         }
+        if case .tcp(let upstream) = config.upstream, Self.reaches(upstream, config.listen) {
+            self.log.report("upstream", "is the proxy's own listen address (\(config.listen)): every request would come back to it")
+        }
+        if let app = config.app, let table = root.table("app") {
+            let ports = app.basePort...(app.basePort + app.workers - 1)
+            for (key, address) in [("listen", config.listen), ("admin.listen", config.admin.listen)] where ports.contains(address.port) {
+                let clash = app.workers > 1 ? "ports \(ports.lowerBound)-\(ports.upperBound) include \(key)'s (\(address.port))" : "port \(app.basePort) is \(key)'s"
+                table.report("base_port", "the app's \(clash): the app could never listen")
+            }
+            if app.workers > 1 && !app.command.isEmpty && !app.command.contains(where: { $0.contains("{port}") }) {
+                table.report("command", "workers = \(app.workers) needs {port} in the command, or they would share one port")
+            }
+        }
         return config
+    }
+
+    /// Whether connecting to `upstream` reaches a proxy listening on `listen`.
+    private static func reaches(_ upstream: HostPort, _ listen: HostPort) -> Bool {
+        guard upstream.port == listen.port, listen.port != 0 else { return false }
+        let loopback: Set<String> = ["127.0.0.1", "localhost", "::1"]
+        return upstream.host == listen.host || (["0.0.0.0", "::"].contains(listen.host) && loopback.contains(upstream.host))
     }
 
     private func address(_ text: String, at table: TableReader, _ key: String) -> HostPort? {

@@ -36,7 +36,12 @@ final class Route: Sendable {
         if let previous, previous.policy.breaker == configuration.policy.breaker {
             self.breaker = previous.breaker
         } else {
-            self.breaker = NIOLockedValueBox(CircuitBreaker(configuration: configuration.policy.breaker))
+            let fresh = CircuitBreaker(configuration: configuration.policy.breaker)
+            self.breaker = NIOLockedValueBox(fresh)
+            if let previous, previous.breaker.withLockedValue({ $0.state.name }) != fresh.state.name {
+                // The old state went with the old settings: the gauge and the count follow.
+                self.metrics.recordBreakerTransition(to: fresh.state.name)
+            }
         }
         if let previous, previous.policy.retry.budget == configuration.policy.retry.budget {
             self.retryBudget = previous.retryBudget

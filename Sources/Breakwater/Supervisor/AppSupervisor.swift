@@ -76,7 +76,14 @@ public final class AppSupervisor: Service, Sendable {
             let status: Int32
             do {
                 let child = try await ChildProcess.spawn(command: command)
-                self.state.withLockedValue { $0.children[worker.index] = child }
+                let stopping = self.state.withLockedValue { state in
+                    state.children[worker.index] = child
+                    return state.stopping
+                }
+                if stopping {
+                    // The stop came while it was starting, and could not see it to stop it.
+                    self.terminate(child)
+                }
                 logger.notice("app started", metadata: ["pid": "\(child.pid)", "command": "\(command.joined(separator: " "))"])
                 let balance = Task { await self.keepInBalance(worker, child: child, logger: logger) }
                 status = await child.waitForExit()
@@ -108,7 +115,11 @@ public final class AppSupervisor: Service, Sendable {
             case .always, .onFailure:
                 let delay = backoff.delay(afterRunOf: ContinuousClock.now - started)
                 logger.notice("restarting app", metadata: ["in": "\(delay)"])
-                try? await Task.sleep(for: delay)
+                // Cut short by a stop: the backoff (up to 30 s) must not hold up the exit.
+                let restartAt = ContinuousClock.now + delay
+                while !self.isStopping && ContinuousClock.now < restartAt {
+                    try? await Task.sleep(for: min(.milliseconds(100), restartAt - ContinuousClock.now))
+                }
             }
         }
     }

@@ -142,6 +142,19 @@ import Testing
         #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
     }
 
+    /// A stop during a restart's backoff ends the wait: the exit does not sit out the delay.
+    @Test func sigtermDuringARestartBackoffExitsWithoutWaitingForIt() async throws {
+        let configuration = Self.configuration(command: #"["python3", "-c", "import sys; sys.exit(3)"]"#, basePort: 1)
+            .replacingOccurrences(of: #"restart_backoff = "200ms""#, with: #"restart_backoff = "20s""#)
+        let breakwater = try await BreakwaterProcess(configuration: configuration, waitForListening: false)
+        try await eventually(timeout: .seconds(10)) { breakwater.log.contains("restarting app") }
+        let started = ContinuousClock.now
+        breakwater.signal(SIGTERM)
+        #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
+        let took = ContinuousClock.now - started
+        #expect(took < .seconds(5), "the exit waited \(took) for the backoff")
+    }
+
     @Test func sigtermStopsTheAppOnlyAfterRequestsInFlightFinished() async throws {
         let appPort = try await Self.freePort()
         let breakwater = try await BreakwaterProcess(

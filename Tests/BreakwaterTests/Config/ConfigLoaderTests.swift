@@ -231,6 +231,18 @@ import Testing
             == ["proxy.conf:4: concurrency.hard_limit: hard_limit (5) is below soft_limit (10)"])
     }
 
+    @Test func addressesThatCannotWorkTogetherAreRefused() {
+        #expect(problems("listen = \"0.0.0.0:8080\"\nupstream = \"127.0.0.1:8080\"\n")
+            == ["proxy.conf:2: upstream: is the proxy's own listen address (0.0.0.0:8080): every request would come back to it"])
+        #expect(problems("listen = \"0.0.0.0:8080\"\nupstream = \"127.0.0.1:8000\"\n").isEmpty)
+        #expect(problems("listen = \"0.0.0.0:8080\"\n[app]\ncommand = [\"app\", \"{port}\"]\nbase_port = 8079\nworkers = 2\n")
+            == ["proxy.conf:4: app.base_port: the app's ports 8079-8080 include listen's (8080): the app could never listen"])
+        #expect(problems("listen = \"0.0.0.0:8000\"\n[app]\ncommand = [\"app\"]\n")
+            == ["proxy.conf:2: app.base_port: the app's port 8000 is listen's: the app could never listen"])
+        #expect(problems("listen = \"0.0.0.0:8080\"\n[app]\ncommand = [\"app\"]\nworkers = 2\n")
+            == [#"proxy.conf:3: app.command: workers = 2 needs {port} in the command, or they would share one port"#])
+    }
+
     @Test func aRateOutOfRangeIsNamed() {
         let text = "upstream = \"127.0.0.1:8000\"\n[[route]]\nname = \"a\"\npath = \"/\"\n[route.breaker]\nfailure_rate = 1.5\n"
         #expect(problems(text) == ["proxy.conf:6: route[1].breaker.failure_rate: must be between 0.01 and 1, got 1.5"])

@@ -84,6 +84,27 @@ import Testing
         }
     }
 
+    /// A reload that changes a route's breaker settings starts it closed, and the gauge says so.
+    @Test func aReloadThatResetsABreakerShowsItClosed() async throws {
+        let route = { (threshold: Int) in
+            "[[route]]\nname = \"flaky\"\npath = \"/switchable\"\n[route.breaker]\nfailure_threshold = \(threshold)\n[route.retry]\nattempts = 1\n"
+        }
+        try await ProxyHarness.with(configuration: route(1)) { proxy in
+            proxy.backend.setFailing(true)
+            _ = try await proxy.request(get("/switchable"))
+            #expect(proxy.lifecycle.metrics.exposition().contains(#"breakwater_circuit_breaker_state{route="flaky",state="open"} 1.0"#))
+            let reloaded = try ConfigLoader.parse(
+                "upstream = \"127.0.0.1:\(proxy.backend.port)\"\n" + route(5) + "[log]\naccess = false\n",
+                fileName: "reloaded.conf"
+            )
+            proxy.proxy.reload(configuration: reloaded)
+            let text = proxy.lifecycle.metrics.exposition()
+            #expect(text.contains(#"breakwater_circuit_breaker_state{route="flaky",state="open"} 0.0"#), "\(text)")
+            #expect(text.contains(#"breakwater_circuit_breaker_state{route="flaky",state="closed"} 1.0"#))
+            #expect(text.contains(#"breakwater_circuit_breaker_transitions_total{route="flaky",to="closed"} 1"#))
+        }
+    }
+
     @Test func thePrometheusToolAcceptsTheExposition() async throws {
         guard let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"].first(where: FileManager.default.isExecutableFile(atPath:)) else {
             return  // `apt-get install prometheus` provides it; .ci/run installs it when it can.
