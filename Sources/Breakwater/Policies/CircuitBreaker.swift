@@ -116,7 +116,7 @@ public struct CircuitBreaker: Sendable {
         case .closed:
             return self.recordClosed(outcome, now: now)
         case .halfOpen where probe:
-            self.probesInFlight -= 1
+            self.probesInFlight = max(0, self.probesInFlight - 1)
             switch outcome {
             case .success:
                 self.probeSuccesses += 1
@@ -136,9 +136,11 @@ public struct CircuitBreaker: Sendable {
     }
 
     /// A probe that ended without telling anything (the client went away): frees its slot.
+    /// Never below zero: a probe from before a reset and a reopening may end in a later
+    /// half-open spell, which never counted it.
     public mutating func release(probe: Bool) {
         if probe, case .halfOpen = self.state {
-            self.probesInFlight -= 1
+            self.probesInFlight = max(0, self.probesInFlight - 1)
         }
     }
 

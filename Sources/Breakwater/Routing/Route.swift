@@ -1,3 +1,4 @@
+import Atomics
 import NIOConcurrencyHelpers
 import NIOCore
 
@@ -19,6 +20,9 @@ final class Route: Sendable {
     let attemptTimeout: TimeAmount
     private let failureStatuses: StatusCodeSet
     private let breaker: NIOLockedValueBox<CircuitBreaker>
+    /// False once a reload replaced this breaker with a fresh one: requests still finishing
+    /// under it must not paint its state over the new breaker's in the shared metrics.
+    private let breakerIsCurrent = ManagedAtomic(true)
     private let retryBudget: NIOLockedValueBox<RetryBudget>
 
     /// - Parameters:
@@ -38,9 +42,12 @@ final class Route: Sendable {
         } else {
             let fresh = CircuitBreaker(configuration: configuration.policy.breaker)
             self.breaker = NIOLockedValueBox(fresh)
-            if let previous, previous.breaker.withLockedValue({ $0.state.name }) != fresh.state.name {
-                // The old state went with the old settings: the gauge and the count follow.
-                self.metrics.recordBreakerTransition(to: fresh.state.name)
+            if let previous {
+                previous.breakerIsCurrent.store(false, ordering: .relaxed)
+                if previous.breaker.withLockedValue({ $0.state.name }) != fresh.state.name {
+                    // The old state went with the old settings: the gauge and the count follow.
+                    self.metrics.recordBreakerTransition(to: fresh.state.name)
+                }
             }
         }
         if let previous, previous.policy.retry.budget == configuration.policy.retry.budget {
@@ -107,7 +114,7 @@ final class Route: Sendable {
             let result = change(&breaker)
             return (result, before, breaker.state.name)
         }
-        if before != after {
+        if before != after && self.breakerIsCurrent.load(ordering: .relaxed) {
             self.metrics.recordBreakerTransition(to: after)
         }
         return result

@@ -32,8 +32,11 @@ public final class AppSupervisor: Service, Sendable {
 
     private struct State {
         var children: [ChildProcess?]
-        /// Workers whose next exit is a planned restart, not a crash.
-        var restarting: Set<Int> = []
+        /// The processes a rolling restart stopped: their exit is planned, not a crash. Kept
+        /// by process, not by worker, so that a crash of the one before cannot pass for it.
+        var plannedExits: Set<ObjectIdentifier> = []
+        /// Workers a rolling restart keeps out of the balance until their replacement answers.
+        var heldOut: Set<Int> = []
         var rolling = false
         var stopping = false
     }
@@ -74,6 +77,7 @@ public final class AppSupervisor: Service, Sendable {
         while !self.isStopping {
             let started = ContinuousClock.now
             let status: Int32
+            var planned = false
             do {
                 let child = try await ChildProcess.spawn(command: command)
                 let stopping = self.state.withLockedValue { state in
@@ -88,14 +92,21 @@ public final class AppSupervisor: Service, Sendable {
                 let balance = Task { await self.keepInBalance(worker, child: child, logger: logger) }
                 status = await child.waitForExit()
                 balance.cancel()
-                self.state.withLockedValue { $0.children[worker.index] = nil }
+                planned = self.state.withLockedValue { state in
+                    // Out of the balance in the same step as it stops being the live process,
+                    // so that its prober cannot put it back in between.
+                    state.children[worker.index] = nil
+                    self.setReady(worker, false)
+                    guard state.plannedExits.remove(ObjectIdentifier(child)) != nil else { return false }
+                    state.heldOut.remove(worker.index)  // its replacement joins once it answers
+                    return true
+                }
             } catch {
                 logger.error("app failed to start", metadata: ["error": "\(error)"])
                 status = 127
+                self.setReady(worker, false)
             }
-            self.setReady(worker, false)
             self.lifecycle.metrics.appExits.increment()
-            let planned = self.state.withLockedValue { $0.restarting.remove(worker.index) != nil }
             if self.isStopping {
                 logger.notice("app stopped", metadata: ["status": "\(status)"])
                 return
@@ -140,8 +151,13 @@ public final class AppSupervisor: Service, Sendable {
                 } else {
                     healthy = await HealthProbe.accepts(target: worker.target, timeout: .seconds(1), eventLoop: eventLoop)
                 }
-                if healthy, !Task.isCancelled, !self.isHeldOut(worker) {
+                // Joins only if, at this instant, it is still the live process and not held out.
+                let joined = healthy && self.state.withLockedValue { state in
+                    guard !Task.isCancelled, state.children[worker.index] === child, !state.heldOut.contains(worker.index) else { return false }
                     self.setReady(worker, true)
+                    return true
+                }
+                if joined {
                     logger.notice(joinedBefore ? "app back in the balance" : "app ready", metadata: ["pid": "\(child.pid)"])
                     joinedBefore = true
                 }
@@ -152,7 +168,7 @@ public final class AppSupervisor: Service, Sendable {
 
     /// A rolling restart has taken the worker out of the balance on purpose.
     private func isHeldOut(_ worker: UpstreamSet.Member) -> Bool {
-        self.state.withLockedValue { $0.restarting.contains(worker.index) }
+        self.state.withLockedValue { $0.heldOut.contains(worker.index) }
     }
 
     private func setReady(_ worker: UpstreamSet.Member, _ ready: Bool) {
@@ -175,25 +191,29 @@ public final class AppSupervisor: Service, Sendable {
         self.logger.notice("rolling restart", metadata: ["workers": "\(self.upstreams.members.count)"])
         for worker in self.upstreams.members {
             guard !self.isStopping else { return }
-            // Held out first, so that nothing puts it back while its requests finish.
-            self.state.withLockedValue { _ = $0.restarting.insert(worker.index) }
-            self.setReady(worker, false)
+            // Held out, so that nothing puts it back while its requests finish.
+            self.state.withLockedValue { state in
+                state.heldOut.insert(worker.index)
+                self.setReady(worker, false)
+            }
             let deadline = ContinuousClock.now + self.app.stopTimeout
             while worker.requestsInProgress > 0 && ContinuousClock.now < deadline {
                 try? await Task.sleep(for: .milliseconds(20))
             }
+            // The process running now is the one to stop; if it crashed meanwhile, its
+            // replacement is (a crash keeps its backoff and its restart rule).
             guard let child = self.state.withLockedValue({ state -> ChildProcess? in
                 guard let child = state.children[worker.index] else {
-                    // Between runs (a restart's backoff): it starts fresh anyway, and its next
-                    // exit must not pass for a planned one.
-                    state.restarting.remove(worker.index)
+                    // Between runs (a restart's backoff): it starts fresh anyway.
+                    state.heldOut.remove(worker.index)
                     return nil
                 }
+                state.plannedExits.insert(ObjectIdentifier(child))
                 return child
             }) else { continue }
             self.terminate(child)
             // Back in the balance before the next one leaves it.
-            while !self.isStopping && !(worker.isReady && self.state.withLockedValue { !$0.restarting.contains(worker.index) }) {
+            while !self.isStopping && !(worker.isReady && !self.isHeldOut(worker)) {
                 try? await Task.sleep(for: .milliseconds(50))
             }
         }

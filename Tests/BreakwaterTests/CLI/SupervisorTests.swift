@@ -271,6 +271,35 @@ import Testing
         #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
     }
 
+    /// A worker that crashes while a rolling restart waits for its requests is a crash (logged
+    /// so, restarted after its backoff), not the planned stop: its replacement, fresh anyway,
+    /// is not stopped in its place, and the app is served afterwards.
+    @Test func aCrashDuringARollingRestartIsNotTakenForThePlannedStop() async throws {
+        let appPort = try await Self.freePort()
+        let breakwater = try await BreakwaterProcess(
+            configuration: Self.configuration(command: #"["python3", "\#(Self.appScript)", "{port}"]"#, basePort: appPort)
+        )
+        let port = try #require(breakwater.port)
+        try await eventually(timeout: .seconds(10)) { breakwater.log.contains("app ready") }
+        let pid = try #require(pid_t(try await Self.get(port, "/pid").bodyString))
+        // A request in flight holds the rolling restart in its wait.
+        let slow = Task { try? await Self.get(port, "/delay/2500") }
+        try await Task.sleep(for: .milliseconds(300))
+        breakwater.signal(SIGUSR2)
+        try await eventually { breakwater.log.contains("rolling restart") }
+        kill(pid, SIGKILL)
+        try await eventually(timeout: .seconds(15)) { breakwater.log.contains("rolling restart done") }
+        _ = await slow.value
+        let log = breakwater.log
+        let crash = try #require(log.range(of: "app exited"), "the crash was taken for the planned stop: \(log)")
+        if let planned = log.range(of: "app restarted on request") {
+            #expect(crash.lowerBound < planned.lowerBound, "the crash was taken for the planned stop: \(log)")
+        }
+        #expect(try await Self.get(port, "/pid").status == 200)
+        breakwater.signal(SIGTERM)
+        #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
+    }
+
     @Test func theAppDiesWithBreakwaterEvenWhenItIsKilled() async throws {
         let appPort = try await Self.freePort()
         let breakwater = try await BreakwaterProcess(

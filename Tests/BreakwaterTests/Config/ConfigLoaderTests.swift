@@ -239,6 +239,9 @@ import Testing
             == ["proxy.conf:4: app.base_port: the app's ports 8079-8080 include listen's (8080): the app could never listen"])
         #expect(problems("listen = \"0.0.0.0:8000\"\n[app]\ncommand = [\"app\"]\n")
             == ["proxy.conf:2: app.base_port: the app's port 8000 is listen's: the app could never listen"])
+        // One worker without {port} uses `upstream` as it is: base_port (8000 by default) is
+        // not the app's port then.
+        #expect(problems("listen = \"0.0.0.0:8000\"\nupstream = \"127.0.0.1:3000\"\n[app]\ncommand = [\"node\", \"server.js\"]\n").isEmpty)
         #expect(problems("listen = \"0.0.0.0:8080\"\n[app]\ncommand = [\"app\"]\nworkers = 2\n")
             == [#"proxy.conf:3: app.command: workers = 2 needs {port} in the command, or they would share one port"#])
     }
