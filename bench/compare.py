@@ -203,9 +203,14 @@ def start_breakwater(binary, cpu):
     return Server("breakwater", BREAKWATER_PORT, [binary, "--config", breakwater_config()], cpu)
 
 
+def floor_command(binary, port):
+    """`bench/nio-floor` listening on `port` in front of the backend."""
+    return [binary, str(port), str(BACKEND_PORT)]
+
+
 def start_floor(binary, cpu):
     """`bench/nio-floor`: NIO's HTTP/1 decoders and channels with none of Breakwater's work."""
-    return Server("nio-floor", FLOOR_PORT, [binary, str(FLOOR_PORT), str(BACKEND_PORT)], cpu)
+    return Server("nio-floor", FLOOR_PORT, floor_command(binary, FLOOR_PORT), cpu)
 
 
 def start_nginx(cpu):

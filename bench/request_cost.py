@@ -37,7 +37,7 @@ def run(args, counter, path, expected, requests, floor=False):
     the counter's total, and CPU seconds."""
     callgrind_out = os.path.join(compare.WORK, "callgrind.out")
     if floor:
-        argv = [args.floor, str(compare.BREAKWATER_PORT), str(compare.BACKEND_PORT)]
+        argv = compare.floor_command(args.floor, compare.BREAKWATER_PORT)
     else:
         argv = [args.breakwater, "--config", compare.breakwater_config()]
     env = None

@@ -116,7 +116,7 @@ struct Run: AsyncParsableCommand {
             configuration.app = app
         }
         if let app = configuration.app, configuration.upstream == nil {
-            configuration.upstream = .tcp(HostPort(host: "127.0.0.1", port: app.basePort))
+            configuration.upstream = app.workerAddress(0)
         }
         return configuration
     }
@@ -128,17 +128,15 @@ struct Run: AsyncParsableCommand {
             FileHandle.standardError.write(Data("breakwater: supervisor mode needs the app's command: [app] command, or after `--`\n".utf8))
             throw ExitCode.failure
         }
-        let usesPort = app.command.contains { $0.contains("{port}") }
-        guard usesPort || app.workers == 1 else {
-            FileHandle.standardError.write(Data("breakwater: [app] workers = \(app.workers) needs {port} in the command, or they would share one port\n".utf8))
+        if let problem = app.sharedPortProblem {
+            FileHandle.standardError.write(Data("breakwater: [app] \(problem)\n".utf8))
             throw ExitCode.failure
         }
-        if !usesPort {
-            return [(app.command, configuration.upstream ?? .tcp(HostPort(host: "127.0.0.1", port: app.basePort)))]
+        if !app.usesPortPlaceholder {
+            return [(app.command, configuration.upstream ?? app.workerAddress(0))]
         }
         return (0..<app.workers).map { index in
-            let port = app.basePort + index
-            return (app.command.map { $0.replacingOccurrences(of: "{port}", with: String(port)) }, .tcp(HostPort(host: "127.0.0.1", port: port)))
+            (app.command.map { $0.replacingOccurrences(of: "{port}", with: String(app.basePort + index)) }, app.workerAddress(index))
         }
     }
 

@@ -84,19 +84,19 @@ private struct ConfigSchema {
         if case .tcp(let upstream) = config.upstream, Self.reaches(upstream, config.listen) {
             self.log.report("upstream", "is the proxy's own listen address (\(config.listen)): every request would come back to it")
         }
-        // The app listens on base_port (and up) unless one worker without {port} uses `upstream`
-        // as it is; with the command given after `--`, the file cannot tell.
-        if let app = config.app, let table = root.table("app"), config.upstream == nil || app.command.contains(where: { $0.contains("{port}") }) {
-            let ports = app.basePort...(app.basePort + app.workers - 1)
-            for (key, address) in [("listen", config.listen), ("admin.listen", config.admin.listen)] where ports.contains(address.port) {
-                let clash = app.workers > 1 ? "ports \(ports.lowerBound)-\(ports.upperBound) include \(key)'s (\(address.port))" : "port \(app.basePort) is \(key)'s"
-                table.report("base_port", "the app's \(clash): the app could never listen")
+        if let app = config.app, let table = root.table("app") {
+            // The app listens on base_port (and up) unless one worker without {port} uses
+            // `upstream` as it is; with the command given after `--`, the file cannot tell.
+            if config.upstream == nil || app.usesPortPlaceholder {
+                let ports = app.basePort...(app.basePort + app.workers - 1)
+                for (key, address) in [("listen", config.listen), ("admin.listen", config.admin.listen)] where ports.contains(address.port) {
+                    let clash = app.workers > 1 ? "ports \(ports.lowerBound)-\(ports.upperBound) include \(key)'s (\(address.port))" : "port \(app.basePort) is \(key)'s"
+                    table.report("base_port", "the app's \(clash): the app could never listen")
+                }
             }
-        }
-        if let app = config.app, let table = root.table("app"), app.workers > 1, !app.command.isEmpty,
-            !app.command.contains(where: { $0.contains("{port}") })
-        {
-            table.report("command", "workers = \(app.workers) needs {port} in the command, or they would share one port")
+            if let problem = app.sharedPortProblem {
+                table.report("command", problem)
+            }
         }
         return config
     }

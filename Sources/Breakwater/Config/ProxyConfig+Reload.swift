@@ -4,24 +4,53 @@
 /// as it runs, so what the proxy uses is what it says it uses, and the next reload compares
 /// the file with what is really in effect.
 extension ProxyConfig {
+    /// A part of the configuration only a restart changes, and the key the log names it by.
+    private struct RestartOnlyPart: Sendable {
+        let key: String
+        /// Puts the running value into the configuration a reload applies.
+        let keep: @Sendable (_ applied: inout ProxyConfig, _ running: ProxyConfig) -> Void
+        /// Whether the file asks for something other than what is applied.
+        let differs: @Sendable (_ file: ProxyConfig, _ applied: ProxyConfig) -> Bool
+
+        /// - Parameter keep: for a part a reload applies in part; the whole part by default.
+        init<Value: Equatable & SendableMetatype>(
+            _ key: String,
+            _ part: WritableKeyPath<ProxyConfig, Value> & Sendable,
+            keep: (@Sendable (_ applied: inout ProxyConfig, _ running: ProxyConfig) -> Void)? = nil
+        ) {
+            self.key = key
+            self.keep = keep ?? { applied, running in applied[keyPath: part] = running[keyPath: part] }
+            self.differs = { file, applied in file[keyPath: part] != applied[keyPath: part] }
+        }
+    }
+
+    private static let restartOnly: [RestartOnlyPart] = [
+        RestartOnlyPart("listen", \.listen),
+        RestartOnlyPart("upstream", \.upstream),
+        RestartOnlyPart("server", \.server),
+        RestartOnlyPart("upstream_pool", \.upstreamPool),
+        RestartOnlyPart("admin", \.admin),
+        RestartOnlyPart("app", \.app),
+        RestartOnlyPart("log.level", \.log.level),
+        RestartOnlyPart("readiness", \.readiness) { applied, running in
+            // The probe runs as it started; how long requests wait for it, and the public path
+            // that reports it, are per request. (`applied` still holds the file's table here.)
+            let file = applied.readiness
+            applied.readiness = running.readiness.map { running in
+                var readiness = running
+                if let file {
+                    (readiness.hold, readiness.publicPath) = (file.hold, file.publicPath)
+                }
+                return readiness
+            }
+        },
+    ]
+
     /// The configuration in effect after reloading `file` over this one.
     public func reloaded(with file: ProxyConfig) -> ProxyConfig {
         var applied = file
-        applied.listen = self.listen
-        applied.upstream = self.upstream
-        applied.server = self.server
-        applied.upstreamPool = self.upstreamPool
-        applied.admin = self.admin
-        applied.app = self.app
-        applied.log.level = self.log.level
-        // The probe runs as it started; how long requests wait for it, and the public path
-        // that reports it, are per request.
-        applied.readiness = self.readiness.map { running in
-            var readiness = running
-            if let new = file.readiness {
-                (readiness.hold, readiness.publicPath) = (new.hold, new.publicPath)
-            }
-            return readiness
+        for part in Self.restartOnly {
+            part.keep(&applied, self)
         }
         return applied
     }
@@ -29,15 +58,6 @@ extension ProxyConfig {
     /// The keys whose change in `file` a reload does not apply, for the log to name.
     public func keysNeedingRestart(toApply file: ProxyConfig) -> [String] {
         let applied = self.reloaded(with: file)
-        var keys: [String] = []
-        if file.listen != applied.listen { keys.append("listen") }
-        if file.upstream != applied.upstream { keys.append("upstream") }
-        if file.server != applied.server { keys.append("server") }
-        if file.upstreamPool != applied.upstreamPool { keys.append("upstream_pool") }
-        if file.admin != applied.admin { keys.append("admin") }
-        if file.app != applied.app { keys.append("app") }
-        if file.log.level != applied.log.level { keys.append("log.level") }
-        if file.readiness != applied.readiness { keys.append("readiness") }
-        return keys
+        return Self.restartOnly.filter { $0.differs(file, applied) }.map(\.key)
     }
 }

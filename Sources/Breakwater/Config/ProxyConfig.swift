@@ -113,6 +113,23 @@ public struct AppConfig: Sendable, Equatable {
     public var stopTimeout: Duration = .seconds(10)
 
     public init() {}
+
+    /// The command has `{port}`: worker `i` listens on `base_port + i`.
+    public var usesPortPlaceholder: Bool {
+        self.command.contains { $0.contains("{port}") }
+    }
+
+    /// Where worker `index` listens when the app's ports come from `base_port`.
+    public func workerAddress(_ index: Int) -> UpstreamAddress {
+        .tcp(HostPort(host: "127.0.0.1", port: self.basePort + index))
+    }
+
+    /// Why the workers cannot run as configured: several sharing one port. Nil while the
+    /// command is unknown (it may come after `--`).
+    public var sharedPortProblem: String? {
+        guard self.workers > 1, !self.command.isEmpty, !self.usesPortPlaceholder else { return nil }
+        return "workers = \(self.workers) needs {port} in the command, or they would share one port"
+    }
 }
 
 public enum RestartPolicy: String, Sendable, Equatable, CaseIterable {

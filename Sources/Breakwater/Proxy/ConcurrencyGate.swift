@@ -25,18 +25,19 @@ final class ConcurrencyGate: Sendable {
         )
     }
 
-    /// The same gate with `configuration`'s limits, for the generation a reload makes: the
-    /// requests it holds and queues stay counted, so a reload never opens a fresh set of slots
-    /// beside the ones in use.
-    func reconfigured(_ configuration: ConcurrencyConfig) -> ConcurrencyGate {
-        let woken = self.state.withLockedValue { state in
+    /// The gate a generation uses: a new one, or after a reload the previous generation's with
+    /// `configuration`'s limits. The requests it holds and queues stay counted, so a reload never
+    /// opens a fresh set of slots beside the ones in use.
+    static func continuing(_ previous: ConcurrencyGate?, with configuration: ConcurrencyConfig) -> ConcurrencyGate {
+        guard let previous else { return ConcurrencyGate(configuration: configuration) }
+        let woken = previous.state.withLockedValue { state in
             state.configuration = configuration
             return state.limiter.setLimits(softLimit: configuration.softLimit, hardLimit: configuration.hardLimit)
         }
         for waiter in woken {
             waiter.eventLoop.execute(waiter.wake)
         }
-        return self
+        return previous
     }
 
     /// How long a request may wait in the queue (`queue_timeout`).

@@ -13,7 +13,7 @@ struct MessageFields {
     let hostCount: Int
     /// A `Transfer-Encoding` is present: the decoder accepts one only with a final `chunked`.
     let declaresChunked: Bool
-    /// The `Transfer-Encoding` says more than one `chunked` (`gzip, chunked`). The proxy frames
+    /// The `Transfer-Encoding` says more than a single `chunked` (`gzip, chunked`). The proxy frames
     /// each body anew for the next hop, so it would drop the other coding and hand on bytes the
     /// reader cannot decode: such a message is refused (as nginx does), a request with 400 and a
     /// response with 502.
@@ -96,6 +96,13 @@ struct MessageFields {
     /// RFC 9112 §3.2: exactly one `Host`, and an HTTP/1.1 request must have it.
     func hasValidHost(version: HTTPVersion) -> Bool {
         self.hostCount == 1 || (self.hostCount == 0 && !version.speaksChunked)
+    }
+
+    /// A request the proxy can pass on as it was read: a valid `Host` (two, or none in HTTP/1.1,
+    /// and the app and the proxy could read it differently) and no transfer coding it would
+    /// drop. Else it is answered 400.
+    func isForwardable(version: HTTPVersion) -> Bool {
+        self.hasValidHost(version: version) && !self.hasOtherTransferCoding
     }
 
     /// The message asks to switch protocols (WebSocket): an `Upgrade` field that `Connection`

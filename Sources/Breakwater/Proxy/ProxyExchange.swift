@@ -38,8 +38,7 @@ final class ProxyExchange {
     // What the request's fields said (`MessageFields`, surveyed once on arrival).
     let requestFraming: MessageFraming
     let isUpgrade: Bool
-    /// The head can be forwarded as it was read: one `Host` (or none in HTTP/1.0), and no
-    /// transfer coding besides `chunked` (`MessageFields.hasOtherTransferCoding`).
+    /// `MessageFields.isForwardable`: else the answer is 400.
     let isForwardable: Bool
     /// The client asked `Expect: 100-continue` and has not been told to go on yet.
     var continueOwed: Bool
@@ -140,7 +139,7 @@ final class ProxyExchange {
         let fields = MessageFields(request.headers, requestIDHeader: shared.trace.requestIDHeader)
         self.requestFraming = MessageFraming(request: fields)
         self.isUpgrade = fields.requestsUpgrade
-        self.isForwardable = fields.hasValidHost(version: request.version) && !fields.hasOtherTransferCoding
+        self.isForwardable = fields.isForwardable(version: request.version)
         // RFC 9110 §15.2: never a 1xx to an HTTP/1.0 client, which would take it as the answer.
         self.continueOwed = fields.expectsContinue && request.version.speaksChunked
         self.nominatedByClient = fields.nominated
@@ -177,8 +176,6 @@ final class ProxyExchange {
 
     func start() {
         guard self.isForwardable else {
-            // Two Hosts, or none in HTTP/1.1: the app and the proxy could read it differently.
-            // A coding besides `chunked`: the proxy would drop it, and the app misread the body.
             self.respondLocally(.badRequest)
             return
         }

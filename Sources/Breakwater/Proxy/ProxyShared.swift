@@ -24,7 +24,7 @@ final class ProxyShared: Sendable {
     ///   name keeps its bulkhead the same way, and its breaker and retry budget.
     init(configuration: ProxyConfig, lifecycle: Lifecycle, logger: Logger, previous: ProxyShared? = nil) {
         self.router = Router(routes: configuration.routes)
-        let proxyLimit = previous?.proxyLimit.reconfigured(configuration.concurrency) ?? ConcurrencyGate(configuration: configuration.concurrency)
+        let proxyLimit = ConcurrencyGate.continuing(previous?.proxyLimit, with: configuration.concurrency)
         self.proxyLimit = proxyLimit
         self.routes = configuration.routes.map { route in
             Route(configuration: route, proxyLimit: proxyLimit, metrics: lifecycle.metrics, continuing: previous?.routes.first { $0.name == route.name })

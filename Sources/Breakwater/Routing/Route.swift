@@ -56,8 +56,7 @@ final class Route: Sendable {
             self.retryBudget = NIOLockedValueBox(RetryBudget(ratio: configuration.policy.retry.budget))
         }
         if let bulkhead = configuration.policy.concurrency {
-            let previousBulkhead = previous.flatMap { $0.gates.count > 1 ? $0.gates[1] : nil }
-            self.gates = [proxyLimit, previousBulkhead?.reconfigured(bulkhead) ?? ConcurrencyGate(configuration: bulkhead)]
+            self.gates = [proxyLimit, .continuing(previous?.gates.dropFirst().first, with: bulkhead)]
         } else {
             self.gates = [proxyLimit]
         }

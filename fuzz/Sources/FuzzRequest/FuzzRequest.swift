@@ -469,8 +469,7 @@ struct Session {
         // which the connection cannot carry another (Connection: close, HTTP/1.0 without
         // keep-alive, a protocol switch).
         func refused(_ request: ReadRequest) -> Bool {
-            let fields = MessageFields(request.head.headers)
-            return !fields.hasValidHost(version: request.head.version) || fields.hasOtherTransferCoding || request.head.method == .CONNECT
+            !MessageFields(request.head.headers).isForwardable(version: request.head.version) || request.head.method == .CONNECT
                 || (request.head.headers.first(name: "content-length").flatMap(Int.init).map { $0 > server.maxBodyBytes } ?? false)
         }
         func endsConnection(_ request: ReadRequest) -> Bool {
