@@ -16,16 +16,21 @@ public final class ProxyServer: Sendable {
     private let generation: CurrentGeneration
     private let lifecycle: Lifecycle
     private let pools: [ObjectIdentifier: NIOLoopBound<EventLoopContext>]
+    private let connectionLimit: ConnectionLimit
     private let logger: Logger
 
     /// Where the listener is bound (with port 0 in the file, the port the system chose).
     public let localAddress: SocketAddress
     public var port: Int { self.localAddress.port ?? 0 }
 
+    /// Client connections admitted and not yet closed (what `server.max_connections` counts).
+    var clientConnections: Int { self.connectionLimit.open.load(ordering: .relaxed) }
+
     private init(
         serverChannel: any Channel,
         quiescing: ServerQuiescingHelper,
         pools: [ObjectIdentifier: NIOLoopBound<EventLoopContext>],
+        connectionLimit: ConnectionLimit,
         generation: CurrentGeneration,
         lifecycle: Lifecycle,
         logger: Logger
@@ -36,6 +41,7 @@ public final class ProxyServer: Sendable {
         self.generation = generation
         self.lifecycle = lifecycle
         self.pools = pools
+        self.connectionLimit = connectionLimit
         self.logger = logger
     }
 
@@ -102,6 +108,7 @@ public final class ProxyServer: Sendable {
             serverChannel: serverChannel,
             quiescing: quiescing,
             pools: pools,
+            connectionLimit: connectionLimit,
             generation: generation,
             lifecycle: lifecycle,
             logger: logger
@@ -206,7 +213,7 @@ extension UpstreamAddress {
 /// the connections already open keep their file descriptors and their service.
 private final class ConnectionLimit: Sendable {
     private let maximum: Int
-    private let open = ManagedAtomic(0)
+    let open = ManagedAtomic(0)
 
     init(maximum: Int) {
         self.maximum = maximum

@@ -105,7 +105,8 @@ import Testing
         try await client.send(get("/hang"))
         try await eventually { backend.requestCount(pathPrefix: "/hang") == 1 }
         breakwater.signal(SIGTERM)
-        try await Task.sleep(for: .milliseconds(200))
+        // The second signal must come after the first was handled, or the two may merge into one.
+        try await eventually { breakwater.log.contains("[Breakwater] draining") }
         let started = ContinuousClock.now
         breakwater.signal(SIGTERM)
         let status = await breakwater.waitForExit(timeout: .seconds(5))

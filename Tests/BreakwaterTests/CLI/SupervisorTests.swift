@@ -163,7 +163,7 @@ import Testing
         let port = try #require(breakwater.port)
         let pid = try await Self.get(port, "/pid").bodyString
         async let slow = Self.get(port, "/delay/1500")
-        try await Task.sleep(for: .milliseconds(300))
+        try await breakwater.waitUntilInFlight(1)
         breakwater.signal(SIGTERM)
         #expect(try await slow.status == 200)
         #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
@@ -284,7 +284,7 @@ import Testing
         let pid = try #require(pid_t(try await Self.get(port, "/pid").bodyString))
         // A request in flight holds the rolling restart in its wait.
         let slow = Task { try? await Self.get(port, "/delay/2500") }
-        try await Task.sleep(for: .milliseconds(300))
+        try await breakwater.waitUntilInFlight(1)
         breakwater.signal(SIGUSR2)
         try await eventually { breakwater.log.contains("rolling restart") }
         kill(pid, SIGKILL)

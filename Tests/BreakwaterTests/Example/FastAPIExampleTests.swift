@@ -75,14 +75,14 @@ struct FastAPIExampleTests {
 
         // A slow dependency times out on its route only.
         async let slow = Self.request(port, get("/api/report?delay=3"))
-        try await Task.sleep(for: .milliseconds(200))
+        try await breakwater.waitUntilInFlight(1, route: "reports")
         let (fast, fastTook) = try await Self.request(port, get("/api/items"))
         #expect(fast.status == 200)
         #expect(fastTook < .seconds(1))
         let (timedOut, took) = try await slow
         #expect(timedOut.status == 504)
         #expect(timedOut.header("x-breakwater-reason") == "upstream_timeout")
-        #expect(took >= .milliseconds(1900) && took < .seconds(3))
+        #expect(took >= .milliseconds(1900) && took < .seconds(6))  // the app would answer 200 at 3 s
 
         // Overload of the slow route is shed by its bulkhead (soft 4, hard 8).
         let shed = try await withThrowingTaskGroup(of: Int.self) { group in
@@ -134,7 +134,7 @@ struct FastAPIExampleTests {
         // SIGINT drains with nothing lost, then stops uvicorn and exits 0.
         let drained = try await withThrowingTaskGroup(of: Int.self) { group in
             for _ in 0..<4 { group.addTask { try await Self.request(port, get("/api/report?delay=0.8")).0.status } }
-            try await Task.sleep(for: .milliseconds(300))
+            try await breakwater.waitUntilInFlight(4, route: "reports")
             breakwater.signal(SIGINT)
             return try await group.reduce(into: [Int]()) { $0.append($1) }
         }

@@ -1,3 +1,4 @@
+@testable import Breakwater
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
@@ -129,8 +130,14 @@ import Testing
             let memoryBefore = residentMemoryBytes()
             let sending = Task { try? await hog.send(burst) }
             defer { sending.cancel() }
-            try await Task.sleep(for: .seconds(2))
-            let reached = proxy.backend.requestCount(pathPrefix: "/bytes/")
+            // Until the flow to the app stops: the same count twice, half a second apart.
+            var reached = 0
+            try? await eventually(timeout: .seconds(20)) {
+                let before = proxy.backend.requestCount(pathPrefix: "/bytes/")
+                try await Task.sleep(for: .milliseconds(500))
+                reached = proxy.backend.requestCount(pathPrefix: "/bytes/")
+                return reached >= 1 && reached == before
+            }
             #expect(reached >= 1, "the proxy did not start on the requests")
             // Socket buffers on loopback hold a few MB: a handful of 1 MB answers, not hundreds.
             #expect(reached < 100, "\(reached) of \(sent) requests reached the app while the client read nothing")
@@ -223,8 +230,12 @@ import Testing
             for _ in 0..<100 {
                 clients.append(try await proxy.connect())
             }
-            // Let the proxy accept (and shed) them all.
-            try await Task.sleep(for: .milliseconds(500))
+            // Let the proxy accept them all, and shed those over the limit.
+            try? await eventually(timeout: .seconds(10)) {
+                var closed = 0
+                for client in clients where try await client.waitForClose(timeout: .milliseconds(1)) { closed += 1 }
+                return closed >= 80
+            }
             var open: [RawClient] = []
             for client in clients {
                 if !(try await client.waitForClose(timeout: .milliseconds(1))) {
@@ -252,19 +263,20 @@ import Testing
                 try? await next.send(get("/status/200"))
                 return (try? await next.readResponse(timeout: .seconds(1)))?.status == 200
             }
-            // And all of them: 20 at once again.
+            // And all of them: 20 at once again, once the proxy has seen the last ones go.
+            try await eventually { proxy.proxy.clientConnections == 0 }
             var again: [RawClient] = []
             for _ in 0..<20 {
                 again.append(try await proxy.connect())
             }
-            try await Task.sleep(for: .milliseconds(300))
+            try? await eventually { proxy.proxy.clientConnections == 20 }
             var stillOpen = 0
             for client in again {
                 if !(try await client.waitForClose(timeout: .milliseconds(1))) {
                     stillOpen += 1
                 }
             }
-            #expect(stillOpen >= 19, "only \(stillOpen) of 20 fresh connections admitted after the flood")
+            #expect(stillOpen == 20, "only \(stillOpen) of 20 fresh connections admitted after the flood")
             for client in again {
                 await client.close()
             }

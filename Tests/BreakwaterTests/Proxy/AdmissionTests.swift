@@ -133,13 +133,16 @@ import Testing
 
     @Test func aClientThatLeavesTheQueueFreesItsPlace() async throws {
         try await ProxyHarness.with(configuration: "[concurrency]\nsoft_limit = 1\nhard_limit = 2\n") { proxy in
-            async let holder = proxy.request(get("/delay/600"))
+            async let holder = proxy.request(get("/delay/1500"))
             try await eventually { proxy.backend.requestCount(pathPrefix: "/delay/") == 1 }
+            let queued = { (count: Int) in
+                proxy.lifecycle.metrics.exposition().contains(#"breakwater_queued_requests{route="default"} \#(count).0"#)
+            }
             let leaver = try await proxy.connect()
             try await leaver.send(get("/status/200"))
-            try await Task.sleep(for: .milliseconds(100))
+            try await eventually { queued(1) }
             await leaver.close()
-            try await Task.sleep(for: .milliseconds(100))
+            try await eventually { queued(0) }
             // Its place in the queue is free again: this one waits instead of being refused.
             let next = try await proxy.request(get("/status/202"))
             #expect(next.status == 202)

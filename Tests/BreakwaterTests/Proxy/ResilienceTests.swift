@@ -31,7 +31,7 @@ import Testing
             path = "/switchable"
             [route.breaker]
             failure_threshold = 3
-            recovery_timeout = "500ms"
+            recovery_timeout = "3s"
             success_threshold = 1
             [route.retry]
             attempts = 1
@@ -47,14 +47,14 @@ import Testing
                 let refused = try await proxy.request(get("/switchable"))
                 #expect(refused.status == 503)
                 #expect(refused.header("x-breakwater-reason") == "breaker_open")
-                #expect(refused.header("retry-after") == "1")
+                #expect((1...3).contains(Int(refused.header("retry-after") ?? "") ?? 0))
             }
             #expect(proxy.backend.requestCount(pathPrefix: "/switchable") == 3)
             // Other routes are untouched.
             #expect(try await proxy.request(get("/status/200")).status == 200)
 
             proxy.backend.setFailing(false)
-            try await Task.sleep(for: .milliseconds(600))
+            try await Task.sleep(for: .milliseconds(3100))
             let probe = try await proxy.request(get("/switchable"))
             #expect(probe.status == 200)
             for _ in 0..<3 {
@@ -153,7 +153,7 @@ import Testing
             path = "/switchable"
             [route.breaker]
             failure_threshold = 1
-            recovery_timeout = "300ms"
+            recovery_timeout = "2s"
             success_threshold = 1
             [route.retry]
             attempts = 1
@@ -163,7 +163,7 @@ import Testing
             #expect(try await proxy.request(get("/switchable")).status == 500)
             #expect(try await proxy.request(get("/switchable")).header("x-breakwater-reason") == "breaker_open")
             proxy.backend.setFailing(false)
-            try await Task.sleep(for: .milliseconds(500))
+            try await Task.sleep(for: .milliseconds(2100))
 
             // The probe: its head reaches the app, which waits for the body's end; the body
             // goes over max_body_bytes first.

@@ -1,4 +1,5 @@
 import Foundation
+import Testing
 
 /// The `breakwater` executable run as a user runs it, for what only a process shows: signals,
 /// exit codes, reloads.
@@ -97,6 +98,20 @@ final class BreakwaterProcess: @unchecked Sendable {
         else { return nil }
         let address = line[range.upperBound...].prefix { $0 != " " }
         return address.lastIndex(of: ":").flatMap { Int(address[address.index(after: $0)...]) }
+    }
+
+    /// Waits until the proxy counts `count` requests in flight on `route`, as its admin
+    /// `/metrics` says: a test that signals "while requests are in flight" must know they are,
+    /// since a fixed pause loses that race on a loaded machine.
+    func waitUntilInFlight(_ count: Int, route: String = "default", timeout: Duration = .seconds(10)) async throws {
+        let admin = try #require(self.adminPort)
+        let sample = #"breakwater_in_flight_requests{route="\#(route)"} \#(count).0"#
+        try await eventually(timeout: timeout) {
+            guard let client = try? await RawClient.connect(port: admin) else { return false }
+            defer { Task { await client.close() } }
+            try? await client.send(get("/metrics"))
+            return (try? await client.readResponse())?.bodyString.contains(sample) == true
+        }
     }
 
     func signal(_ signal: Int32) {
