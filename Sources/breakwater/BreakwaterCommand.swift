@@ -67,7 +67,7 @@ struct Run: AsyncParsableCommand {
         // Shut down in reverse: the proxy drains first, while the admin listener still
         // answers `/health/ready` with 503; the app stops after the drain.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: AdminService(configuration: configuration.admin, lifecycle: lifecycle, proxy: proxy, logger: logger))
+            .init(service: AdminService(configuration: configuration.admin, server: configuration.server, lifecycle: lifecycle, proxy: proxy, logger: logger))
         ]
         var supervisor: AppSupervisor?
         if let app = configuration.app, let workers, let upstreams {

@@ -8,7 +8,14 @@ import ServiceLifecycle
 /// and the token-guarded admin actions. It runs on an event loop of its own, so an overloaded
 /// proxy still answers its health checks, and it stops last, after the drain.
 public struct AdminService: Service {
+    /// The admin listener's cap on open connections: a scraper, a health checker and a person
+    /// need a handful; the cap keeps a flood of them from taking the file descriptors the
+    /// proxy needs for its clients and the app.
+    static let maxConnections = 64
+
     private let configuration: AdminConfig
+    /// The proxy's `[server]` limits on reading a request, which the admin listener keeps too.
+    private let server: ServerConfig
     private let lifecycle: Lifecycle
     private let routes: @Sendable () -> [Route]
     private let logger: Logger
@@ -19,22 +26,25 @@ public struct AdminService: Service {
     ///   - bound: told the port once listening (for tests that bind port 0).
     public init(
         configuration: AdminConfig,
+        server: ServerConfig,
         lifecycle: Lifecycle,
         proxy: ProxyService,
         logger: Logger,
         bound: (@Sendable (Int) -> Void)? = nil
     ) {
-        self.init(configuration: configuration, lifecycle: lifecycle, routes: { proxy.routes }, logger: logger, bound: bound)
+        self.init(configuration: configuration, server: server, lifecycle: lifecycle, routes: { proxy.routes }, logger: logger, bound: bound)
     }
 
     init(
         configuration: AdminConfig,
+        server: ServerConfig,
         lifecycle: Lifecycle,
         routes: @escaping @Sendable () -> [Route],
         logger: Logger,
         bound: (@Sendable (Int) -> Void)? = nil
     ) {
         self.configuration = configuration
+        self.server = server
         self.lifecycle = lifecycle
         self.routes = routes
         self.logger = logger
@@ -58,12 +68,24 @@ public struct AdminService: Service {
 
     func bind(on group: any EventLoopGroup) async throws -> any Channel {
         let endpoints = AdminEndpoints(lifecycle: self.lifecycle, routes: self.routes, tokenEnv: self.configuration.tokenEnv)
+        let server = self.server
+        let connectionLimit = ConnectionLimit(maximum: Self.maxConnections)
         return try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(AdminHandler(endpoints: endpoints))
+                guard connectionLimit.admit(channel) else {
+                    return channel.close()
+                }
+                return channel.eventLoop.makeCompletedFuture {
+                    // The proxy's guard: a head within `header_read_timeout` and
+                    // `max_header_bytes`, a kept-alive connection closed after `idle_timeout`.
+                    // Its refusals are the admin listener's own, not the proxy's traffic.
+                    let connectionGuard = ClientConnectionGuard(configuration: server, recordRefusal: { _, _ in })
+                    let pipeline = channel.pipeline.syncOperations
+                    try pipeline.addHandler(ReadsOnlyWhileWritable())
+                    try pipeline.addHandler(connectionGuard)
+                    try pipeline.configureHTTPServerPipeline(withErrorHandling: true)
+                    try pipeline.addHandler(AdminHandler(endpoints: endpoints, connectionGuard: connectionGuard))
                 }
             }
             .bind(host: self.configuration.listen.host, port: self.configuration.listen.port)
@@ -77,19 +99,23 @@ private final class AdminHandler: ChannelInboundHandler {
     typealias OutboundOut = HTTPServerResponsePart
 
     private let endpoints: AdminEndpoints
+    private let connectionGuard: ClientConnectionGuard
     private var head: HTTPRequestHead?
 
-    init(endpoints: AdminEndpoints) {
+    init(endpoints: AdminEndpoints, connectionGuard: ClientConnectionGuard) {
         self.endpoints = endpoints
+        self.connectionGuard = connectionGuard
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch self.unwrapInboundIn(data) {
         case .head(let head):
+            self.connectionGuard.note(.requestHeadReceived)
             self.head = head
         case .body:
             break  // no endpoint reads a body
         case .end:
+            self.connectionGuard.note(.requestEnded)
             guard let head = self.head else { return }
             self.head = nil
             // Made on NIO's thread pool, not here: `/metrics` reads the process's figures from
@@ -117,8 +143,35 @@ private final class AdminHandler: ChannelInboundHandler {
         context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: answer.status, headers: headers))), promise: nil)
         context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: answer.body)))), promise: nil)
         let keepAlive = head.isKeepAlive
+        self.connectionGuard.note(keepAlive ? .exchangeFinished : .closing)
         context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
             if !keepAlive { context.close(promise: nil) }
         }
+    }
+}
+
+/// Holds reads while the connection cannot take more output. NIO's HTTP server pipeline reads
+/// the next pipelined request as soon as an answer's end is written, taken or not; first in
+/// the pipeline, this sees every read, so a client that pipelines requests and reads none of
+/// the answers stops being read instead of having answers pile up in memory.
+private final class ReadsOnlyWhileWritable: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    private var readHeld = false
+
+    func read(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            context.read()
+        } else {
+            self.readHeld = true
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable && self.readHeld {
+            self.readHeld = false
+            context.read()
+        }
+        context.fireChannelWritabilityChanged()
     }
 }

@@ -4,6 +4,9 @@ import NIOCore
 enum ClientConnectionEvent {
     /// A request head was decoded: its head arrived in time and within the size limit.
     case requestHeadReceived
+    /// A request's end was decoded: bytes read after it start the next head, where bytes read
+    /// before it were the request's own body.
+    case requestEnded
     /// The response to a request was written in full.
     case exchangeFinished
     /// The HTTP layer answered on its own and is closing the connection: nothing more to guard.
@@ -31,7 +34,8 @@ final class ClientConnectionGuard: ChannelInboundHandler, RemovableChannelHandle
         /// what arrived of it so far, and 0 means the client has not started one.
         case awaitingHead(bytes: Int)
         /// Requests in progress; their bodies and responses are the exchange's business.
-        /// `bytesArrived` notes that the next head has started, so its timer starts at once.
+        /// `bytesArrived` notes that the next head has started (bytes came after the last
+        /// request's end), so its timer starts at once.
         case busy(exchanges: Int, bytesArrived: Bool)
         /// Between requests on a keep-alive connection.
         case idle
@@ -114,6 +118,13 @@ final class ClientConnectionGuard: ChannelInboundHandler, RemovableChannelHandle
             self.state = .busy(exchanges: 1, bytesArrived: false)
         case (.busy(let exchanges, _), .requestHeadReceived):
             self.state = .busy(exchanges: exchanges + 1, bytesArrived: false)
+        case (.busy(let exchanges, _), .requestEnded):
+            // What came so far was this request's body. Bytes of the next head in the same read
+            // are not told apart: that head waits on the idle timer, and its next read starts
+            // the header timer.
+            self.state = .busy(exchanges: exchanges, bytesArrived: false)
+        case (_, .requestEnded):
+            break
         case (.busy(let exchanges, let bytesArrived), .exchangeFinished):
             if exchanges > 1 {
                 self.state = .busy(exchanges: exchanges - 1, bytesArrived: bytesArrived)

@@ -80,6 +80,9 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.closing else { return }
         let part = self.unwrapInboundIn(data)
+        if case .end = part {
+            self.connectionGuard.note(.requestEnded)
+        }
         if !self.pipelined.isEmpty || (self.exchange != nil && part.isHead) {
             // A request behind one whose answer is still going out: it waits its turn.
             self.pipelined.append(.part(part))
@@ -300,7 +303,12 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.responseEncoder.write(.head(response), context: context, promise: nil)
         context.flush()
         do {
-            try Tunnel.splice(client: context.channel, upstream: upstream.channel)
+            try Tunnel.splice(
+                client: context.channel,
+                upstream: upstream.channel,
+                writeTimeout: TimeAmount(self.generation.value.server.idleTimeout),
+                draining: self.isQuiescing
+            )
         } catch {
             context.close(promise: nil)
             upstream.close()

@@ -24,7 +24,7 @@ public final class ProxyServer: Sendable {
     public var port: Int { self.localAddress.port ?? 0 }
 
     /// Client connections admitted and not yet closed (what `server.max_connections` counts).
-    var clientConnections: Int { self.connectionLimit.open.load(ordering: .relaxed) }
+    var clientConnections: Int { self.connectionLimit.count }
 
     private init(
         serverChannel: any Channel,
@@ -206,27 +206,5 @@ extension UpstreamAddress {
         case .tcp(let hostPort): try SocketAddress.makeAddressResolvingHost(hostPort.host, port: hostPort.port)
         case .unix(let path): try SocketAddress(unixDomainSocketPath: path)
         }
-    }
-}
-
-/// `server.max_connections`: client connections beyond it are closed as soon as accepted, so
-/// the connections already open keep their file descriptors and their service.
-private final class ConnectionLimit: Sendable {
-    private let maximum: Int
-    let open = ManagedAtomic(0)
-
-    init(maximum: Int) {
-        self.maximum = maximum
-    }
-
-    func admit(_ channel: any Channel) -> Bool {
-        if self.open.wrappingIncrementThenLoad(ordering: .relaxed) > self.maximum {
-            self.open.wrappingDecrement(ordering: .relaxed)
-            return false
-        }
-        channel.closeFuture.whenComplete { _ in
-            self.open.wrappingDecrement(ordering: .relaxed)
-        }
-        return true
     }
 }

@@ -9,8 +9,14 @@ enum Tunnel {
     /// behind the 101 (a WebSocket frame sent straight after the upgrade, say) are forwarded by
     /// the decoders as they leave instead of being lost. A decoder leaves on the next loop tick;
     /// once both are gone, the leftovers are flushed and both sides read on.
-    static func splice(client: any Channel, upstream: any Channel) throws {
-        let (clientSide, upstreamSide) = TunnelHandler.makePair()
+    ///
+    /// - Parameters:
+    ///   - writeTimeout: how long a side may take to accept the last bytes once its partner
+    ///     closed, before it is closed regardless (`server.idle_timeout`).
+    ///   - draining: a drain began while the app was agreeing: the tunnel closes as soon as
+    ///     it is open, as every open tunnel does when a drain begins.
+    static func splice(client: any Channel, upstream: any Channel, writeTimeout: TimeAmount, draining: Bool) throws {
+        let (clientSide, upstreamSide) = TunnelHandler.makePair(writeTimeout: writeTimeout)
         let clientPipeline = client.pipeline.syncOperations
         let upstreamPipeline = upstream.pipeline.syncOperations
         try clientPipeline.addHandler(clientSide)
@@ -33,6 +39,10 @@ enum Tunnel {
                 }
                 client.flush()
                 upstream.flush()
+                if draining {
+                    clientSide.closeAfterWrites()
+                    return
+                }
                 client.read()
                 upstream.read()
             }
@@ -50,7 +60,12 @@ extension ChannelPipeline.SynchronousOperations {
 ///
 /// The glue pattern of swift-nio-ssh's example server: a read is deferred while the partner
 /// cannot write, so a fast sender is held back by a slow receiver instead of filling memory;
-/// when either side closes, so does the other.
+/// when either side closes, so does the other, once it has taken what the closed side sent
+/// (or after `writeTimeout`, so that a peer that stopped reading cannot hold it open).
+///
+/// A drain closes the tunnel when it begins: a tunnel has no request boundary to finish at,
+/// and waiting for one would hold every drain to its timeout. Its client reconnects, to a
+/// proxy that is not stopping.
 final class TunnelHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
@@ -59,12 +74,15 @@ final class TunnelHandler: ChannelDuplexHandler {
     private var partner: TunnelHandler?
     private var context: ChannelHandlerContext?
     private var pendingRead = false
+    private let writeTimeout: TimeAmount
 
-    private init() {}
+    private init(writeTimeout: TimeAmount) {
+        self.writeTimeout = writeTimeout
+    }
 
-    static func makePair() -> (TunnelHandler, TunnelHandler) {
-        let first = TunnelHandler()
-        let second = TunnelHandler()
+    static func makePair(writeTimeout: TimeAmount) -> (TunnelHandler, TunnelHandler) {
+        let first = TunnelHandler(writeTimeout: writeTimeout)
+        let second = TunnelHandler(writeTimeout: writeTimeout)
         first.partner = second
         second.partner = first
         return (first, second)
@@ -88,8 +106,16 @@ final class TunnelHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        self.partner?.partnerCloseAfterWrites()
+        self.partner?.closeAfterWrites()
         context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent {
+            self.closeAfterWrites()  // the partner follows when this side is inactive
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -121,10 +147,16 @@ final class TunnelHandler: ChannelDuplexHandler {
         self.context?.flush()
     }
 
-    private func partnerCloseAfterWrites() {
+    /// Closes this side once the bytes written to it are out, or after `writeTimeout`.
+    func closeAfterWrites() {
         guard let context = self.context else { return }
-        context.writeAndFlush(self.wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).assumeIsolated()
-            .whenComplete { _ in context.close(promise: nil) }
+        let channel = context.channel
+        let stalled = channel.eventLoop.assumeIsolated().scheduleTask(in: self.writeTimeout) { channel.close(promise: nil) }
+        context.writeAndFlush(self.wrapOutboundOut(channel.allocator.buffer(capacity: 0))).assumeIsolated()
+            .whenComplete { _ in
+                stalled.cancel()
+                channel.close(promise: nil)
+            }
     }
 
     private func partnerBecameWritable() {

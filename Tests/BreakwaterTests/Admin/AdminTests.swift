@@ -12,6 +12,7 @@ import Testing
     private static func withAdmin(
         _ proxy: ProxyHarness,
         token: String?,
+        server: ServerConfig = ServerConfig(),
         _ body: (_ port: Int) async throws -> Void
     ) async throws {
         let variable = "BREAKWATER_TEST_TOKEN_\(UUID().uuidString.prefix(8))"
@@ -19,6 +20,7 @@ import Testing
         defer { unsetenv(variable) }
         let service = AdminService(
             configuration: AdminConfig(listen: HostPort(host: "127.0.0.1", port: 0), tokenEnv: variable),
+            server: server,
             lifecycle: proxy.lifecycle,
             routes: { [server = proxy.proxy] in server.routes },
             logger: Logger(label: "admin-test")
@@ -123,6 +125,74 @@ import Testing
                 let status8 = try await Self.request(port, post("/admin/drain", token: "t")).status
                 #expect(status8 == 202)
                 #expect(requested.get())
+            }
+        }
+    }
+
+    /// The admin listener reads requests as the proxy does: a head within
+    /// `header_read_timeout`, or a 408; a connection that sends nothing is closed.
+    @Test func aSlowAdminClientIsCutOffOnTime() async throws {
+        var server = ServerConfig()
+        server.headerReadTimeout = .seconds(1)
+        try await ProxyHarness.with { proxy in
+            try await Self.withAdmin(proxy, token: nil, server: server) { port in
+                let silent = try await RawClient.connect(port: port)
+                let slow = try await RawClient.connect(port: port)
+                try await slow.send("GET /metrics HTTP/1.1\r\nHost: a")
+                let answer = try await slow.readResponse(timeout: .seconds(10))
+                #expect(answer.status == 408)
+                #expect(try await silent.waitForClose(timeout: .seconds(10)))
+                #expect(try await Self.request(port, get("/health/live")).status == 200)
+            }
+        }
+    }
+
+    /// Connections beyond the admin listener's cap are closed as they come, so that they cannot
+    /// take the descriptors the proxy needs; those within it are served.
+    @Test func aFloodOfAdminConnectionsIsCapped() async throws {
+        try await ProxyHarness.with { proxy in
+            try await Self.withAdmin(proxy, token: nil) { port in
+                var clients: [RawClient] = []
+                for _ in 0..<100 {
+                    clients.append(try await RawClient.connect(port: port))
+                }
+                var open: [RawClient] = []
+                try? await eventually(timeout: .seconds(10)) {
+                    open = []
+                    for client in clients where !(try await client.waitForClose(timeout: .milliseconds(1))) { open.append(client) }
+                    return open.count <= AdminService.maxConnections
+                }
+                #expect(open.count == AdminService.maxConnections)
+                for client in open.prefix(3) {
+                    try await client.send(get("/health/live"))
+                    #expect(try await client.readResponse().status == 200)
+                }
+                for client in clients { await client.close() }
+                try await eventually {
+                    (try? await Self.request(port, get("/health/live")))?.status == 200
+                }
+            }
+        }
+    }
+
+    /// A client that pipelines requests for `/metrics` and reads none of the answers stops being
+    /// read, instead of having answers pile up in the proxy's memory.
+    @Test func aPipeliningAdminClientThatNeverReadsIsNotBufferedWithoutBound() async throws {
+        try await ProxyHarness.with { proxy in
+            try await Self.withAdmin(proxy, token: nil) { port in
+                let size = try await Self.request(port, get("/metrics")).body.count
+                let hog = try await RawClient.connect(port: port, autoRead: false)
+                let sent = 100_000
+                let memoryBefore = residentMemoryBytes()
+                let sending = Task { try? await hog.send(String(repeating: get("/metrics"), count: sent)) }
+                defer { sending.cancel() }
+                try await Task.sleep(for: .seconds(5))
+                let growth = residentMemoryBytes() - memoryBefore
+                // Unbounded, the answers alone would take `sent` × `size` bytes.
+                #expect(growth < 64 << 20, "memory grew by \(growth >> 20) MB; \(sent) answers are \((sent * size) >> 20) MB")
+                #expect(sent * size > 128 << 20, "the answers (\(size) bytes each) are too small for this test to tell")
+                await hog.close()
+                #expect(try await Self.request(port, get("/health/live")).status == 200)
             }
         }
     }

@@ -177,6 +177,26 @@ import Testing
         }
     }
 
+    /// A body that came in a read after its head is the request's own, not the start of the
+    /// next head: the kept-alive connection then waits out `idle_timeout`, not
+    /// `header_read_timeout`, and is never answered a 408 it did not ask for.
+    @Test func aKeptAliveConnectionAfterAnUploadIsIdleNotLate() async throws {
+        try await ProxyHarness.with(configuration: "[server]\nheader_read_timeout = \"1s\"\nidle_timeout = \"30s\"\n") { proxy in
+            let client = try await proxy.connect()
+            try await client.send("POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\n")
+            try await Task.sleep(for: .milliseconds(200))  // the body in a read of its own
+            try await client.send("hello")
+            let echoed = try await client.readResponse()
+            #expect(echoed.status == 200)
+            #expect(echoed.bodyString == "hello")
+            // Idle for twice the header timeout: nothing arrives, and the connection serves on.
+            let unasked = try? await client.readAvailable(timeout: .seconds(2))
+            #expect(unasked == nil, "answered unasked: \(String(decoding: unasked ?? [], as: UTF8.self).debugDescription)")
+            try await client.send(get("/status/200"))
+            #expect(try await client.readResponse().status == 200)
+        }
+    }
+
     @Test func aConnectionThatSendsNothingIsClosed() async throws {
         try await ProxyHarness.with(configuration: "[server]\nheader_read_timeout = \"1s\"\n") { proxy in
             let client = try await proxy.connect()

@@ -1,3 +1,4 @@
+@testable import Breakwater
 import Testing
 
 /// `Upgrade` requests become byte tunnels once the app agrees.
@@ -37,6 +38,50 @@ import Testing
             #expect(String(decoding: echoed, as: UTF8.self) == "bytes right behind the head")
             await client.close()
             try await eventually { proxy.backend.openConnections == 0 }
+        }
+    }
+
+    /// A drain closes an open tunnel when it begins: a tunnel has no request boundary to finish
+    /// at, and waiting for one would hold every drain to its timeout.
+    @Test func aDrainClosesAnOpenTunnelAtOnce() async throws {
+        try await ProxyHarness.with { proxy in
+            let client = try await proxy.connect()
+            try await client.send(Self.upgradeRequest)
+            #expect(try await client.readResponseHead().status == 101)
+            try await client.send("ping")
+            #expect(try await client.readExactly(4) == Array("ping".utf8))
+            let started = ContinuousClock.now
+            let cut = try await proxy.proxy.shutdown(gracePeriod: .seconds(10))
+            let took = ContinuousClock.now - started
+            #expect(took < .seconds(5), "the drain waited \(took) for an open tunnel")
+            #expect(cut == 0)
+            #expect(try await client.waitForClose(timeout: .seconds(5)))
+            try await eventually { proxy.backend.openConnections == 0 }
+        }
+    }
+
+    /// A side that will not take the last bytes cannot hold a closing tunnel open: the client
+    /// here reads nothing while the app streams, and the drain still closes the tunnel, once
+    /// `idle_timeout` has passed.
+    @Test func aTunnelWhoseClientStoppedReadingStillCloses() async throws {
+        let script: RawScript = { request in
+            guard request.isComplete else { return nil }
+            return [
+                .text("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"),
+                .write(Array(repeating: UInt8(ascii: "a"), count: 32 << 20)),
+                .hang,
+            ]
+        }
+        try await ProxyHarness.with(rawBackend: script, configuration: "[server]\nidle_timeout = \"1s\"\n") { proxy, _ in
+            let client = try await RawClient.connect(port: proxy.port, autoRead: false)
+            try await client.send(Self.upgradeRequest)
+            #expect(try await client.readResponseHead().status == 101)
+            try await Task.sleep(for: .milliseconds(500))  // the stream fills the buffers on the way
+            let started = ContinuousClock.now
+            _ = try await proxy.proxy.shutdown(gracePeriod: .seconds(15))
+            let took = ContinuousClock.now - started
+            #expect(took < .seconds(8), "the drain waited \(took) on a client that reads nothing")
+            #expect(proxy.proxy.clientConnections == 0)
         }
     }
 
