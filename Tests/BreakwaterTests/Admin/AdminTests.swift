@@ -36,10 +36,7 @@ import Testing
     }
 
     private static func request(_ port: Int, _ raw: String) async throws -> RawResponse {
-        let client = try await RawClient.connect(port: port)
-        defer { Task { await client.close() } }
-        try await client.send(raw)
-        return try await client.readResponse()
+        try await RawClient.request(port: port, raw)
     }
 
 
@@ -156,12 +153,7 @@ import Testing
                 for _ in 0..<100 {
                     clients.append(try await RawClient.connect(port: port))
                 }
-                var open: [RawClient] = []
-                try? await eventually(timeout: .seconds(10)) {
-                    open = []
-                    for client in clients where !(try await client.waitForClose(timeout: .milliseconds(1))) { open.append(client) }
-                    return open.count <= AdminService.maxConnections
-                }
+                let open = await RawClient.stillOpen(clients, settlingAt: AdminService.maxConnections)
                 #expect(open.count == AdminService.maxConnections)
                 for client in open.prefix(3) {
                     try await client.send(get("/health/live"))

@@ -82,10 +82,7 @@ import Testing
     }
 
     private static func get(_ port: Int, _ path: String) async throws -> RawResponse {
-        let client = try await RawClient.connect(port: port)
-        defer { Task { await client.close() } }
-        try await client.send(BreakwaterTests.get(path))
-        return try await client.readResponse(timeout: .seconds(20))
+        try await RawClient.request(port: port, BreakwaterTests.get(path), timeout: .seconds(20))
     }
 
     @Test func killingTheAppUnderLoadLosesNoRequest() async throws {

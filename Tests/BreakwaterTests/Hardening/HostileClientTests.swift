@@ -230,18 +230,8 @@ import Testing
             for _ in 0..<100 {
                 clients.append(try await proxy.connect())
             }
-            // Let the proxy accept them all, and shed those over the limit.
-            try? await eventually(timeout: .seconds(10)) {
-                var closed = 0
-                for client in clients where try await client.waitForClose(timeout: .milliseconds(1)) { closed += 1 }
-                return closed >= 80
-            }
-            var open: [RawClient] = []
-            for client in clients {
-                if !(try await client.waitForClose(timeout: .milliseconds(1))) {
-                    open.append(client)
-                }
-            }
+            // Once the proxy has accepted them all, and shed those over the limit.
+            let open = await RawClient.stillOpen(clients, settlingAt: 20)
             #expect(open.count == 20, "\(open.count) of 100 connections left open, expected 20")
             // The admitted ones are served.
             var served = 0
@@ -270,12 +260,7 @@ import Testing
                 again.append(try await proxy.connect())
             }
             try? await eventually { proxy.proxy.clientConnections == 20 }
-            var stillOpen = 0
-            for client in again {
-                if !(try await client.waitForClose(timeout: .milliseconds(1))) {
-                    stillOpen += 1
-                }
-            }
+            let stillOpen = await RawClient.stillOpen(again, settlingAt: 20).count
             #expect(stillOpen == 20, "only \(stillOpen) of 20 fresh connections admitted after the flood")
             for client in again {
                 await client.close()

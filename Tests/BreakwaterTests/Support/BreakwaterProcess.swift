@@ -107,10 +107,7 @@ final class BreakwaterProcess: @unchecked Sendable {
         let admin = try #require(self.adminPort)
         let sample = #"breakwater_in_flight_requests{route="\#(route)"} \#(count).0"#
         try await eventually(timeout: timeout) {
-            guard let client = try? await RawClient.connect(port: admin) else { return false }
-            defer { Task { await client.close() } }
-            try? await client.send(get("/metrics"))
-            return (try? await client.readResponse())?.bodyString.contains(sample) == true
+            (try? await RawClient.request(port: admin, get("/metrics")))?.bodyString.contains(sample) == true
         }
     }
 

@@ -49,10 +49,7 @@ struct ProxyHarness {
 
     /// One request on a new connection.
     func request(_ raw: String) async throws -> RawResponse {
-        let client = try await self.connect()
-        defer { Task { await client.close() } }
-        try await client.send(raw)
-        return try await client.readResponse()
+        try await RawClient.request(port: self.port, raw)
     }
 }
 

@@ -49,6 +49,27 @@ final class RawClient: Sendable {
         return RawClient(channel: channel, inbox: inbox, autoRead: autoRead)
     }
 
+    /// One request on a new connection to `port`, closed once the answer is read.
+    static func request(port: Int, _ raw: String, timeout: Duration = .seconds(10)) async throws -> RawResponse {
+        let client = try await Self.connect(port: port)
+        defer { Task { await client.close() } }
+        try await client.send(raw)
+        return try await client.readResponse(timeout: timeout)
+    }
+
+    /// The clients whose connections the server has not closed, once no more than `limit` are
+    /// open, or as they are after `timeout`: a server that sheds connections over a limit
+    /// closes them as it accepts them, which takes a moment after the clients connected.
+    static func stillOpen(_ clients: [RawClient], settlingAt limit: Int, timeout: Duration = .seconds(10)) async -> [RawClient] {
+        var open: [RawClient] = []
+        try? await eventually(timeout: timeout) {
+            open = []
+            for client in clients where !(try await client.waitForClose(timeout: .milliseconds(1))) { open.append(client) }
+            return open.count <= limit
+        }
+        return open
+    }
+
     func send(_ text: String) async throws {
         try await self.send(Array(text.utf8))
     }
