@@ -2,7 +2,8 @@
 
     python3 app.py PORT [close]
 
-GET /health -> 200; /pid -> the process id; /delay/MS -> "delayed" after MS ms;
+GET /health -> 200 (503 while sick); /pid -> the process id; /delay/MS -> "delayed" after MS ms;
+/sick/MS -> the process id, then /health answers 503 for MS ms (the process stays up);
 /pause-listener/MS -> "pausing", then the listening socket closes for MS ms (connects are
 refused; connections already open stay); else "ok". With `close`, every connection closes
 after its response, so each request needs a new connect.
@@ -14,6 +15,8 @@ import time
 
 # How long the listener stays closed after the serving loop stops.
 PAUSE = [0.0]
+# Until when /health fails.
+SICK_UNTIL = [0.0]
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -27,6 +30,16 @@ class Handler(BaseHTTPRequestHandler):
             body = b"delayed"
         elif path == "/pid":
             body = str(os.getpid()).encode()
+        elif path.startswith("/sick/"):
+            SICK_UNTIL[0] = time.monotonic() + int(path.rsplit("/", 1)[1]) / 1000
+            body = str(os.getpid()).encode()
+        elif path == "/health" and time.monotonic() < SICK_UNTIL[0]:
+            body = b"sick"
+            self.send_response(503)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         elif path.startswith("/pause-listener/"):
             PAUSE[0] = int(path.rsplit("/", 1)[1]) / 1000
             body = b"pausing"

@@ -68,6 +68,11 @@ public final class ProxyService: Service, Sendable {
         } else {
             self.logger.notice("drained")
         }
+        // The access log lines of the last requests, which the drain waited for, go out
+        // before the process does.
+        if self.configuration.withLockedValue({ $0.log.access }) {
+            await AccessLogWriter.standardOutput.flush(within: .seconds(2))
+        }
     }
 
     /// Applies a reloaded file to new requests, all but what only a restart can change

@@ -1,3 +1,4 @@
+import Atomics
 import Foundation
 import NIOConcurrencyHelpers
 
@@ -71,14 +72,20 @@ struct AccessLogRecord {
 /// Writes access log lines to stdout from a thread of its own, so a slow reader of stdout
 /// never blocks an event loop. The queue is bounded: when it is full, lines are dropped and
 /// counted rather than memory grown. Lines stdout refuses (a closed pipe, a full disk) are
-/// dropped and counted too: the requests matter more than their log.
+/// dropped and counted too: the requests matter more than their log. The count is
+/// `breakwater_access_log_dropped_total`, so a log shipper that falls behind shows.
 final class AccessLogWriter: Sendable {
     /// The one writer of the process: stdout is one stream.
     static let standardOutput = AccessLogWriter()
 
+    /// Lines dropped so far in this process, whether or not a writer was ever made.
+    static var linesDropped: Int { Self.dropped.load(ordering: .relaxed) }
+    private static let dropped = ManagedAtomic(0)
+
     private struct Queue {
         var lines: [String] = []
-        var dropped = 0
+        /// A batch taken from `lines` is being written.
+        var writing = false
     }
 
     private let queue = NIOLockedValueBox(Queue())
@@ -95,7 +102,7 @@ final class AccessLogWriter: Sendable {
     func write(_ line: String) {
         let accepted = self.queue.withLockedValue { queue in
             guard queue.lines.count < self.capacity else {
-                queue.dropped += 1
+                Self.dropped.wrappingIncrement(ordering: .relaxed)
                 return false
             }
             queue.lines.append(line)
@@ -107,8 +114,14 @@ final class AccessLogWriter: Sendable {
         }
     }
 
-    /// Lines dropped because stdout could not keep up, or could not be written at all.
-    var dropped: Int { self.queue.withLockedValue { $0.dropped } }
+    /// Waits until every line written so far is out, or `limit` passed: at exit, the lines of
+    /// the last requests, which a drain waited for, must not be lost with the process.
+    func flush(within limit: Duration) async {
+        let deadline = ContinuousClock.now + limit
+        while ContinuousClock.now < deadline, self.queue.withLockedValue({ !$0.lines.isEmpty || $0.writing }) {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+    }
 
     private func drain() {
         while true {
@@ -116,6 +129,7 @@ final class AccessLogWriter: Sendable {
             self.wakeUp.unlock(withValue: false)
             let lines = self.queue.withLockedValue { queue in
                 defer { queue.lines.removeAll(keepingCapacity: true) }
+                queue.writing = !queue.lines.isEmpty
                 return queue.lines
             }
             guard !lines.isEmpty else { continue }
@@ -125,8 +139,9 @@ final class AccessLogWriter: Sendable {
                 // reader that went away (EPIPE) or a full disk must not take the proxy down.
                 try FileHandle.standardOutput.write(contentsOf: Data(text.utf8))
             } catch {
-                self.queue.withLockedValue { $0.dropped += lines.count }
+                Self.dropped.wrappingIncrement(by: lines.count, ordering: .relaxed)
             }
+            self.queue.withLockedValue { $0.writing = false }
         }
     }
 }

@@ -19,6 +19,10 @@ public final class ProxyMetrics: Sendable {
     let appExits: CoreMetrics.Counter
     private let reloadsOK: CoreMetrics.Counter
     private let reloadsFailed: CoreMetrics.Counter
+    /// Brought up to `AccessLogWriter.linesDropped` at each scrape (the writer serves the
+    /// whole process, this registry one proxy).
+    private let accessLogDropped: CoreMetrics.Counter
+    private let accessLogDroppedCounted = NIOLockedValueBox(0)
     private let process: ProcessMetrics
 
     /// From 1 ms to 30 s: what a proxy in front of one app sees.
@@ -38,6 +42,7 @@ public final class ProxyMetrics: Sendable {
         self.appExits = CoreMetrics.Counter(label: "breakwater_app_exits_total", factory: factory)
         self.reloadsOK = CoreMetrics.Counter(label: "breakwater_config_reloads_total", dimensions: [("result", "ok")], factory: factory)
         self.reloadsFailed = CoreMetrics.Counter(label: "breakwater_config_reloads_total", dimensions: [("result", "error")], factory: factory)
+        self.accessLogDropped = CoreMetrics.Counter(label: "breakwater_access_log_dropped_total", factory: factory)
         self.process = ProcessMetrics(factory: factory)
     }
 
@@ -74,6 +79,12 @@ public final class ProxyMetrics: Sendable {
     /// The exposition, in Prometheus text format 0.0.4.
     public func exposition() -> String {
         self.process.update()
+        let dropped = AccessLogWriter.linesDropped
+        let added = self.accessLogDroppedCounted.withLockedValue { counted in
+            defer { counted = max(counted, dropped) }
+            return max(0, dropped - counted)
+        }
+        self.accessLogDropped.increment(by: added)
         return String(decoding: self.registry.emitToBuffer(), as: UTF8.self)
     }
 }

@@ -23,9 +23,11 @@ struct RequestTrace {
             (self.traceparent, self.tracestate) = (nil, nil)
             return
         }
-        if let value = presented.traceparent,
-            let valid = try? TraceContext(traceParentHeaderValue: value, traceStateHeaderValue: presented.tracestate)
-        {
+        if let value = presented.traceparent, let valid = try? TraceContext(traceParentHeaderValue: value) {
+            // The `tracestate` goes on as it came: the proxy adds no entry of its own, and a
+            // list the library would not parse (an empty member, a tab) must not cost the
+            // caller its trace (W3C Trace Context: a failure to parse `tracestate` must not
+            // affect `traceparent`).
             self.traceparent = valid.traceParentHeaderValue
             self.tracestate = presented.tracestate
         } else {

@@ -53,7 +53,8 @@ public struct RetryPolicy: Sendable {
     ///   - isIdempotent: the method may be sent twice; otherwise only a request that never
     ///     reached the app (a connect failure) is retried.
     ///   - bodyReplayable: the whole body sent so far is still held.
-    ///   - elapsed: time since the request began; no retry may end past `timeout`.
+    ///   - elapsed: time since the whole request first reached the app, where `timeout`
+    ///     starts; no retry may begin after it.
     ///   - random: a number in [0, 1) for the backoff's jitter.
     public func delayBeforeRetry(
         after failure: Failure,

@@ -213,10 +213,12 @@ extension HTTPVersion {
 }
 
 extension HTTPMethod {
-    /// RFC 9110 §9.2.2: sending these twice has the effect of sending them once.
+    /// RFC 9110 §9.2.2: sending these twice has the effect of sending them once. The proxy's
+    /// list (SPEC's) leaves out `TRACE`, which the RFC counts: a diagnostic that echoes the
+    /// request has nothing to gain from a second try, and a retried one would echo twice.
     var isIdempotent: Bool {
         switch self {
-        case .GET, .HEAD, .OPTIONS, .PUT, .DELETE, .TRACE: true
+        case .GET, .HEAD, .OPTIONS, .PUT, .DELETE: true
         default: false
         }
     }

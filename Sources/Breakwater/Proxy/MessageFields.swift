@@ -26,8 +26,8 @@ struct MessageFields {
     let hasUpgrade: Bool
     /// `Expect: 100-continue`, which the proxy answers itself.
     let expectsContinue: Bool
-    /// The client's request id (the header `requestIDHeader` names) and trace context, the
-    /// first of each.
+    /// The client's request id (the header `requestIDHeader` names) and `traceparent`, the
+    /// first of each, and its `tracestate`, every line of it.
     let requestID: String?
     let traceparent: String?
     let tracestate: String?
@@ -74,8 +74,9 @@ struct MessageFields {
                 expectsContinue = expectsContinue || Self.tokens(of: value).contains { $0.equalsASCIICaseInsensitive("100-continue") }
             case .traceparent where traceparent == nil:
                 traceparent = value
-            case .tracestate where tracestate == nil:
-                tracestate = value
+            case .tracestate:
+                // One list, however many lines carry it (RFC 9110 §5.3; W3C Trace Context).
+                tracestate = tracestate.map { "\($0),\(value)" } ?? value
             default:
                 continue
             }

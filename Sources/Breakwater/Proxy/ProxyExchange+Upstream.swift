@@ -77,6 +77,7 @@ extension ProxyExchange: UpstreamConnectionDelegate {
     func upstreamClosed(error: (any Error)?) {
         switch self.phase {
         case .forwarding(let connection):
+            if !Self.isMalformedResponse(error), self.resendOnFreshConnection(after: connection) { return }
             self.attemptFailed(.reset, on: connection)
         case .responding(let connection) where self.heldHead != nil:
             // Died after its head but before any body: the client has seen nothing yet, so the
@@ -97,6 +98,12 @@ extension ProxyExchange: UpstreamConnectionDelegate {
         }
     }
 
+    /// An error of the response decoder: the app did answer, in bytes no HTTP reader takes, so
+    /// the request reached it.
+    private static func isMalformedResponse(_ error: (any Error)?) -> Bool {
+        error is HTTPParserError || error is ByteToMessageDecoderError
+    }
+
     // MARK: The response
 
     private func receivedResponseHead(_ head: HTTPResponseHead, on connection: UpstreamConnection) {
@@ -112,15 +119,17 @@ extension ProxyExchange: UpstreamConnectionDelegate {
         self.responseHeadAt = .now()
         self.answeredStatus = status
         self.answerReason = "ok"
-        self.recordOutcome(self.route.isFailure(status: status) ? .failure : .success)
+        let outcome: CircuitBreaker.Outcome = self.route.isFailure(status: status) ? .failure : .success
         if self.route.retryPolicy.retries(status: status), let delay = self.retryDelay(after: .status(status)) {
             // This answer is dropped for another try; its connection, mid-response, goes too.
+            self.recordOutcome(outcome)
             connection.close()
             self.cancelDeadline()
             self.retry(after: delay, failure: .status(status))
             return
         }
         if head.status == .switchingProtocols {
+            self.recordOutcome(outcome)
             self.phase = .upgrading(connection, head)
             self.cancelDeadline()
             return
@@ -147,6 +156,7 @@ extension ProxyExchange: UpstreamConnectionDelegate {
             allocator: self.loop.allocator
         )
         if self.responseFraming == .noBody {
+            self.recordOutcome(outcome)
             self.downstream.writeResponsePart(.head(clientHead))
             return
         }
@@ -154,7 +164,7 @@ extension ProxyExchange: UpstreamConnectionDelegate {
         // between its head and its body — a crash mid-write — can then still be retried. The
         // hold's timer starts only if the body is not in the same read (see
         // `upstreamReadComplete`), which for small answers it always is.
-        self.heldHead = clientHead
+        self.heldHead = (clientHead, outcome)
     }
 
     /// Writes the held response head to the client, once, with the first piece of body when
@@ -163,10 +173,11 @@ extension ProxyExchange: UpstreamConnectionDelegate {
     /// - Returns: whether `body` went out with the head.
     @discardableResult
     private func releaseHeldHead(carrying body: ByteBuffer? = nil) -> Bool {
-        guard var head = self.heldHead else { return false }
+        guard case (var head, let outcome)? = self.heldHead else { return false }
         self.heldHead = nil  // the head's buffer is now `head`'s alone: appending copies nothing else
         self.waitTimer?.cancel()
         self.waitTimer = nil
+        self.recordOutcome(outcome)
         let carried = body.map { head.appendBody(ifItFits: $0) } ?? false
         self.downstream.writeResponsePart(.head(head))
         return carried

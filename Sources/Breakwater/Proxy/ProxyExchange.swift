@@ -89,6 +89,8 @@ final class ProxyExchange {
     var afterReadiness: ((ProxyExchange) -> Void)?
     /// Counted in the route's in-flight gauge (it passed the gates).
     var countedInFlight = false
+    /// Counted and logged as a request once over: all but the proxy's own health check.
+    var isRecorded = true
 
     // What the access log and the metrics say of the request once it is over.
     var answeredStatus = 499
@@ -96,6 +98,9 @@ final class ProxyExchange {
     var answerReason = "client_closed"
     var bytesOut = 0
     var firstForwardedAt: NIODeadline?
+    /// When the whole request first reached the app: the route's `timeout` runs from here,
+    /// across every attempt.
+    var requestSentAt: NIODeadline?
     var responseHeadAt: NIODeadline?
     /// An array, not a `CircularBuffer`: most requests never queue a part, and an empty array
     /// allocates nothing where a ring buffer allocates sixteen slots.
@@ -123,8 +128,9 @@ final class ProxyExchange {
     /// The end of a wait without a connection: a queue timeout or a retry's backoff.
     var waitTimer: Scheduled<Void>?
     var responseFraming = MessageFraming.noBody
-    /// The response head, kept back until the first piece of body arrives.
-    var heldHead: EncodedHead?
+    /// The response head, kept back until the first piece of body arrives, and the breaker's
+    /// verdict on it, which waits with it: an app that dies before the body failed, once.
+    var heldHead: (head: EncodedHead, outcome: CircuitBreaker.Outcome)?
     var upstreamKeepAlive = false
     var clientKeepAlive = false
 
@@ -191,7 +197,10 @@ final class ProxyExchange {
         }
         if let path = self.shared.publicReadinessPath, Router.path(of: self.request.uri) == path {
             // `readiness.public_path`: for checks that can reach only the public port (Fly's).
+            // Like `/health/ready` (and HAProxy's monitor-uri) not a request of the app's: its
+            // 503 while the app starts must not read as the app's answer in the metrics.
             let ready = self.shared.lifecycle.currentPhase == .serving && self.shared.lifecycle.isAppReady
+            self.isRecorded = false
             self.finishLocally(with: LocalResponse(status: ready ? .ok : .serviceUnavailable, json: #"{"ready":\#(ready)}"#))
             return
         }
@@ -219,13 +228,15 @@ final class ProxyExchange {
     }
 
     /// Leases a connection to the app and sends the request on it.
-    func attempt() {
+    ///
+    /// - Parameter fresh: connect anew rather than take a parked connection.
+    func attempt(onFreshConnection fresh: Bool = false) {
         self.attempts += 1
         self.requestForwarded = false
         let member = self.loop.upstreams.pick()
         self.member = member
         let pool = self.loop.pools[member.index]
-        if let connection = pool.takeIdle() {
+        if !fresh, let connection = pool.takeIdle() {
             self.forward(on: connection, to: member)
             return
         }
@@ -303,8 +314,12 @@ final class ProxyExchange {
         self.requestForwarded = true
         if case .forwarding = self.phase {
             // The app has `timeout` from the end of the request to answer (Envoy's rule), so a
-            // slow upload is not mistaken for a slow app.
-            self.resetDeadline(in: self.route.attemptTimeout)
+            // slow upload is not mistaken for a slow app; a retry gets what is left of it, or
+            // its attempt's share when less.
+            let now = NIODeadline.now()
+            let sentAt = self.requestSentAt ?? now
+            self.requestSentAt = sentAt
+            self.downstream.setExchangeDeadline(min(now + self.route.attemptTimeout, sentAt + self.route.timeout))
         }
     }
 
@@ -316,19 +331,11 @@ final class ProxyExchange {
         self.isProbe = false
     }
 
-    /// An attempt failed before a response head: retry it, or answer.
+    /// An attempt failed before a response head reached the client: retry it, or answer.
     func attemptFailed(_ failure: RetryPolicy.Failure, on connection: UpstreamConnection?) {
         connection?.close()
         self.cancelDeadline()
         self.phase = .connecting
-        if failure == .reset, let connection, self.mayRetryOnFreshConnection(after: connection) {
-            // Not the app's failure, so neither the breaker nor the budget hears of it.
-            self.staleConnectionRetried = true
-            self.attempts -= 1
-            self.pendingBody = self.replayableBody ?? []
-            self.attempt()
-            return
-        }
         self.recordOutcome(.failure)
         self.log(.debug, "attempt failed", ["failure": "\(failure)", "attempt": "\(self.attempts)"])
         if failure == .timeout {
@@ -362,7 +369,7 @@ final class ProxyExchange {
     /// The wait before retrying after `failure`, if the route's rules and its retry budget
     /// allow one.
     func retryDelay(after failure: RetryPolicy.Failure) -> Duration? {
-        let elapsed = NIODeadline.now() - self.startedAt
+        let elapsed = self.requestSentAt.map { NIODeadline.now() - $0 } ?? .zero
         let delay = self.route.retryPolicy.delayBeforeRetry(
             after: failure,
             attemptsMade: self.attempts,
@@ -383,11 +390,26 @@ final class ProxyExchange {
         }
     }
 
-    /// A kept-alive connection the app closed just as the request went out (its keep-alive
-    /// timeout raced ours) most likely never reached the app: an idempotent request whose body
-    /// we still have goes out once more, on a new connection, instead of failing.
-    private func mayRetryOnFreshConnection(after connection: UpstreamConnection) -> Bool {
-        connection.requestsServed > 0 && !self.staleConnectionRetried && self.replayableBody != nil && self.request.method.isIdempotent
+    /// Sends the request once more on a new connection, when the kept-alive one it went out on
+    /// closed before a byte of an answer: the app's keep-alive timeout raced ours, and the
+    /// request most likely never reached it. Only an idempotent request whose body is still
+    /// held, and only once. Not the app's failure, so neither the breaker, nor the budget, nor
+    /// the route's `attempts` hears of it; and not on another parked connection, which the same
+    /// timeout may be closing too.
+    ///
+    /// - Returns: whether it was sent again; if not, the attempt failed.
+    func resendOnFreshConnection(after connection: UpstreamConnection) -> Bool {
+        guard connection.requestsServed > 0, !self.staleConnectionRetried, self.replayableBody != nil, self.request.method.isIdempotent else {
+            return false
+        }
+        connection.close()
+        self.cancelDeadline()
+        self.phase = .connecting
+        self.staleConnectionRetried = true
+        self.attempts -= 1
+        self.pendingBody = self.replayableBody ?? []
+        self.attempt(onFreshConnection: true)
+        return true
     }
 
     // MARK: Answers of the proxy's own

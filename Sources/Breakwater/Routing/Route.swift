@@ -14,9 +14,10 @@ final class Route: Sendable {
     /// (`[route.concurrency]` or `[defaults.concurrency]`): the order a request passes them.
     let gates: [ConcurrencyGate]
     let metrics: RouteMetrics
-    /// `body_timeout`, and how long an attempt waits for a response head, as the event loop's
-    /// timers take them: converted once, not on every request.
+    /// `body_timeout`, `timeout` (all attempts together) and how long one attempt waits for a
+    /// response head, as the event loop's timers take them: converted once, not per request.
     let bodyTimeout: TimeAmount
+    let timeout: TimeAmount
     let attemptTimeout: TimeAmount
     private let failureStatuses: StatusCodeSet
     private let breaker: NIOLockedValueBox<CircuitBreaker>
@@ -35,6 +36,7 @@ final class Route: Sendable {
         self.metrics = previous?.metrics ?? RouteMetrics(route: configuration.name, metrics: metrics)
         self.retryPolicy = RetryPolicy(configuration: configuration.policy.retry, routeTimeout: configuration.policy.timeout)
         self.bodyTimeout = TimeAmount(configuration.policy.bodyTimeout)
+        self.timeout = TimeAmount(configuration.policy.timeout)
         self.attemptTimeout = TimeAmount(self.retryPolicy.attemptTimeout)
         self.failureStatuses = StatusCodeSet(configuration.policy.breaker.failureStatuses)
         if let previous, previous.policy.breaker == configuration.policy.breaker {

@@ -9,9 +9,10 @@ import ServiceLifecycle
 ///
 /// - Readiness: a worker out of the balance — just started, or taken out after a failed
 ///   connect — is probed every 100 ms (`GET readiness.path` with a `[readiness]` table, else a
-///   TCP connect) and joins when it answers. While no worker is ready, requests are held (up to
-///   `readiness.hold`); when one dies it leaves the balance at once and the others take its
-///   share.
+///   TCP connect) and joins when it answers; with the table, one in the balance is probed every
+///   `interval` and leaves it when its health check fails. While no worker is ready, requests
+///   are held (up to `readiness.hold`); when one dies it leaves the balance at once and the
+///   others take its share.
 /// - Restarts follow `[app] restart` with `RestartBackoff` delays.
 /// - A rolling restart (SIGUSR2, `POST /admin/restart-app`) takes each worker out of the
 ///   balance, waits for its requests to finish, restarts it and waits until it is ready before
@@ -135,34 +136,55 @@ public final class AppSupervisor: Service, Sendable {
         }
     }
 
-    /// Keeps a running worker in the balance: probes it every 100 ms until it answers, then
-    /// puts it in. When the data path takes it out again (a connect to it failed), probing
-    /// starts over, and it rejoins once it answers: a worker that missed one connect under a
-    /// burst is not lost to the balance until its process dies. A worker a rolling restart
-    /// holds out is left out.
+    /// Keeps a running worker's place in the balance right, by `[readiness]`'s thresholds
+    /// (one probe each way without the table).
+    ///
+    /// - Out of the balance, it is probed every 100 ms and joins once healthy. That covers a
+    ///   worker taken out by the data path (a connect to it failed): one missed connect under a
+    ///   burst must not cost the balance a worker until its process dies.
+    /// - In the balance, with `[readiness]`, it is probed every `interval`, as an app without a
+    ///   supervisor is, and leaves once unhealthy: a worker whose process lives but whose health
+    ///   check fails (its database gone, its loop wedged) gets no requests, and the others take
+    ///   them. Without the table a TCP connect would say nothing the data path's connects do not.
+    /// - A worker a rolling restart holds out is left out.
     private func keepInBalance(_ worker: UpstreamSet.Member, child: ChildProcess, logger: Logger) async {
         let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
+        func freshTracker() -> ReadinessTracker {
+            ReadinessTracker(healthyThreshold: self.readiness?.healthyThreshold ?? 1, unhealthyThreshold: self.readiness?.unhealthyThreshold ?? 1)
+        }
+        var tracker = freshTracker()
         var joinedBefore = false
         while !Task.isCancelled {
-            if !worker.isReady && !self.isHeldOut(worker) {
+            if tracker.isReady && !worker.isReady {
+                // Taken out meanwhile (a failed connect, a rolling restart): healthy again first.
+                tracker = freshTracker()
+            }
+            if (!tracker.isReady || self.readiness != nil) && !self.isHeldOut(worker) {
                 let healthy: Bool
                 if let readiness = self.readiness {
                     healthy = await HealthProbe.check(target: worker.target, path: readiness.path, timeout: readiness.timeout, eventLoop: eventLoop)
                 } else {
                     healthy = await HealthProbe.accepts(target: worker.target, timeout: .seconds(1), eventLoop: eventLoop)
                 }
-                // Joins only if, at this instant, it is still the live process and not held out.
-                let joined = healthy && self.state.withLockedValue { state in
-                    guard !Task.isCancelled, state.children[worker.index] === child, !state.heldOut.contains(worker.index) else { return false }
-                    self.setReady(worker, true)
-                    return true
-                }
-                if joined {
-                    logger.notice(joinedBefore ? "app back in the balance" : "app ready", metadata: ["pid": "\(child.pid)"])
-                    joinedBefore = true
+                if let ready = tracker.record(healthy: healthy) {
+                    // Joins or leaves only if, at this instant, it is still the live process and
+                    // not held out (a failed join is retried from scratch, above).
+                    let changed = self.state.withLockedValue { state in
+                        guard !Task.isCancelled, state.children[worker.index] === child, !state.heldOut.contains(worker.index),
+                            worker.isReady != ready
+                        else { return false }
+                        self.setReady(worker, ready)
+                        return true
+                    }
+                    if changed && ready {
+                        logger.notice(joinedBefore ? "app back in the balance" : "app ready", metadata: ["pid": "\(child.pid)"])
+                        joinedBefore = true
+                    } else if changed {
+                        logger.warning("app not ready", metadata: ["pid": "\(child.pid)", "probe": "GET \(self.readiness?.path ?? "")"])
+                    }
                 }
             }
-            try? await Task.sleep(for: .milliseconds(100))
+            try? await Task.sleep(for: tracker.isReady ? self.readiness?.interval ?? .milliseconds(100) : .milliseconds(100))
         }
     }
 

@@ -85,6 +85,9 @@ import Testing
             try await Task.sleep(for: .milliseconds(200))
         }
         #expect(breakwater.process.isRunning, "\(breakwater.log)")
+        // The lost lines show in the metrics.
+        let metrics = try await RawClient.request(port: try #require(breakwater.adminPort), get("/metrics")).bodyString
+        #expect(metrics.contains("breakwater_access_log_dropped_total 3"), "\(metrics)")
         breakwater.signal(SIGTERM)
         #expect(await breakwater.waitForExit(timeout: .seconds(5)) == 0)
         try await backend.shutdown()

@@ -47,6 +47,14 @@ import Testing
         #expect(run.output.contains("hard_limit"))
     }
 
+    /// A mistyped option is a usage error (64, `EX_USAGE`), told apart from a file with
+    /// problems (1).
+    @Test func aMistypedOptionIsAUsageError() throws {
+        let result = try Self.run(["check", "--conifg", "proxy.conf"])
+        #expect(result.status == 64)
+        #expect(result.output.contains("--conifg"), "\(result.output)")
+    }
+
     @Test func aMissingFileIsAClearError() throws {
         let result = try Self.run(["check", "--config", "/nonexistent/proxy.conf"])
         #expect(result.status == 1)

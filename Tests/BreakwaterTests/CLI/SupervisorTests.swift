@@ -225,6 +225,30 @@ import Testing
         #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
     }
 
+    /// With `[readiness]`, a worker in the balance is still probed every `interval`: one whose
+    /// process lives but whose health check fails leaves the balance, and the others take its
+    /// requests until it is healthy again.
+    @Test func aWorkerWhoseHealthCheckFailsLeavesTheBalanceUntilItPasses() async throws {
+        let basePort = try await Self.freePorts(2)
+        let configuration =
+            Self.configuration(command: #"["python3", "\#(Self.appScript)", "{port}"]"#, basePort: basePort, workers: 2)
+            + "\n[readiness]\npath = \"/health\"\ninterval = \"200ms\"\nunhealthy_threshold = 2\n"
+        let breakwater = try await BreakwaterProcess(configuration: configuration)
+        let port = try #require(breakwater.port)
+        try await eventually(timeout: .seconds(10)) { breakwater.log.components(separatedBy: "app ready").count == 3 }
+        #expect(try await Self.pids(port, count: 20).count == 2)
+        // One worker's /health fails for 4 s; its process, and its port, stay up.
+        let sick = try await Self.get(port, "/sick/4000").bodyString
+        try await eventually(timeout: .seconds(3)) { breakwater.log.contains("app not ready") }
+        let whileSick = try await Self.pids(port, count: 20)
+        #expect(whileSick.count == 1 && !whileSick.contains(sick), "\(whileSick) with \(sick) sick")
+        // Healthy again, it is back.
+        try await eventually(timeout: .seconds(10)) { try await Self.pids(port, count: 10).count == 2 }
+        #expect(breakwater.log.contains("app back in the balance"), "\(breakwater.log)")
+        breakwater.signal(SIGTERM)
+        #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
+    }
+
     /// The command after `--` is part of the configuration on every reload too: a SIGHUP keeps
     /// the app supervised and requests held while it restarts, and reports nothing changed.
     @Test func aReloadKeepsTheCommandGivenAfterTheSeparator() async throws {

@@ -49,6 +49,20 @@ import W3CTraceContext
         }
     }
 
+    /// A `tracestate` the library would not parse (an empty list member, which W3C allows)
+    /// must not cost the caller its trace; several lines go on as one list.
+    @Test func aValidTraceparentSurvivesAnOddTracestateAndSeveralLinesAreJoined() async throws {
+        try await ProxyHarness.with { proxy in
+            _ = try await proxy.request(get("/status/200", headers: ["traceparent: \(Self.validParent)", "tracestate: congo=t61rcWkgMzE,,rojo=00f067aa0ba902b7"]))
+            let odd = try #require(proxy.backend.requestsReceived.last)
+            #expect(odd.header("traceparent") == Self.validParent)
+            #expect(odd.header("tracestate") == "congo=t61rcWkgMzE,,rojo=00f067aa0ba902b7")
+            _ = try await proxy.request(get("/status/200", headers: ["traceparent: \(Self.validParent)", "tracestate: a=1", "tracestate: b=2"]))
+            let split = try #require(proxy.backend.requestsReceived.last)
+            #expect(split.headers.filter { $0.name.lowercased() == "tracestate" }.map(\.value) == ["a=1,b=2"])
+        }
+    }
+
     @Test func anInvalidTraceparentIsReplaced() async throws {
         try await ProxyHarness.with { proxy in
             _ = try await proxy.request(get("/status/200", headers: ["traceparent: 00-not-a-trace-01", "tracestate: stale=1"]))

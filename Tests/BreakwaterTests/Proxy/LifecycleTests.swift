@@ -123,9 +123,14 @@ import Testing
             let ready = try await proxy.request(get("/__breakwater/ready?probe=fly"))
             #expect(ready.status == 200)
             #expect(ready.bodyString == #"{"ready":true}"#)
+            // A health check is not a request of the app's: neither counted nor logged (as
+            // HAProxy's monitor-uri), or every check would read as the app's answer.
+            #expect(!lifecycle.metrics.exposition().contains("breakwater_requests_total{"))
+            #expect(try await proxy.request(get("/status/200")).status == 200)
+            #expect(lifecycle.metrics.exposition().contains("breakwater_requests_total{"))
             lifecycle.advance(to: .draining)
             #expect(try await proxy.request(get("/__breakwater/ready")).status == 503)
-            #expect(proxy.backend.requestsReceived.isEmpty)
+            #expect(proxy.backend.requestsReceived.count == 1)
         }
     }
 }

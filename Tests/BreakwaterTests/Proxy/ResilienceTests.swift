@@ -24,6 +24,60 @@ import Testing
         }
     }
 
+    /// `timeout` covers every attempt: a retry after a late 503 gets what is left of it, not a
+    /// whole new one.
+    @Test func aRetryWaitsOnlyForWhatIsLeftOfTheRouteTimeout() async throws {
+        let configuration = """
+            [defaults]
+            timeout = "3s"
+            [defaults.retry]
+            backoff = "5ms"
+            """
+        try await ProxyHarness.with(configuration: configuration) { proxy in
+            let started = ContinuousClock.now
+            // A 503 after 2 s, then a retry the app never answers.
+            let response = try await proxy.request(get("/flaky/late?fail=1&delay=2000&hang=1"))
+            let elapsed = ContinuousClock.now - started
+            #expect(response.status == 504)
+            #expect(response.header("x-breakwater-reason") == "upstream_timeout")
+            #expect(proxy.backend.requestCount(pathPrefix: "/flaky/late") == 2)
+            // A fresh 3 s for the retry would answer at 5 s.
+            #expect(elapsed >= .milliseconds(2900) && elapsed < .milliseconds(4500), "504 after \(elapsed)")
+        }
+    }
+
+    /// TRACE is not among the methods retried (SPEC: GET, HEAD, OPTIONS, PUT, DELETE).
+    @Test func aTraceRequestIsNotRetried() async throws {
+        try await ProxyHarness.with(configuration: "[defaults.retry]\nbackoff = \"5ms\"\n") { proxy in
+            let response = try await proxy.request("TRACE /flaky/trace HTTP/1.1\r\nHost: test\r\n\r\n")
+            #expect(response.status == 503)
+            #expect(proxy.backend.requestCount(pathPrefix: "/flaky/trace") == 1)
+            // The same failure on a GET is retried, and recovers.
+            #expect(try await proxy.request(get("/flaky/get")).status == 200)
+            #expect(proxy.backend.requestCount(pathPrefix: "/flaky/get") == 2)
+        }
+    }
+
+    /// An answer whose head came and whose body never did failed once: the breaker must not
+    /// also count its head as a success, or failures in a row never add up (and a half-open
+    /// breaker's probe would pass on a broken app).
+    @Test func anAnswerCutBeforeItsBodyIsOneFailureForTheBreaker() async throws {
+        let configuration = """
+            [defaults.breaker]
+            failure_threshold = 2
+            [defaults.retry]
+            attempts = 1
+            """
+        try await ProxyHarness.with(configuration: configuration) { proxy in
+            for _ in 0..<2 {
+                #expect(try await proxy.request(get("/head-only-then-close")).status == 502)
+            }
+            let refused = try await proxy.request(get("/status/200"))
+            #expect(refused.status == 503)
+            #expect(refused.header("x-breakwater-reason") == "breaker_open")
+        }
+    }
+
     @Test func aFailingRouteOpensItsBreakerAndRecoversThroughHalfOpen() async throws {
         let configuration = """
             [[route]]

@@ -109,6 +109,45 @@ import Testing
         }
     }
 
+    /// The resend after a stale connection opens a new one: the app's keep-alive timeout that
+    /// closed the first may be closing every connection parked beside it.
+    @Test func theResendAfterAStaleConnectionGoesOutOnANewOne() async throws {
+        try await ProxyHarness.with(configuration: "[defaults.retry]\nattempts = 1\n") { proxy in
+            // Two connections parked in every event loop's pool (the harness serves on all of
+            // the machine's loops, and spreads client connections evenly over them), each
+            // having served a request.
+            let parked = 2 * System.coreCount
+            let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<parked {
+                    group.addTask { try await proxy.request(get("/delay/300")).status }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(statuses == Array(repeating: 200, count: parked))
+            #expect(proxy.backend.connectionsAccepted == parked)
+            // The parked connection taken drops the request, and so would its sibling.
+            let response = try await proxy.request(get("/close-if-reused"))
+            #expect(response.status == 200)
+            #expect(response.bodyString == "fresh")
+            #expect(proxy.backend.connectionsAccepted == parked + 1)
+        }
+    }
+
+    /// Once the app answered, even with a head it then dropped, the request reached it: only
+    /// the route's retry rules may send it again, and `attempts = 1` sends it once.
+    @Test func anAnswerTheAppDroppedIsNotSentAgainWhenRetriesAreOff() async throws {
+        try await ProxyHarness.with(configuration: "[defaults.retry]\nattempts = 1\n") { proxy in
+            let client = try await proxy.connect()
+            try await client.send(get("/status/200"))
+            #expect(try await client.readResponse().status == 200)
+            // On the kept-alive connection: a head, then the app's close.
+            try await client.send(get("/head-only-then-close"))
+            Self.expect502(try await client.readResponse())
+            #expect(proxy.backend.requestCount(pathPrefix: "/head-only-then-close") == 1)
+            await client.close()
+        }
+    }
+
     @Test func aPostOnAConnectionTheAppJustClosedIsNotSentTwice() async throws {
         try await ProxyHarness.with { proxy in
             let client = try await proxy.connect()

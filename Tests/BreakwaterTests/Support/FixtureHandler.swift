@@ -18,7 +18,8 @@ import NIOHTTP1
 /// - `/close-if-reused`: closes without answering when the connection served a request before
 ///   (an app whose keep-alive timeout just ran out), else "fresh".
 /// - `/ws` with `Upgrade`: 101, then a byte echo.
-/// - `/flaky/KEY?fail=N&status=S`: the first N requests for KEY get status S (503), then "recovered".
+/// - `/flaky/KEY?fail=N&status=S&delay=MS&hang=1`: the first N requests for KEY get status S
+///   (503), after MS ms (0), then "recovered" (or, with `hang=1`, no answer).
 /// - `/switchable`: 500 while the test has set the fixture failing, else "ok".
 /// - anything else: "ok".
 /// Every response carries `x-fixture-connection`, the connection's number.
@@ -122,7 +123,12 @@ final class FixtureHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
             if seen <= Self.query(head.uri, "fail", default: 1) {
                 let code = Self.query(head.uri, "status", default: 503)
-                self.send(HTTPResponseStatus(statusCode: code), body: Array("failure \(seen)".utf8), context: context)
+                let delay = Int64(Self.query(head.uri, "delay", default: 0))
+                context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(delay)) {
+                    self.send(HTTPResponseStatus(statusCode: code), body: Array("failure \(seen)".utf8), context: context)
+                }
+            } else if Self.query(head.uri, "hang", default: 0) == 1 {
+                break
             } else {
                 self.send(.ok, body: Array("recovered".utf8), context: context)
             }
