@@ -79,12 +79,7 @@ public final class ProxyMetrics: Sendable {
     /// The exposition, in Prometheus text format 0.0.4.
     public func exposition() -> String {
         self.process.update()
-        let dropped = AccessLogWriter.linesDropped
-        let added = self.accessLogDroppedCounted.withLockedValue { counted in
-            defer { counted = max(counted, dropped) }
-            return max(0, dropped - counted)
-        }
-        self.accessLogDropped.increment(by: added)
+        self.accessLogDropped.increment(by: self.accessLogDroppedCounted.advance(to: AccessLogWriter.linesDropped))
         return String(decoding: self.registry.emitToBuffer(), as: UTF8.self)
     }
 }
@@ -188,17 +183,24 @@ private final class ProcessMetrics: Sendable {
             // Fields after the command name: state is field 3; utime 14, stime 15, rss 24.
             let fields = stat[stat.index(after: afterName)...].split(separator: " ")
             if fields.count > 21, let user = Double(fields[11]), let system = Double(fields[12]), let pages = Double(fields[21]) {
-                let total = (user + system) / ticks
-                let added = self.cpuSecondsCounted.withLockedValue { counted in
-                    defer { counted = max(counted, total) }
-                    return max(0, total - counted)
-                }
-                self.cpuSeconds.increment(by: added)
+                self.cpuSeconds.increment(by: self.cpuSecondsCounted.advance(to: (user + system) / ticks))
                 self.residentMemory.record(pages * pageSize)
             }
         }
         if let descriptors = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") {
             self.openFileDescriptors.record(descriptors.count)
+        }
+    }
+}
+
+extension NIOLockedValueBox where Value: Comparable & AdditiveArithmetic {
+    /// For a counter whose running total is kept elsewhere (the kernel's CPU time, the access
+    /// log's dropped lines) and brought up to date at each scrape: what `total` adds to the
+    /// amount counted so far, which it becomes. Never negative, as a counter only goes up.
+    func advance(to total: Value) -> Value {
+        self.withLockedValue { counted in
+            defer { counted = max(counted, total) }
+            return max(.zero, total - counted)
         }
     }
 }

@@ -123,8 +123,7 @@ extension ProxyExchange: UpstreamConnectionDelegate {
         if self.route.retryPolicy.retries(status: status), let delay = self.retryDelay(after: .status(status)) {
             // This answer is dropped for another try; its connection, mid-response, goes too.
             self.recordOutcome(outcome)
-            connection.close()
-            self.cancelDeadline()
+            self.endAttempt(closing: connection)
             self.retry(after: delay, failure: .status(status))
             return
         }

@@ -331,11 +331,18 @@ final class ProxyExchange {
         self.isProbe = false
     }
 
-    /// An attempt failed before a response head reached the client: retry it, or answer.
-    func attemptFailed(_ failure: RetryPolicy.Failure, on connection: UpstreamConnection?) {
+    /// The current attempt is over: its connection, caught mid-exchange, closes rather than
+    /// carry another request, its deadline is off, and the exchange waits for what comes next
+    /// (another attempt, or its answer).
+    func endAttempt(closing connection: UpstreamConnection?) {
         connection?.close()
         self.cancelDeadline()
         self.phase = .connecting
+    }
+
+    /// An attempt failed before a response head reached the client: retry it, or answer.
+    func attemptFailed(_ failure: RetryPolicy.Failure, on connection: UpstreamConnection?) {
+        self.endAttempt(closing: connection)
         self.recordOutcome(.failure)
         self.log(.debug, "attempt failed", ["failure": "\(failure)", "attempt": "\(self.attempts)"])
         if failure == .timeout {
@@ -348,9 +355,9 @@ final class ProxyExchange {
         }
     }
 
-    /// Sends the request again after `delay`, if the breaker still lets it through then.
+    /// Sends the request again after `delay`, if the breaker still lets it through then. The
+    /// failed attempt has ended (`endAttempt`).
     func retry(after delay: Duration, failure: RetryPolicy.Failure) {
-        self.phase = .connecting
         self.route.metrics.retries.increment()
         self.log(.debug, "retrying", ["failure": "\(failure)", "delay": "\(delay)"])
         if failure != .connectFailure {
@@ -402,9 +409,7 @@ final class ProxyExchange {
         guard connection.requestsServed > 0, !self.staleConnectionRetried, self.replayableBody != nil, self.request.method.isIdempotent else {
             return false
         }
-        connection.close()
-        self.cancelDeadline()
-        self.phase = .connecting
+        self.endAttempt(closing: connection)
         self.staleConnectionRetried = true
         self.attempts -= 1
         self.pendingBody = self.replayableBody ?? []
