@@ -25,6 +25,8 @@ struct AdminEndpoints: Sendable {
         case (.GET, "/health/circuit-breakers"):
             return self.circuitBreakers()
         case (.GET, "/metrics"):
+            let now = PolicyInstant.now
+            for route in self.routes() { route.breakerSnapshot(now: now) }
             return Answer(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: self.lifecycle.metrics.exposition())
         case (.POST, "/admin/drain"):
             return self.authorized(request) {
@@ -65,7 +67,7 @@ struct AdminEndpoints: Sendable {
     }
 
     private func circuitBreakers() -> Answer {
-        let now = PolicyInstant(nanoseconds: NIODeadline.now().uptimeNanoseconds)
+        let now = PolicyInstant.now
         let routes: [[String: Any]] = self.routes().map { route in
             let snapshot = route.breakerSnapshot(now: now)
             var entry: [String: Any] = [

@@ -10,7 +10,7 @@
 /// - Half-open: up to `half_open_requests` probes at once; `success_threshold` successes close
 ///   it, one failure opens it again.
 ///
-/// A plain value: no clock, no locks, no NIO. `SharedCircuitBreaker` makes it safe across
+/// A plain value: no clock, no locks, no NIO. `Route` keeps it behind a lock shared by the
 /// event loops.
 public struct CircuitBreaker: Sendable {
     public enum State: Equatable, Sendable {
@@ -66,17 +66,12 @@ public struct CircuitBreaker: Sendable {
     }
 
     public func snapshot(now: PolicyInstant) -> Snapshot {
-        let state: String
         var probeIn: Duration?
-        switch self.state {
-        case .closed: state = "closed"
-        case .halfOpen: state = "half_open"
-        case .open(let until):
-            state = now >= until ? "half_open" : "open"
+        if case .open(let until) = self.state {
             probeIn = until.duration(since: now)
         }
         return Snapshot(
-            state: state,
+            state: self.state.name,
             consecutiveFailures: self.consecutiveFailures,
             windowRequests: self.window.count,
             windowFailures: self.window.failures,
@@ -85,15 +80,21 @@ public struct CircuitBreaker: Sendable {
         )
     }
 
+    /// Moves an open breaker to half-open once its recovery time has passed. The next request
+    /// does it, and so does whoever looks (the admin listener, a scrape of the metrics): on an
+    /// idle route they would otherwise show `open` long after a probe would go through.
+    public mutating func advance(now: PolicyInstant) {
+        guard case .open(let until) = self.state, now >= until else { return }
+        self.state = .halfOpen
+        self.probesInFlight = 0
+        self.probeSuccesses = 0
+    }
+
     /// Whether a request may go to the app now.
     public mutating func admit(now: PolicyInstant) -> Admission {
+        self.advance(now: now)
         if case .open(let until) = self.state {
-            guard now >= until else {
-                return .rejected(retryAfter: until.duration(since: now))
-            }
-            self.state = .halfOpen
-            self.probesInFlight = 0
-            self.probeSuccesses = 0
+            return .rejected(retryAfter: until.duration(since: now))
         }
         switch self.state {
         case .closed:

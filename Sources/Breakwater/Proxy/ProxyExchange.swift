@@ -174,10 +174,6 @@ final class ProxyExchange {
         }
     }
 
-    static var now: PolicyInstant {
-        PolicyInstant(nanoseconds: NIODeadline.now().uptimeNanoseconds)
-    }
-
     // MARK: The journey
 
     func start() {
@@ -209,14 +205,14 @@ final class ProxyExchange {
             self.respondLocally(.draining)
             return
         }
-        self.route.recordRequest(now: Self.now)
+        self.route.recordRequest(now: .now)
         self.waitForReadiness { $0.passGates() }
     }
 
     /// Asks the route's breaker; while it is open the client gets the route's fallback (or
     /// SPEC's 503) at once and nothing reaches the app.
     func admittedByBreaker() -> Bool {
-        switch self.route.admit(now: Self.now) {
+        switch self.route.admit(now: .now) {
         case .admitted(let probe):
             self.isProbe = probe
             return true
@@ -327,7 +323,7 @@ final class ProxyExchange {
 
     /// Tells the breaker how the attempt went; a probe's slot is settled with it.
     func recordOutcome(_ outcome: CircuitBreaker.Outcome) {
-        self.route.record(outcome, probe: self.isProbe, now: Self.now)
+        self.route.record(outcome, probe: self.isProbe, now: .now)
         self.isProbe = false
     }
 
@@ -357,8 +353,11 @@ final class ProxyExchange {
 
     /// Sends the request again after `delay`, if the breaker still lets it through then. The
     /// failed attempt has ended (`endAttempt`).
+    ///
+    /// `breakwater_retries_total` counts the retry when it goes out, not when it is decided: a
+    /// client that leaves during the wait, or a breaker that opens, makes none. The budget was
+    /// charged at the decision, which errs towards fewer retries.
     func retry(after delay: Duration, failure: RetryPolicy.Failure) {
-        self.route.metrics.retries.increment()
         self.log(.debug, "retrying", ["failure": "\(failure)", "delay": "\(delay)"])
         if failure != .connectFailure {
             // What went out must go out again; after a connect failure nothing did.
@@ -369,7 +368,10 @@ final class ProxyExchange {
             // The breaker may have opened meanwhile: then its answer is the client's. The app
             // may be restarting: then the retry waits for it, like a new request.
             guard case .connecting = self.phase, self.admittedByBreaker() else { return }
-            self.waitForReadiness { $0.attempt() }
+            self.waitForReadiness { exchange in
+                exchange.route.metrics.retries.increment()
+                exchange.attempt()
+            }
         }
     }
 
@@ -385,7 +387,7 @@ final class ProxyExchange {
             elapsed: .nanoseconds(elapsed.nanoseconds),
             random: Double.random(in: 0..<1)
         )
-        guard let delay, self.route.tryAcquireRetry(now: Self.now) else { return nil }
+        guard let delay, self.route.tryAcquireRetry(now: .now) else { return nil }
         return delay
     }
 

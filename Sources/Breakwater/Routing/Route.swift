@@ -99,8 +99,15 @@ final class Route: Sendable {
         self.retryBudget.withLockedValue { $0.tryAcquireRetry(now: now) }
     }
 
+    /// The breaker as of `now`, for the admin listener and the metrics: its recovery time is
+    /// applied first, so the state shown — and the gauge, and the transitions counted — is the
+    /// one the next request would meet.
+    @discardableResult
     func breakerSnapshot(now: PolicyInstant) -> CircuitBreaker.Snapshot {
-        self.breaker.withLockedValue { $0.snapshot(now: now) }
+        self.updatingBreaker { breaker in
+            breaker.advance(now: now)
+            return breaker.snapshot(now: now)
+        }
     }
 
     /// Closes the breaker, for `POST /admin/circuit-breakers/NAME/reset`.

@@ -1,5 +1,6 @@
 @testable import Breakwater
 import Foundation
+import NIOHTTP1
 import Testing
 
 /// `/metrics` after traffic, as Prometheus would scrape it.
@@ -81,6 +82,54 @@ import Testing
             #expect(text.contains(#"breakwater_upstream_timeouts_total{route="slow"} 1"#))
             #expect(text.contains("breakwater_upstream_ready 1.0"))
             #expect(text.contains("breakwater_draining 0.0"))
+        }
+    }
+
+    /// A breaker whose recovery time has passed shows half-open at the next scrape, as it does
+    /// in `/health/circuit-breakers`, without waiting for a request to move it.
+    @Test func anIdleBreakerShowsHalfOpenOnceItsRecoveryTimeHasPassed() async throws {
+        let configuration = """
+            [[route]]
+            name = "flaky"
+            path = "/switchable"
+            [route.breaker]
+            failure_threshold = 1
+            recovery_timeout = "200ms"
+            [route.retry]
+            attempts = 1
+            """
+        try await ProxyHarness.with(configuration: configuration) { proxy in
+            proxy.backend.setFailing(true)
+            _ = try await proxy.request(get("/switchable"))
+            try await Task.sleep(for: .milliseconds(400))
+            let admin = AdminEndpoints(lifecycle: proxy.lifecycle, routes: { [server = proxy.proxy] in server.routes }, tokenEnv: "UNSET")
+            let text = admin.answer(HTTPRequestHead(version: .http1_1, method: .GET, uri: "/metrics")).body
+            #expect(text.contains(#"breakwater_circuit_breaker_state{route="flaky",state="half_open"} 1.0"#), "\(text)")
+            #expect(text.contains(#"breakwater_circuit_breaker_state{route="flaky",state="open"} 0.0"#))
+            #expect(text.contains(#"breakwater_circuit_breaker_transitions_total{route="flaky",to="half_open"} 1"#))
+        }
+    }
+
+    /// A retry is counted when it goes out. One that the breaker stops during its backoff (it
+    /// opened on the attempt that failed) never reaches the app, and is not a retry.
+    @Test func aRetryTheBreakerStopsIsNotCounted() async throws {
+        let configuration = """
+            [[route]]
+            name = "flaky"
+            path = "/switchable"
+            [route.breaker]
+            failure_threshold = 1
+            [route.retry]
+            attempts = 2
+            on = ["500"]
+            """
+        try await ProxyHarness.with(configuration: configuration) { proxy in
+            proxy.backend.setFailing(true)
+            let answer = try await proxy.request(get("/switchable"))
+            #expect(answer.header("x-breakwater-reason") == "breaker_open")
+            #expect(proxy.backend.requestsReceived.count == 1)
+            let text = proxy.lifecycle.metrics.exposition()
+            #expect(text.contains(#"breakwater_retries_total{route="flaky"} 0"#), "\(text)")
         }
     }
 

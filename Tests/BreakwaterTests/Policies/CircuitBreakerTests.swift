@@ -22,6 +22,22 @@ import Testing
         #expect({ breaker.admit(now: self.at(.seconds(10))) }() == .rejected(retryAfter: .seconds(20)))
     }
 
+    /// Looking at a breaker (`advance`, as the admin listener and a scrape do) moves it to
+    /// half-open once its recovery time has passed, and not a moment before; the probe slots
+    /// are those the next request would have found.
+    @Test func advancingAnOpenBreakerMovesItToHalfOpenOnlyOnceItsTimeHasPassed() {
+        var breaker = self.breaker { $0.failureThreshold = 1; $0.halfOpenRequests = 1 }
+        breaker.record(.failure, probe: false, now: self.start)
+        breaker.advance(now: self.at(.seconds(29)))
+        #expect(breaker.state == .open(until: self.at(.seconds(30))))
+        #expect(breaker.snapshot(now: self.at(.seconds(29))).state == "open")
+        breaker.advance(now: self.at(.seconds(30)))
+        #expect(breaker.state == .halfOpen)
+        #expect(breaker.snapshot(now: self.at(.seconds(30))).probeIn == nil)
+        #expect({ breaker.admit(now: self.at(.seconds(31))) }() == .admitted(probe: true))
+        #expect({ breaker.admit(now: self.at(.seconds(31))) }() == .rejected(retryAfter: .seconds(1)))
+    }
+
     @Test func aSuccessBreaksTheStreak() {
         var breaker = self.breaker { $0.failureThreshold = 2; $0.minimumRequests = 100 }
         breaker.record(.failure, probe: false, now: self.start)
