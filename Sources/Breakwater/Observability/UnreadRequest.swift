@@ -7,10 +7,13 @@ extension ProxyShared {
     /// its own, so it is counted on the route `default` with the method `OTHER`, and logged
     /// with `null` for method and path. Without this a scan or an attack would be invisible
     /// in both (nginx and HAProxy log such requests too: `400 "-"`, `<BADREQ>`).
-    func recordUnreadRequest(_ reason: ProxyReason, client: String?, loop: EventLoopContext) {
+    ///
+    /// - Parameter duration: from the head's first byte to the refusal.
+    func recordUnreadRequest(_ reason: ProxyReason, client: String?, duration: Duration, loop: EventLoopContext) {
         let route = self.routes[self.routes.count - 1]
         let status = Int(reason.status.code)
         loop.requestCounter(route.metrics, method: "OTHER", code: status, reason: reason.rawValue).increment()
+        route.metrics.duration.recordNanoseconds(duration.nanoseconds)
         guard let accessLog = self.accessLog else { return }
         let record = AccessLogRecord(
             time: Date(),
@@ -21,7 +24,7 @@ extension ProxyShared {
             route: route.name,
             status: status,
             reason: reason.rawValue,
-            duration: .zero,
+            duration: duration,
             upstreamDuration: nil,
             attempts: 0,
             bytesIn: 0,

@@ -46,15 +46,19 @@ final class ClientConnectionGuard: ChannelInboundHandler, RemovableChannelHandle
     private let idleTimeout: TimeAmount
     private let maxHeaderBytes: Int
     private var state = State.awaitingHead(bytes: 0)
+    /// When the first byte of the awaited head arrived: a refusal's duration counts from it,
+    /// as nginx's `$request_time` does. Nil until a byte of it came.
+    private var headStartedAt: NIODeadline?
     /// The header or idle deadline, whichever applies in `state`; moved on every request.
     private var timer: MovableDeadline?
     private var context: ChannelHandlerContext?
 
-    /// Told of each answer the guard makes itself, with the client's address, so that it is
-    /// logged and counted like any other (`recordUnreadRequest`).
-    private let recordRefusal: (ProxyReason, _ client: String?) -> Void
+    /// Told of each answer the guard makes itself, with the client's address and how long its
+    /// head had been arriving, so that it is logged and counted like any other
+    /// (`recordUnreadRequest`).
+    private let recordRefusal: (ProxyReason, _ client: String?, _ duration: Duration) -> Void
 
-    init(configuration: ServerConfig, recordRefusal: @escaping (ProxyReason, _ client: String?) -> Void) {
+    init(configuration: ServerConfig, recordRefusal: @escaping (ProxyReason, _ client: String?, _ duration: Duration) -> Void) {
         self.headerReadTimeout = TimeAmount(configuration.headerReadTimeout)
         self.idleTimeout = TimeAmount(configuration.idleTimeout)
         self.maxHeaderBytes = configuration.maxHeaderBytes
@@ -71,7 +75,8 @@ final class ClientConnectionGuard: ChannelInboundHandler, RemovableChannelHandle
             guard let context = self.context else { return }
             self.expire(context: context)
         }
-        self.startTimer(after: self.headerReadTimeout)
+        // From accept: a connection that never sends a byte is closed on time too.
+        self.timer?.set(in: self.headerReadTimeout)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -92,8 +97,9 @@ final class ClientConnectionGuard: ChannelInboundHandler, RemovableChannelHandle
         switch self.state {
         case .idle:
             self.state = .awaitingHead(bytes: count)
-            self.startTimer(after: self.headerReadTimeout)
+            self.headStarted()
         case .awaitingHead(let bytes):
+            if bytes == 0 { self.headStartedAt = .now() }
             self.state = .awaitingHead(bytes: bytes + count)
         case .busy(let exchanges, _):
             self.state = .busy(exchanges: exchanges, bytesArrived: true)
@@ -133,20 +139,27 @@ final class ClientConnectionGuard: ChannelInboundHandler, RemovableChannelHandle
                 // much of it is not known (it came in a read with the request before), so it
                 // counts as one byte: enough to be answered, not silently closed, if it stalls.
                 self.state = .awaitingHead(bytes: 1)
-                self.startTimer(after: self.headerReadTimeout)
+                self.headStarted()
             } else {
                 self.state = .idle
-                self.startTimer(after: self.idleTimeout)
+                self.timer?.set(in: self.idleTimeout)
             }
         case (.awaitingHead, .exchangeFinished), (.idle, .exchangeFinished), (.closed, _):
             break  // a local answer to a head that never decoded; the connection is closing
         }
     }
 
-    /// Arms the deadline of the current state: the header timeout while awaiting a head, the
-    /// idle timeout between requests.
-    private func startTimer(after delay: TimeAmount) {
-        self.timer?.set(in: delay)
+    /// A head begins to arrive on a connection that has served a request: its header timeout
+    /// starts with it.
+    private func headStarted() {
+        let now = NIODeadline.now()
+        self.headStartedAt = now
+        self.timer?.set(now + self.headerReadTimeout)
+    }
+
+    /// How long the head now awaited has been arriving: zero before its first byte.
+    var timeSinceHeadStarted: Duration {
+        self.headStartedAt.map { .nanoseconds((NIODeadline.now() - $0).nanoseconds) } ?? .zero
     }
 
     private func cancelTimer() {
@@ -176,7 +189,7 @@ final class ClientConnectionGuard: ChannelInboundHandler, RemovableChannelHandle
         self.state = .closed
         self.cancelTimer()
         let response = LocalResponse(reason).encoded(version: .http1_1, keepAlive: false, withBody: true, allocator: context.channel.allocator)
-        self.recordRefusal(reason, context.channel.remoteAddress?.ipAddress)
+        self.recordRefusal(reason, context.channel.remoteAddress?.ipAddress, self.timeSinceHeadStarted)
         let written = context.writeAndFlush(self.wrapOutboundOut(response))
         LingeringClose.close(context.channel, after: written, writeTimeout: self.idleTimeout)
     }

@@ -203,7 +203,12 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             exchange.answerReason = reason.rawValue
             self.abandonExchange()
         } else {
-            self.generation.value.recordUnreadRequest(reason, client: self.clientAddress, loop: self.loop)
+            self.generation.value.recordUnreadRequest(
+                reason,
+                client: self.clientAddress,
+                duration: self.connectionGuard.timeSinceHeadStarted,
+                loop: self.loop
+            )
         }
         self.respond(LocalResponse(reason), version: .http1_1, withBody: true, closeConnection: true)
     }

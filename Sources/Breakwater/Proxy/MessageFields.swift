@@ -18,8 +18,14 @@ struct MessageFields {
     /// reader cannot decode: such a message is refused (as nginx does), a request with 400 and a
     /// response with 502.
     let hasOtherTransferCoding: Bool
-    /// The first `Content-Length` (the decoder refuses conflicting ones and non-numbers).
+    /// The `Content-Length`, blanks after it trimmed: they are not part of the value
+    /// (RFC 9110 §5.5), and llhttp passes them on. The decoder refuses conflicting lengths
+    /// and non-numbers.
     let contentLength: Int?
+    /// A `Content-Length` past `Int.max`, which the decoder accepts (it reads 64 unsigned
+    /// bits). Nobody sends such a body; sent on without its length, what follows would be
+    /// read as the next message.
+    let hasUnreadableLength: Bool
     /// The names `Connection` lists, bar `close` and `keep-alive`: hop-by-hop for this message.
     /// Nearly every message lists nothing else, and then nothing is allocated.
     let nominated: [Substring]
@@ -40,6 +46,7 @@ struct MessageFields {
         var declaresChunked = false
         var hasOtherTransferCoding = false
         var contentLength: Int?
+        var hasUnreadableLength = false
         var nominated: [Substring] = []
         var hasUpgrade = false
         var expectsContinue = false
@@ -57,10 +64,11 @@ struct MessageFields {
             case .host:
                 hostCount += 1
             case .transferEncoding:
-                hasOtherTransferCoding = hasOtherTransferCoding || declaresChunked || !value.equalsASCIICaseInsensitive("chunked")
+                hasOtherTransferCoding = hasOtherTransferCoding || declaresChunked || !Self.trimmed(value).equalsASCIICaseInsensitive("chunked")
                 declaresChunked = true
             case .contentLength where contentLength == nil:
-                contentLength = Int(value)
+                contentLength = Int(Self.trimmed(value))
+                hasUnreadableLength = contentLength == nil
             case .connection:
                 if value.equalsASCIICaseInsensitive("keep-alive") || value.equalsASCIICaseInsensitive("close") {
                     continue  // what nearly every message says
@@ -82,7 +90,7 @@ struct MessageFields {
             }
         }
         (self.hostCount, self.declaresChunked, self.contentLength, self.nominated) = (hostCount, declaresChunked, contentLength, nominated)
-        self.hasOtherTransferCoding = hasOtherTransferCoding
+        (self.hasOtherTransferCoding, self.hasUnreadableLength) = (hasOtherTransferCoding, hasUnreadableLength)
         (self.hasUpgrade, self.expectsContinue) = (hasUpgrade, expectsContinue)
         (self.requestID, self.traceparent, self.tracestate) = (requestID, traceparent, tracestate)
     }
@@ -99,17 +107,33 @@ struct MessageFields {
         self.hostCount == 1 || (self.hostCount == 0 && !version.speaksChunked)
     }
 
+    /// The framing cannot be carried to the next hop as it was read: a transfer coding the
+    /// proxy would drop, or a length it cannot hold. A request is answered 400, a response 502.
+    var hasUnforwardableFraming: Bool {
+        self.hasOtherTransferCoding || self.hasUnreadableLength
+    }
+
     /// A request the proxy can pass on as it was read: a valid `Host` (two, or none in HTTP/1.1,
-    /// and the app and the proxy could read it differently) and no transfer coding it would
-    /// drop. Else it is answered 400.
+    /// and the app and the proxy could read it differently) and a framing it can forward.
+    /// Else it is answered 400.
     func isForwardable(version: HTTPVersion) -> Bool {
-        self.hasValidHost(version: version) && !self.hasOtherTransferCoding
+        self.hasValidHost(version: version) && !self.hasUnforwardableFraming
     }
 
     /// The message asks to switch protocols (WebSocket): an `Upgrade` field that `Connection`
     /// names.
     var requestsUpgrade: Bool {
         self.hasUpgrade && self.nominated.contains { $0.equalsASCIICaseInsensitive("upgrade") }
+    }
+
+    /// `value` without the blanks around it (RFC 9110 §5.5's optional whitespace).
+    private static func trimmed(_ value: String) -> Substring {
+        let isBlank = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+        let bytes = value.utf8
+        guard let first = bytes.firstIndex(where: { !isBlank($0) }), let last = bytes.lastIndex(where: { !isBlank($0) }) else {
+            return value[value.endIndex...]
+        }
+        return value[first..<bytes.index(after: last)]
     }
 
     /// The comma-separated tokens of a list field, blanks trimmed, empty ones skipped

@@ -108,10 +108,11 @@ extension ProxyExchange: UpstreamConnectionDelegate {
 
     private func receivedResponseHead(_ head: HTTPResponseHead, on connection: UpstreamConnection) {
         let fields = MessageFields(head.headers)
-        if fields.hasOtherTransferCoding || (head.status == .switchingProtocols && !self.isUpgrade) {
+        if fields.hasUnforwardableFraming || (head.status == .switchingProtocols && !self.isUpgrade) {
             // A broken answer, like one the decoder refuses: re-framed as plain `chunked`, a
             // body in another coding would reach the client still encoded with nothing to say
-            // so, and a switch nobody asked for leaves no HTTP to read after it.
+            // so, a length past `Int.max` could not be told to the client, and a switch nobody
+            // asked for leaves no HTTP to read after it.
             self.attemptFailed(.reset, on: connection)
             return
         }

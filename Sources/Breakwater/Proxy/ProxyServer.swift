@@ -176,8 +176,8 @@ extension ChannelPipeline.SynchronousOperations {
         var limits = NIOHTTPDecoderLimitConfiguration.proxyLimits
         limits.maxHeaderFieldSize = server.maxHeaderBytes
         limits.maxHeaderListSize = server.maxHeaderBytes
-        let connectionGuard = ClientConnectionGuard(configuration: server) { reason, client in
-            generation.value.recordUnreadRequest(reason, client: client, loop: loop)
+        let connectionGuard = ClientConnectionGuard(configuration: server) { reason, client, duration in
+            generation.value.recordUnreadRequest(reason, client: client, duration: duration, loop: loop)
         }
         try self.addHandlers([
             connectionGuard,

@@ -32,7 +32,9 @@ import Testing
 
     /// Requests refused before their head could be read have no method or route of their own,
     /// but a scan or an attack must still show: they count on the route `default` with the
-    /// method `OTHER`. A connection that never sent a byte is no request, and does not count.
+    /// method `OTHER`, and their time from the head's first byte goes into the histogram (a
+    /// slow head's 408 comes after a second, not at 0). A connection that never sent a byte is
+    /// no request, and does not count.
     @Test func requestsRefusedBeforeTheirHeadIsReadAreCounted() async throws {
         let configuration = "[server]\nheader_read_timeout = \"1s\"\nmax_header_bytes = \"4KB\"\n"
         try await ProxyHarness.with(configuration: configuration) { proxy in
@@ -48,6 +50,8 @@ import Testing
             #expect(text.contains(#"breakwater_requests_total{route="default",method="OTHER",code="400",reason="bad_request"} 2"#), "\(text)")
             #expect(text.contains(#"breakwater_requests_total{route="default",method="OTHER",code="431",reason="header_too_large"} 1"#))
             #expect(text.contains(#"breakwater_requests_total{route="default",method="OTHER",code="408",reason="header_timeout"} 1"#))
+            #expect(text.contains(#"breakwater_request_duration_seconds_count{route="default"} 4"#))
+            #expect(text.contains(#"breakwater_request_duration_seconds_bucket{route="default",le="0.5"} 3"#))
             #expect(proxy.backend.requestsReceived.isEmpty)
             await slow.close()
             await silent.close()

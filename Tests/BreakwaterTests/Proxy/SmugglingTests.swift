@@ -15,9 +15,10 @@ import Testing
         ("two Host headers", "GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n"),
         ("no Host in HTTP/1.1", "GET / HTTP/1.1\r\nX-A: 1\r\n\r\n"),
         ("bare LF line ends", "GET / HTTP/1.1\nHost: x\n\n"),
+        ("content length past 2^63", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 9223372036854775808\r\n\r\nhello"),
     ]
 
-    @Test(arguments: 0..<11)
+    @Test(arguments: 0..<12)
     func aSmugglingVectorIsRefused(index: Int) async throws {
         let (name, raw) = Self.vectors[index]
         try await ProxyHarness.with { proxy in
@@ -27,6 +28,41 @@ import Testing
             #expect(response.status == 400, "\(name)")
             #expect(try await client.waitForClose(), "\(name): connection left open")
             #expect(proxy.backend.requestsReceived.isEmpty, "\(name) reached the app")
+        }
+    }
+
+    /// Blanks after a `Content-Length` value are not part of it (RFC 9110 §5.5): the decoder
+    /// reads the body by the number, and the app must be told the same number, or the body
+    /// becomes the app's next request — one that passed none of the proxy's policies.
+    @Test func aContentLengthWithATrailingBlankFramesTheBodyForTheAppToo() async throws {
+        let smuggled = "GET /smuggled HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n"
+        try await ProxyHarness.with { proxy in
+            let client = try await proxy.connect()
+            try await client.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: \(smuggled.utf8.count) \r\n\r\n" + smuggled)
+            let response = try await client.readResponse()
+            #expect(response.status == 200)
+            #expect(response.bodyString == smuggled)
+            #expect(try await proxy.request(get("/status/204")).status == 204)
+            #expect(proxy.backend.requestsReceived.map(\.uri) == ["/echo", "/status/204"])
+        }
+    }
+
+    /// The same from the app: its `Content-Length: 5 ` is a length of 5, passed on as such, and
+    /// the connection carries the next request, where a body read until the close would have
+    /// held the client until the app's idle timeout.
+    @Test func anAppsContentLengthWithATrailingBlankIsItsLength() async throws {
+        let script: RawScript = { _ in [.text("HTTP/1.1 200 OK\r\nContent-Length: 5 \r\n\r\nhello")] }
+        try await ProxyHarness.with(rawBackend: script) { proxy, app in
+            let client = try await proxy.connect()
+            for _ in 0..<2 {
+                try await client.send(get("/"))
+                let response = try await client.readResponse(timeout: .seconds(5))
+                #expect(response.status == 200)
+                #expect(response.header("content-length") == "5")
+                #expect(response.bodyString == "hello")
+            }
+            #expect(app.connectionsAccepted == 1)
+            await client.close()
         }
     }
 
