@@ -157,6 +157,11 @@ final class ClientConnectionGuard: ChannelInboundHandler, RemovableChannelHandle
         self.timer?.set(now + self.headerReadTimeout)
     }
 
+    /// Part of a request head has arrived, and the rest is awaited.
+    var isReceivingHead: Bool {
+        if case .awaitingHead(let bytes) = self.state { bytes > 0 } else { false }
+    }
+
     /// How long the head now awaited has been arriving: zero before its first byte.
     var timeSinceHeadStarted: Duration {
         self.headStartedAt.map { .nanoseconds((NIODeadline.now() - $0).nanoseconds) } ?? .zero

@@ -155,28 +155,47 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// A drain: an idle connection closes now; a busy one after the answer in progress, which
     /// tells the client so (`Connection: close`) when its head has not gone out yet. Requests
-    /// pipelined behind it are not started.
+    /// pipelined behind it are not started. A head that is arriving is a request in progress
+    /// too: it is answered, with `Connection: close`, or cut off by `header_read_timeout`.
+    ///
+    /// "Idle" means between exchanges, not done writing: a slow client may still be taking the
+    /// last answer from NIO's buffer, which a plain close would throw away. So the close waits
+    /// for what was written to leave (`LingeringClose`, without the lingering: nothing is
+    /// being sent).
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         guard event is ChannelShouldQuiesceEvent else {
             context.fireUserInboundEventTriggered(event)
             return
         }
         self.isQuiescing = true
-        if self.exchange == nil {
-            self.closing = true
-            self.pipelined.removeAll()
-            context.close(promise: nil)
+        guard self.exchange == nil, !self.closing, !self.connectionGuard.isReceivingHead else {
+            return  // busy, receiving a head, or already closing after its last answer
         }
+        self.closing = true
+        self.pipelined.removeAll()
+        self.connectionGuard.note(.closing)
+        let written = context.writeAndFlush(self.wrapOutboundOut(.byteBuffer(context.channel.allocator.buffer(capacity: 0))))
+        LingeringClose.close(
+            context.channel,
+            after: written,
+            writeTimeout: TimeAmount(self.generation.value.server.idleTimeout),
+            lingering: false
+        )
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if case .dataReceivedInErrorState = error as? ByteToMessageDecoderError {
+            // Bytes that came after a malformed head, which was reported once and is answered
+            // in its turn (after the answers before it): nothing more to do.
+            return
+        }
         guard let parserError = error as? HTTPParserError else {
             // Resets and other I/O errors: the client is gone.
             context.close(promise: nil)
             return
         }
         if self.closing || !context.channel.isActive {
-            // The decoder fails again on every later read: one answer is enough. And a head cut
+            // One answer to a malformed stream is enough. And a head cut
             // short by the connection's close (the guard's 408 or 431, a client that left)
             // can no longer be answered.
             return

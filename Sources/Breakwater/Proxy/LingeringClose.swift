@@ -18,12 +18,16 @@ enum LingeringClose {
 
     /// Closes `channel` once `written` (the last answer's final write) completes, lingering as
     /// above; a client that has not taken the answer within `writeTimeout` is closed on at once.
-    static func close(_ channel: any Channel, after written: EventLoopFuture<Void>, writeTimeout: TimeAmount) {
+    ///
+    /// - Parameter lingering: false when the client is not sending: a drain closing a
+    ///   connection between requests waits only for the answer to leave, as nginx closes idle
+    ///   connections on a graceful shutdown.
+    static func close(_ channel: any Channel, after written: EventLoopFuture<Void>, writeTimeout: TimeAmount, lingering: Bool = true) {
         let loop = channel.eventLoop.assumeIsolated()
         let stalled = loop.scheduleTask(in: writeTimeout) { channel.close(promise: nil) }
         written.assumeIsolated().whenComplete { result in
             stalled.cancel()
-            guard case .success = result, channel.isActive else {
+            guard lingering, case .success = result, channel.isActive else {
                 channel.close(promise: nil)
                 return
             }

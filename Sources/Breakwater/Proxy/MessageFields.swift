@@ -108,16 +108,18 @@ struct MessageFields {
     }
 
     /// The framing cannot be carried to the next hop as it was read: a transfer coding the
-    /// proxy would drop, or a length it cannot hold. A request is answered 400, a response 502.
-    var hasUnforwardableFraming: Bool {
-        self.hasOtherTransferCoding || self.hasUnreadableLength
+    /// proxy would drop, a length it cannot hold, or a `Transfer-Encoding` in HTTP/1.0, which
+    /// has none (RFC 9112 §6.1: the framing is faulty). A request is answered 400, a response
+    /// 502.
+    func hasUnforwardableFraming(version: HTTPVersion) -> Bool {
+        self.hasOtherTransferCoding || self.hasUnreadableLength || (self.declaresChunked && !version.speaksChunked)
     }
 
     /// A request the proxy can pass on as it was read: a valid `Host` (two, or none in HTTP/1.1,
     /// and the app and the proxy could read it differently) and a framing it can forward.
     /// Else it is answered 400.
     func isForwardable(version: HTTPVersion) -> Bool {
-        self.hasValidHost(version: version) && !self.hasUnforwardableFraming
+        self.hasValidHost(version: version) && !self.hasUnforwardableFraming(version: version)
     }
 
     /// The message asks to switch protocols (WebSocket): an `Upgrade` field that `Connection`

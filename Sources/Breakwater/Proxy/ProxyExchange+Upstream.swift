@@ -108,7 +108,7 @@ extension ProxyExchange: UpstreamConnectionDelegate {
 
     private func receivedResponseHead(_ head: HTTPResponseHead, on connection: UpstreamConnection) {
         let fields = MessageFields(head.headers)
-        if fields.hasUnforwardableFraming || (head.status == .switchingProtocols && !self.isUpgrade) {
+        if fields.hasUnforwardableFraming(version: head.version) || (head.status == .switchingProtocols && !self.isUpgrade) {
             // A broken answer, like one the decoder refuses: re-framed as plain `chunked`, a
             // body in another coding would reach the client still encoded with nothing to say
             // so, a length past `Int.max` could not be told to the client, and a switch nobody

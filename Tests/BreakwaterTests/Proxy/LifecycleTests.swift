@@ -97,6 +97,24 @@ import Testing
         }
     }
 
+    /// A head that is still arriving when the drain starts is a request too: it is answered
+    /// (saying `Connection: close`), not dropped with the idle connections.
+    @Test func aRequestArrivingWhenTheDrainStartsIsAnswered() async throws {
+        try await ProxyHarness.with { proxy in
+            let client = try await proxy.connect()
+            try await client.send("GET /status/201 HTTP/1.1\r\nHo")
+            try await Task.sleep(for: .milliseconds(100))
+            async let cut = proxy.proxy.shutdown(gracePeriod: .seconds(10))
+            try await Task.sleep(for: .milliseconds(100))
+            try await client.send("st: x\r\n\r\n")
+            let answer = try await client.readResponse()
+            #expect(answer.header("connection") == "close")
+            #expect([201, 503].contains(answer.status), "\(answer.status)")
+            #expect(try await client.waitForClose(timeout: .seconds(5)))
+            #expect(try await cut == 0)
+        }
+    }
+
     @Test func aHungRequestCannotHoldTheDrainPastItsTimeout() async throws {
         try await ProxyHarness.with { proxy in
             let client = try await proxy.connect()

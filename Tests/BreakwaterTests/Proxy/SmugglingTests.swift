@@ -15,10 +15,11 @@ import Testing
         ("two Host headers", "GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n"),
         ("no Host in HTTP/1.1", "GET / HTTP/1.1\r\nX-A: 1\r\n\r\n"),
         ("bare LF line ends", "GET / HTTP/1.1\nHost: x\n\n"),
+        ("Transfer-Encoding in HTTP/1.0", "POST /echo HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
         ("content length past 2^63", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 9223372036854775808\r\n\r\nhello"),
     ]
 
-    @Test(arguments: 0..<12)
+    @Test(arguments: 0..<13)
     func aSmugglingVectorIsRefused(index: Int) async throws {
         let (name, raw) = Self.vectors[index]
         try await ProxyHarness.with { proxy in
@@ -75,6 +76,21 @@ import Testing
             #expect(try await client.readResponse().status == 400)
             #expect(try await client.waitForClose())
             #expect(proxy.backend.requestsReceived.isEmpty)
+        }
+    }
+
+    /// A malformed head pipelined behind a good request is answered 400 after the good one's
+    /// answer, and the bytes behind it, read in the same wake-up, do not cut the connection
+    /// before either goes out.
+    @Test func aMalformedRequestBehindAGoodOneIsAnsweredInItsTurn() async throws {
+        try await ProxyHarness.with { proxy in
+            let client = try await proxy.connect()
+            let garbage = String(repeating: get("/after"), count: 200)
+            try await client.send(get("/delay/300") + "GET /x HTTP/1.1\r\nHost x\r\n\r\n" + garbage)
+            #expect(try await client.readResponse().status == 200)
+            #expect(try await client.readResponse().status == 400)
+            #expect(try await client.waitForClose())
+            #expect(proxy.backend.requestsReceived.map(\.uri) == ["/delay/300"])
         }
     }
 
