@@ -159,10 +159,11 @@ private struct ConfigSchema {
         limits.hardLimit = table.int("hard_limit", in: 1...1_000_000) ?? limits.hardLimit
         limits.queueTimeout = table.duration("queue_timeout") ?? limits.queueTimeout
         table.finish()
-        if limits.hardLimit < limits.softLimit {
-            let key = table.has("hard_limit") ? "hard_limit" : "soft_limit"
-            table.report(key, "hard_limit (\(limits.hardLimit)) is below soft_limit (\(limits.softLimit))")
-        }
+        table.keepInOrder(
+            "soft_limit", &limits.softLimit, "hard_limit", &limits.hardLimit,
+            reportedKey: "hard_limit",
+            problem: { soft, hard in "hard_limit (\(hard)) is below soft_limit (\(soft))" }
+        )
         return limits
     }
 
@@ -332,12 +333,16 @@ private struct ConfigSchema {
         breaker.halfOpenRequests = table.int("half_open_requests", in: 1...1000) ?? breaker.halfOpenRequests
         breaker.failureStatuses = table.ints("failure_statuses", in: 100...599).map(Set.init) ?? breaker.failureStatuses
         table.finish()
-        if breaker.maxRecoveryTimeout < breaker.recoveryTimeout {
-            table.report("max_recovery_timeout", "must not be shorter than recovery_timeout")
-        }
-        if breaker.minimumRequests > breaker.window {
-            table.report("minimum_requests", "\(breaker.minimumRequests) can never be reached in a window of \(breaker.window)")
-        }
+        table.keepInOrder(
+            "recovery_timeout", &breaker.recoveryTimeout, "max_recovery_timeout", &breaker.maxRecoveryTimeout,
+            reportedKey: "max_recovery_timeout",
+            problem: { _, _ in "must not be shorter than recovery_timeout" }
+        )
+        table.keepInOrder(
+            "minimum_requests", &breaker.minimumRequests, "window", &breaker.window,
+            reportedKey: "minimum_requests",
+            problem: { minimum, window in "\(minimum) can never be reached in a window of \(window)" }
+        )
         return breaker
     }
 
@@ -356,9 +361,11 @@ private struct ConfigSchema {
         }
         retry.budget = table.double("budget", in: 0...1) ?? retry.budget
         table.finish()
-        if retry.maxBackoff < retry.backoff {
-            table.report("max_backoff", "must not be shorter than backoff")
-        }
+        table.keepInOrder(
+            "backoff", &retry.backoff, "max_backoff", &retry.maxBackoff,
+            reportedKey: "max_backoff",
+            problem: { _, _ in "must not be shorter than backoff" }
+        )
         return retry
     }
 

@@ -49,6 +49,27 @@ final class TableReader {
         self.table.contains(key: key)
     }
 
+    /// Keeps two keys in order, `low` ≤ `high` (`soft_limit` and `hard_limit`). Set together,
+    /// they must agree, or `problem` is reported on `reportedKey`. Set alone, a key moves the
+    /// other's inherited value (its default, or `[defaults]`') out of its way: a file that says
+    /// `hard_limit = 100` means a soft limit of 100 too, not an error about a default of 200 it
+    /// never wrote.
+    func keepInOrder<Value: Comparable>(
+        _ lowKey: String,
+        _ low: inout Value,
+        _ highKey: String,
+        _ high: inout Value,
+        reportedKey: String,
+        problem: (_ low: Value, _ high: Value) -> String
+    ) {
+        guard high < low else { return }
+        switch (self.has(lowKey), self.has(highKey)) {
+        case (true, false): high = low
+        case (false, true): low = high
+        default: self.report(reportedKey, problem(low, high))
+        }
+    }
+
     func report(_ key: String, _ message: String) {
         self.log.report(self.keyPath(key), message)
     }

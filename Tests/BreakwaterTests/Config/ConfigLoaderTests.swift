@@ -231,6 +231,39 @@ import Testing
             == ["proxy.conf:4: concurrency.hard_limit: hard_limit (5) is below soft_limit (10)"])
     }
 
+    /// One key of a pair set alone moves its partner's default out of its way, instead of an
+    /// error about a default the file never wrote; the two set against each other are still
+    /// an error (above).
+    @Test func aKeySetAloneMovesItsPartnersDefault() throws {
+        let configuration = try ConfigLoader.parse(
+            """
+            upstream = "127.0.0.1:8000"
+            [concurrency]
+            hard_limit = 100
+            [[route]]
+            name = "r"
+            path_prefix = "/r/"
+            [route.retry]
+            backoff = "500ms"
+            [route.breaker]
+            recovery_timeout = "10m"
+            window = 5
+            [route.concurrency]
+            soft_limit = 300
+            """,
+            fileName: "proxy.conf"
+        )
+        #expect(configuration.concurrency.softLimit == 100)
+        #expect(configuration.concurrency.hardLimit == 100)
+        let policy = try #require(configuration.routes.first { $0.name == "r" }).policy
+        #expect(policy.retry.maxBackoff == .milliseconds(500))
+        #expect(policy.breaker.maxRecoveryTimeout == .seconds(600))
+        #expect(policy.breaker.minimumRequests == 5)
+        #expect(policy.concurrency?.hardLimit == 300)
+        #expect(problems("upstream = \"127.0.0.1:8000\"\n[defaults.retry]\nbackoff = \"2s\"\nmax_backoff = \"1s\"\n")
+            == ["proxy.conf:4: defaults.retry.max_backoff: must not be shorter than backoff"])
+    }
+
     @Test func addressesThatCannotWorkTogetherAreRefused() {
         #expect(problems("listen = \"0.0.0.0:8080\"\nupstream = \"127.0.0.1:8080\"\n")
             == ["proxy.conf:2: upstream: is the proxy's own listen address (0.0.0.0:8080): every request would come back to it"])
