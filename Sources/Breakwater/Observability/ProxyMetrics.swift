@@ -150,7 +150,8 @@ final class RouteMetrics: Sendable {
         self.showBreaker(state: state)
     }
 
-    private func showBreaker(state current: String) {
+    /// Sets the state gauges: 1 for `current`, 0 for the others (all 0 for nil: a removed route).
+    func showBreaker(state current: String?) {
         for (state, gauge) in self.breakerStates {
             gauge.record(state == current ? 1 : 0)
         }

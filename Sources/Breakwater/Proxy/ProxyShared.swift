@@ -29,6 +29,9 @@ final class ProxyShared: Sendable {
         self.routes = configuration.routes.map { route in
             Route(configuration: route, proxyLimit: proxyLimit, metrics: lifecycle.metrics, continuing: previous?.routes.first { $0.name == route.name })
         }
+        for gone in previous?.routes ?? [] where !configuration.routes.contains(where: { $0.name == gone.name }) {
+            gone.retire()
+        }
         // A supervised app is not ready while it restarts, with or without a probe table.
         self.readinessHold = configuration.readiness?.hold ?? (configuration.app != nil ? ReadinessConfig().hold : nil)
         self.publicReadinessPath = configuration.readiness?.publicPath

@@ -115,6 +115,14 @@ final class Route: Sendable {
         self.updatingBreaker { $0.close() }
     }
 
+    /// A reload removed the route: its breaker no longer shows in any state (an `open` left
+    /// behind would keep the breaker alert firing until a restart), and requests still
+    /// finishing under it cannot paint one back.
+    func retire() {
+        self.breakerIsCurrent.store(false, ordering: .relaxed)
+        self.metrics.showBreaker(state: nil)
+    }
+
     /// Runs `change` on the breaker and reports a change of state to the metrics.
     private func updatingBreaker<Result>(_ change: (inout CircuitBreaker) -> Result) -> Result {
         let (result, before, after) = self.breaker.withLockedValue { breaker in

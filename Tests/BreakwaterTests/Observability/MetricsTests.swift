@@ -158,6 +158,23 @@ import Testing
         }
     }
 
+    /// A reload that removes a route whose breaker is open takes it out of every state: an
+    /// `open` left behind would keep the breaker alert firing until a restart.
+    @Test func aReloadThatRemovesARouteClearsItsBreakerState() async throws {
+        let route = "[[route]]\nname = \"flaky\"\npath = \"/switchable\"\n[route.breaker]\nfailure_threshold = 1\n[route.retry]\nattempts = 1\n"
+        try await ProxyHarness.with(configuration: route) { proxy in
+            proxy.backend.setFailing(true)
+            _ = try await proxy.request(get("/switchable"))
+            #expect(proxy.lifecycle.metrics.exposition().contains(#"breakwater_circuit_breaker_state{route="flaky",state="open"} 1.0"#))
+            let reloaded = try ConfigLoader.parse("upstream = \"127.0.0.1:\(proxy.backend.port)\"\n[log]\naccess = false\n", fileName: "reloaded.conf")
+            proxy.proxy.reload(configuration: reloaded)
+            let text = proxy.lifecycle.metrics.exposition()
+            #expect(text.contains(#"breakwater_circuit_breaker_state{route="flaky",state="open"} 0.0"#), "\(text)")
+            #expect(text.contains(#"breakwater_circuit_breaker_state{route="flaky",state="closed"} 0.0"#))
+            #expect(text.contains(#"breakwater_circuit_breaker_state{route="flaky",state="half_open"} 0.0"#))
+        }
+    }
+
     @Test func thePrometheusToolAcceptsTheExposition() async throws {
         guard let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"].first(where: FileManager.default.isExecutableFile(atPath:)) else {
             return  // `apt-get install prometheus` provides it; .ci/run installs it when it can.
