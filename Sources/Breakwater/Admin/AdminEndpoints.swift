@@ -8,6 +8,8 @@ struct AdminEndpoints: Sendable {
         var status: HTTPResponseStatus
         var contentType = "application/json"
         var body: String
+        /// The methods a 405's path takes (RFC 9110 §15.5.6 wants them named).
+        var allow: String? = nil
     }
 
     let lifecycle: Lifecycle
@@ -49,8 +51,14 @@ struct AdminEndpoints: Sendable {
                 route.resetBreaker()
                 return self.json(.ok, ["route": route.name, "state": "closed"])
             }
-        case (_, "/health/live"), (_, "/health/ready"), (_, "/health/circuit-breakers"), (_, "/metrics"), (_, "/admin/drain"), (_, "/admin/restart-app"):
-            return self.json(.methodNotAllowed, ["error": "method not allowed"])
+        case (_, "/health/live"), (_, "/health/ready"):
+            return self.methodNotAllowed(allow: "GET, HEAD")
+        case (_, "/health/circuit-breakers"), (_, "/metrics"):
+            return self.methodNotAllowed(allow: "GET")
+        case (_, "/admin/drain"), (_, "/admin/restart-app"):
+            return self.methodNotAllowed(allow: "POST")
+        case (_, _) where path.hasPrefix("/admin/circuit-breakers/") && path.hasSuffix("/reset"):
+            return self.methodNotAllowed(allow: "POST")
         default:
             return self.json(.notFound, ["error": "not found"])
         }
@@ -97,6 +105,12 @@ struct AdminEndpoints: Sendable {
             return self.json(.unauthorized, ["error": "missing or wrong bearer token"])
         }
         return action()
+    }
+
+    private func methodNotAllowed(allow: String) -> Answer {
+        var answer = self.json(.methodNotAllowed, ["error": "method not allowed"])
+        answer.allow = allow
+        return answer
     }
 
     private func json(_ status: HTTPResponseStatus, _ object: [String: Any]) -> Answer {

@@ -139,9 +139,14 @@ private final class AdminHandler: ChannelInboundHandler {
         headers.add(name: "content-type", value: answer.contentType)
         headers.add(name: "content-length", value: String(answer.body.utf8.count))
         headers.add(name: "cache-control", value: "no-store")
+        if let allow = answer.allow { headers.add(name: "allow", value: allow) }
         if !head.isKeepAlive { headers.add(name: "connection", value: "close") }
         context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: answer.status, headers: headers))), promise: nil)
-        context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: answer.body)))), promise: nil)
+        if head.method != .HEAD {
+            // An answer to HEAD names its length and sends nothing: NIO's encoder would write
+            // the body, and a kept-alive client would read it as the next answer.
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: answer.body)))), promise: nil)
+        }
         let keepAlive = head.isKeepAlive
         self.connectionGuard.note(keepAlive ? .exchangeFinished : .closing)
         context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in

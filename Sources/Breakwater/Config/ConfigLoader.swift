@@ -169,7 +169,7 @@ private struct ConfigSchema {
 
     private func readiness(_ table: TableReader) -> ReadinessConfig {
         var readiness = ReadinessConfig()
-        readiness.path = self.path(table, "path") ?? readiness.path
+        readiness.path = self.path(table, "path", allowingQuery: true) ?? readiness.path
         readiness.interval = table.duration("interval") ?? readiness.interval
         readiness.timeout = table.duration("timeout") ?? readiness.timeout
         readiness.healthyThreshold = table.int("healthy_threshold", in: 1...1000) ?? readiness.healthyThreshold
@@ -280,10 +280,16 @@ private struct ConfigSchema {
         return routes
     }
 
-    private func path(_ table: TableReader, _ key: String) -> String? {
+    /// A path to match or to request; a probe's (`readiness.path`) may carry a query.
+    private func path(_ table: TableReader, _ key: String, allowingQuery: Bool = false) -> String? {
         guard let path = table.string(key) else { return nil }
-        guard path.hasPrefix("/"), !path.contains(where: { $0 == " " || $0 == "?" || $0 == "#" }) else {
-            table.report(key, "must be a path starting with \"/\" (no spaces, query or fragment), got \"\(path)\"")
+        let refused = { (character: Character) in
+            character == " " || character == "#" || (character == "?" && !allowingQuery)
+                || character.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7F }
+        }
+        guard path.hasPrefix("/"), !path.contains(where: refused) else {
+            let what = allowingQuery ? "no spaces, control characters or fragment" : "no spaces, control characters, query or fragment"
+            table.report(key, "must be a path starting with \"/\" (\(what)), got \"\(path.unicodeScalars.map { $0.escaped(asASCII: false) }.joined())\"")
             return nil
         }
         return path

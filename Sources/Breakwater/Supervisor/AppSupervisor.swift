@@ -102,6 +102,7 @@ public final class AppSupervisor: Service, Sendable {
                     state.heldOut.remove(worker.index)  // its replacement joins once it answers
                     return true
                 }
+                await self.stopWhatIsLeft(of: child, logger: logger)
             } catch {
                 logger.error("app failed to start", metadata: ["error": "\(error)"])
                 status = 127
@@ -234,12 +235,39 @@ public final class AppSupervisor: Service, Sendable {
                 return child
             }) else { continue }
             self.terminate(child)
-            // Back in the balance before the next one leaves it.
+            // Back in the balance before the next one leaves it. A replacement that does not
+            // come back (new code that fails its health check, or crashes at start) stops the
+            // roll, with the other workers still serving, rather than hold it — and every
+            // later one — forever. It has its stop, then as long as a request would wait for
+            // a ready app (`readiness.hold`).
+            let rejoinBy = ContinuousClock.now + self.app.stopTimeout + (self.readiness ?? ReadinessConfig()).hold
             while !self.isStopping && !(worker.isReady && !self.isHeldOut(worker)) {
+                guard ContinuousClock.now < rejoinBy else {
+                    self.logger.warning("rolling restart stopped: the restarted worker is not back in the balance", metadata: ["worker": "\(worker.index)"])
+                    return
+                }
                 try? await Task.sleep(for: .milliseconds(50))
             }
         }
         self.logger.notice("rolling restart done")
+    }
+
+    /// The app's process has exited; whatever else is left of its group (a uvicorn or gunicorn
+    /// master's workers when the OOM killer took the master, a `sh -c` script's background
+    /// job) would keep its port and make every restart fail. Those get SIGTERM and
+    /// `stop_timeout` to finish, then SIGKILL, as systemd ends a service's control group.
+    private func stopWhatIsLeft(of child: ChildProcess, logger: Logger) async {
+        guard child.groupIsRunning else { return }
+        logger.notice("stopping what is left of the app's process group", metadata: ["pgid": "\(child.pid)"])
+        child.signalGroup(SIGTERM)
+        let deadline = ContinuousClock.now + self.app.stopTimeout
+        while child.groupIsRunning && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        if child.groupIsRunning {
+            logger.warning("the app's process group did not stop in time; killing it", metadata: ["pgid": "\(child.pid)"])
+            child.signalGroup(SIGKILL)
+        }
     }
 
     /// SIGTERM to every worker's process group now, SIGKILL after `stop_timeout`.

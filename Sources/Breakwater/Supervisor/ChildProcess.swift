@@ -104,6 +104,15 @@ final class ChildProcess: Sendable {
         kill(-self.pid, signal)
     }
 
+    /// Whether a process of the child's group is still running: the app's own workers, or what
+    /// it ran in the background. Those left to this process — orphans come to PID 1, which
+    /// Breakwater is in a container started without an init — are reaped on the way, or they
+    /// would count as running forever.
+    var groupIsRunning: Bool {
+        while waitpid(-self.pid, nil, WNOHANG) > 0 {}
+        return kill(-self.pid, 0) == 0
+    }
+
     private static func withCStrings<Result>(_ strings: [String], _ body: ([UnsafeMutablePointer<CChar>?]) -> Result) -> Result {
         var pointers = strings.map { strdup($0) }
         pointers.append(nil)

@@ -58,6 +58,20 @@ import Testing
                 #expect(metrics.status == 200)
                 #expect(metrics.header("content-type")?.hasPrefix("text/plain; version=0.0.4") == true)
                 #expect(try await Self.request(port, get("/nope")).status == 404)
+                // An answer to HEAD has no body, or a kept-alive client reads it as the next one.
+                let client = try await RawClient.connect(port: port)
+                try await client.send("HEAD /health/live HTTP/1.1\r\nHost: a\r\n\r\n" + get("/health/live"))
+                let answerToHead = try await client.readResponse(forHead: true)
+                #expect(answerToHead.status == 200)
+                #expect(answerToHead.header("content-length") != "0")
+                let next = try await client.readResponse()
+                #expect(next.status == 200)
+                #expect(next.bodyString.contains("live"))
+                await client.close()
+                let wrongMethod = try await Self.request(port, post("/metrics"))
+                #expect(wrongMethod.status == 405)
+                #expect(wrongMethod.header("allow") == "GET")
+                #expect(try await Self.request(port, get("/admin/drain")).header("allow") == "POST")
             }
         }
     }

@@ -321,6 +321,59 @@ import Testing
         #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
     }
 
+    /// Whether `pid` runs: a zombie, dead but not yet reaped by whoever inherited it, does not.
+    private static func isRunning(_ pid: pid_t) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let afterName = stat.lastIndex(of: ")")
+        else { return false }
+        return !stat[stat.index(after: afterName)...].hasPrefix(" Z")
+    }
+
+    /// When the app's main process dies and leaves others of its process group behind (here a
+    /// shell's background job; in life a uvicorn master's workers), they are stopped: they
+    /// would keep the port, and every restart would fail to bind it.
+    @Test func whatADeadAppLeavesBehindIsStoppedSoItsRestartCanListen() async throws {
+        let appPort = try await Self.freePort()
+        let command = #"["sh", "-c", "python3 \#(Self.appScript) \"$1\" & wait", "sh", "{port}"]"#
+        let breakwater = try await BreakwaterProcess(configuration: Self.configuration(command: command, basePort: appPort))
+        let port = try #require(breakwater.port)
+        try await eventually(timeout: .seconds(10)) { breakwater.log.contains("app ready") }
+        let python = try #require(pid_t(try await Self.get(port, "/pid").bodyString))
+        let stat = try String(contentsOfFile: "/proc/\(python)/stat", encoding: .utf8)
+        let shell = try #require(stat[stat.index(after: stat.lastIndex(of: ")")!)...].split(separator: " ").dropFirst().first.flatMap { pid_t($0) })
+        kill(shell, SIGKILL)
+        try await eventually(timeout: .seconds(10)) { !Self.isRunning(python) }
+        try await eventually(timeout: .seconds(15)) {
+            guard let answer = try? await Self.get(port, "/pid"), answer.status == 200 else { return false }
+            return answer.bodyString != "\(python)"
+        }
+        #expect(breakwater.log.contains("stopping what is left of the app's process group"))
+        breakwater.signal(SIGTERM)
+        #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
+    }
+
+    /// A rolling restart whose restarted worker never comes back (here: it starts something
+    /// that never listens) stops after the worker's stop and `readiness.hold`, rather than
+    /// wait forever and turn every later restart away as "already under way".
+    @Test func aRollingRestartWhoseWorkerNeverReturnsStopsAndTheNextOneRuns() async throws {
+        let appPort = try await Self.freePort()
+        let marker = FileManager.default.temporaryDirectory.appendingPathComponent("bw-roll-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: marker) }
+        let script = "if [ -e \(marker) ]; then exec sleep 600; fi; touch \(marker); exec python3 \(Self.appScript) $1"
+        let configuration = Self.configuration(command: #"["sh", "-c", "\#(script)", "sh", "{port}"]"#, basePort: appPort)
+            + "\n[readiness]\npath = \"/health\"\nhold = \"1s\"\n"
+        let breakwater = try await BreakwaterProcess(configuration: configuration)
+        try await eventually(timeout: .seconds(10)) { breakwater.log.contains("app ready") }
+        breakwater.signal(SIGUSR2)
+        try await eventually(timeout: .seconds(15)) { breakwater.log.contains("rolling restart stopped") }
+        let seen = breakwater.log.count
+        breakwater.signal(SIGUSR2)
+        try await eventually(timeout: .seconds(5)) { breakwater.log.dropFirst(seen).contains("rolling restart") }
+        #expect(!breakwater.log.contains("already under way"))
+        breakwater.signal(SIGTERM)
+        #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
+    }
+
     @Test func theAppDiesWithBreakwaterEvenWhenItIsKilled() async throws {
         let appPort = try await Self.freePort()
         let breakwater = try await BreakwaterProcess(

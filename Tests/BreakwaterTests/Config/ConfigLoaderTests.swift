@@ -307,10 +307,19 @@ import Testing
                 "proxy.conf:5: route[1].path_prefix: set either path or path_prefix, not both",
                 #"proxy.conf:7: route[2].name: duplicate route name "api""#,
                 "proxy.conf:9: route[3]: a route needs path or path_prefix",
-                #"proxy.conf:13: route[4].path: must be a path starting with "/" (no spaces, query or fragment), got "relative""#,
+                #"proxy.conf:13: route[4].path: must be a path starting with "/" (no spaces, control characters, query or fragment), got "relative""#,
                 #"proxy.conf:15: route[4].retry.on: unknown condition "teapot": use "connect-failure", "reset", "timeout" or a status code"#,
             ]
         )
+    }
+
+    /// A probe may ask with a query (`/health?deep=1`); a line break in a path would end the
+    /// probe's request line, or a route's, early.
+    @Test func aProbePathMayCarryAQueryButNoPathALineBreak() throws {
+        let configuration = try ConfigLoader.parse("upstream = \"127.0.0.1:8000\"\n[readiness]\npath = \"/health?deep=1\"\n", fileName: "proxy.conf")
+        #expect(configuration.readiness?.path == "/health?deep=1")
+        #expect(problems("upstream = \"127.0.0.1:8000\"\n[readiness]\npath = \"/health\\r\\nX-Evil: 1\"\n")
+            == [#"proxy.conf:3: readiness.path: must be a path starting with "/" (no spaces, control characters or fragment), got "/health\r\nX-Evil: 1""#])
     }
 
     @Test func aMissingUpstreamHasNoLine() {
