@@ -80,7 +80,7 @@ public final class AppSupervisor: Service, Sendable {
             let status: Int32
             var planned = false
             do {
-                let child = try await ChildProcess.spawn(command: command)
+                let child = try await ChildProcess.spawn(command: command, environment: Self.environment(of: worker))
                 let stopping = self.state.withLockedValue { state in
                     state.children[worker.index] = child
                     return state.stopping
@@ -250,6 +250,13 @@ public final class AppSupervisor: Service, Sendable {
             }
         }
         self.logger.notice("rolling restart done")
+    }
+
+    /// `PORT`, set to where the worker must listen, for apps that read their port from the
+    /// environment (the Heroku and Cloud Run convention) rather than from `{port}`.
+    private static func environment(of worker: UpstreamSet.Member) -> [String: String] {
+        guard case .tcp(let address) = worker.address else { return [:] }
+        return ["PORT": String(address.port)]
     }
 
     /// The app's process has exited; whatever else is left of its group (a uvicorn or gunicorn

@@ -321,6 +321,19 @@ import Testing
         #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
     }
 
+    /// An app that takes its port from `PORT` (the Heroku and Cloud Run convention) rather than
+    /// from `{port}` in its command finds it there.
+    @Test func theAppFindsItsPortInThePORTVariable() async throws {
+        let appPort = try await Self.freePort()
+        let command = #"["sh", "-c", "exec python3 \#(Self.appScript) \"$PORT\""]"#
+        let breakwater = try await BreakwaterProcess(configuration: Self.configuration(command: command, basePort: appPort))
+        let port = try #require(breakwater.port)
+        try await eventually(timeout: .seconds(10)) { breakwater.log.contains("app ready") }
+        #expect(try await Self.get(port, "/pid").status == 200)
+        breakwater.signal(SIGTERM)
+        #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
+    }
+
     /// Whether `pid` runs: a zombie, dead but not yet reaped by whoever inherited it, does not.
     private static func isRunning(_ pid: pid_t) -> Bool {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
