@@ -12,11 +12,12 @@ enum Tunnel {
     ///
     /// - Parameters:
     ///   - writeTimeout: how long a side may take to accept the last bytes once its partner
-    ///     closed, before it is closed regardless (`server.idle_timeout`).
+    ///     closed, before it is closed regardless; and how long the tunnel may carry nothing
+    ///     either way before both sides close (`server.idle_timeout`).
     ///   - draining: a drain began while the app was agreeing: the tunnel closes as soon as
     ///     it is open, as every open tunnel does when a drain begins.
     static func splice(client: any Channel, upstream: any Channel, writeTimeout: TimeAmount, draining: Bool) throws {
-        let (clientSide, upstreamSide) = TunnelHandler.makePair(writeTimeout: writeTimeout)
+        let (clientSide, upstreamSide) = TunnelHandler.makePair(writeTimeout: writeTimeout, eventLoop: client.eventLoop)
         let clientPipeline = client.pipeline.syncOperations
         let upstreamPipeline = upstream.pipeline.syncOperations
         try clientPipeline.addHandler(clientSide)
@@ -66,6 +67,12 @@ extension ChannelPipeline.SynchronousOperations {
 /// A drain closes the tunnel when it begins: a tunnel has no request boundary to finish at,
 /// and waiting for one would hold every drain to its timeout. Its client reconnects, to a
 /// proxy that is not stopping.
+///
+/// A tunnel that carries nothing either way for `writeTimeout` (`server.idle_timeout`) closes
+/// too: a peer gone without a FIN or a reset (a phone that went offline, a NAT that forgot the
+/// flow) would otherwise hold two sockets and a connection slot for ever. nginx's
+/// `proxy_read_timeout` and HAProxy's `timeout tunnel` do the same; WebSocket servers ping
+/// well within it (uvicorn every 20 s).
 final class TunnelHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
@@ -75,16 +82,26 @@ final class TunnelHandler: ChannelDuplexHandler {
     private var context: ChannelHandlerContext?
     private var pendingRead = false
     private let writeTimeout: TimeAmount
+    /// The pair's idle deadline, pushed back by every read on either side. Both ends hold it,
+    /// and it holds both: each lets go in `handlerRemoved`, which breaks the cycle.
+    private var idle: MovableDeadline?
 
     private init(writeTimeout: TimeAmount) {
         self.writeTimeout = writeTimeout
     }
 
-    static func makePair(writeTimeout: TimeAmount) -> (TunnelHandler, TunnelHandler) {
+    /// Both ends on `eventLoop`: the app's connection lives on its client's loop.
+    static func makePair(writeTimeout: TimeAmount, eventLoop: any EventLoop) -> (TunnelHandler, TunnelHandler) {
         let first = TunnelHandler(writeTimeout: writeTimeout)
         let second = TunnelHandler(writeTimeout: writeTimeout)
         first.partner = second
         second.partner = first
+        let idle = MovableDeadline(eventLoop: eventLoop) {
+            first.context?.close(promise: nil)
+            second.context?.close(promise: nil)
+        }
+        idle.set(in: writeTimeout)
+        (first.idle, second.idle) = (idle, idle)
         return (first, second)
     }
 
@@ -93,11 +110,14 @@ final class TunnelHandler: ChannelDuplexHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        self.idle?.cancel()
+        self.idle = nil
         self.context = nil
         self.partner = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        self.idle?.set(in: self.writeTimeout)
         self.partner?.partnerWrite(data)
     }
 

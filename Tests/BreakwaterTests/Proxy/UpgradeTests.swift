@@ -29,6 +29,26 @@ import Testing
         }
     }
 
+    /// A tunnel that carries bytes stays open past `idle_timeout`; one that carries nothing
+    /// either way for that long closes on both sides, as a peer gone without a FIN would
+    /// otherwise hold it for ever.
+    @Test func aTunnelIdleForTheIdleTimeoutCloses() async throws {
+        try await ProxyHarness.with(configuration: "[server]\nidle_timeout = \"1s\"\n") { proxy in
+            let client = try await proxy.connect()
+            try await client.send(Self.upgradeRequest)
+            #expect(try await client.readResponseHead().status == 101)
+            for round in 0..<6 {
+                try await Task.sleep(for: .milliseconds(400))
+                try await client.send("ping \(round)")
+                #expect(try await client.readExactly("ping \(round)".utf8.count, timeout: .seconds(5)) == Array("ping \(round)".utf8))
+            }
+            let started = ContinuousClock.now
+            #expect(try await client.waitForClose(timeout: .seconds(10)), "an idle tunnel stayed open")
+            #expect(ContinuousClock.now - started > .milliseconds(500))
+            try await eventually { proxy.backend.openConnections == 0 }
+        }
+    }
+
     @Test func closingTheClientClosesTheAppSide() async throws {
         try await ProxyHarness.with { proxy in
             let client = try await proxy.connect()
