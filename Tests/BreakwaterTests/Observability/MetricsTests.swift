@@ -9,6 +9,13 @@ import Testing
         exposition.split(separator: "\n").filter { $0.hasPrefix(prefix) }
     }
 
+    /// The route `flaky`, on the fixture's `/switchable` (500 while the test sets it failing),
+    /// with a breaker that opens after `failureThreshold` failures in a row.
+    private static func flakyRoute(failureThreshold: Int, breaker: String = "", retry: String = "attempts = 1") -> String {
+        "[[route]]\nname = \"flaky\"\npath = \"/switchable\"\n[route.breaker]\nfailure_threshold = \(failureThreshold)\n\(breaker)"
+            + "[route.retry]\n\(retry)\n"
+    }
+
     @Test func requestsAreCountedByRouteMethodCodeAndReason() async throws {
         let configuration = "[[route]]\nname = \"api\"\npath_prefix = \"/status/\"\n"
         try await ProxyHarness.with(configuration: configuration) { proxy in
@@ -59,14 +66,7 @@ import Testing
     }
 
     @Test func breakerStatesTransitionsShedsAndTimeoutsShow() async throws {
-        let configuration = """
-            [[route]]
-            name = "flaky"
-            path = "/switchable"
-            [route.breaker]
-            failure_threshold = 2
-            [route.retry]
-            attempts = 1
+        let configuration = Self.flakyRoute(failureThreshold: 2) + """
             [[route]]
             name = "slow"
             path = "/hang"
@@ -92,16 +92,7 @@ import Testing
     /// A breaker whose recovery time has passed shows half-open at the next scrape, as it does
     /// in `/health/circuit-breakers`, without waiting for a request to move it.
     @Test func anIdleBreakerShowsHalfOpenOnceItsRecoveryTimeHasPassed() async throws {
-        let configuration = """
-            [[route]]
-            name = "flaky"
-            path = "/switchable"
-            [route.breaker]
-            failure_threshold = 1
-            recovery_timeout = "200ms"
-            [route.retry]
-            attempts = 1
-            """
+        let configuration = Self.flakyRoute(failureThreshold: 1, breaker: "recovery_timeout = \"200ms\"\n")
         try await ProxyHarness.with(configuration: configuration) { proxy in
             proxy.backend.setFailing(true)
             _ = try await proxy.request(get("/switchable"))
@@ -117,16 +108,7 @@ import Testing
     /// A retry is counted when it goes out. One that the breaker stops during its backoff (it
     /// opened on the attempt that failed) never reaches the app, and is not a retry.
     @Test func aRetryTheBreakerStopsIsNotCounted() async throws {
-        let configuration = """
-            [[route]]
-            name = "flaky"
-            path = "/switchable"
-            [route.breaker]
-            failure_threshold = 1
-            [route.retry]
-            attempts = 2
-            on = ["500"]
-            """
+        let configuration = Self.flakyRoute(failureThreshold: 1, retry: "attempts = 2\non = [\"500\"]")
         try await ProxyHarness.with(configuration: configuration) { proxy in
             proxy.backend.setFailing(true)
             let answer = try await proxy.request(get("/switchable"))
@@ -139,15 +121,12 @@ import Testing
 
     /// A reload that changes a route's breaker settings starts it closed, and the gauge says so.
     @Test func aReloadThatResetsABreakerShowsItClosed() async throws {
-        let route = { (threshold: Int) in
-            "[[route]]\nname = \"flaky\"\npath = \"/switchable\"\n[route.breaker]\nfailure_threshold = \(threshold)\n[route.retry]\nattempts = 1\n"
-        }
-        try await ProxyHarness.with(configuration: route(1)) { proxy in
+        try await ProxyHarness.with(configuration: Self.flakyRoute(failureThreshold: 1)) { proxy in
             proxy.backend.setFailing(true)
             _ = try await proxy.request(get("/switchable"))
             #expect(proxy.lifecycle.metrics.exposition().contains(#"breakwater_circuit_breaker_state{route="flaky",state="open"} 1.0"#))
             let reloaded = try ConfigLoader.parse(
-                "upstream = \"127.0.0.1:\(proxy.backend.port)\"\n" + route(5) + "[log]\naccess = false\n",
+                "upstream = \"127.0.0.1:\(proxy.backend.port)\"\n" + Self.flakyRoute(failureThreshold: 5) + "[log]\naccess = false\n",
                 fileName: "reloaded.conf"
             )
             proxy.proxy.reload(configuration: reloaded)
@@ -161,8 +140,7 @@ import Testing
     /// A reload that removes a route whose breaker is open takes it out of every state: an
     /// `open` left behind would keep the breaker alert firing until a restart.
     @Test func aReloadThatRemovesARouteClearsItsBreakerState() async throws {
-        let route = "[[route]]\nname = \"flaky\"\npath = \"/switchable\"\n[route.breaker]\nfailure_threshold = 1\n[route.retry]\nattempts = 1\n"
-        try await ProxyHarness.with(configuration: route) { proxy in
+        try await ProxyHarness.with(configuration: Self.flakyRoute(failureThreshold: 1)) { proxy in
             proxy.backend.setFailing(true)
             _ = try await proxy.request(get("/switchable"))
             #expect(proxy.lifecycle.metrics.exposition().contains(#"breakwater_circuit_breaker_state{route="flaky",state="open"} 1.0"#))
