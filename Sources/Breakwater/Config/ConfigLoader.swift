@@ -76,10 +76,11 @@ private struct ConfigSchema {
         if config.upstream == nil && config.app == nil && !root.has("upstream") {
             self.log.report("upstream", "missing required key (the app's \"host:port\" or \"unix:/path\")", exactLine: true)
         }
-        if config.listen == config.admin.listen && config.listen.port != 0 {
+        if Self.overlap(config.listen, config.admin.listen) {
             // Point at whichever of the two the file sets (the other is a default).
             let key = self.log.lineIndex.exactLine(of: "admin.listen") != nil ? "admin.listen" : "listen"
-            self.log.report(key, "must differ from \(key == "listen" ? "admin.listen" : "listen") (\(config.listen))")
+            let other = key == "listen" ? ("admin.listen", config.admin.listen) : ("listen", config.listen)
+            self.log.report(key, "must differ from \(other.0) (\(other.1)): both would take port \(config.listen.port)")
         }
         if case .tcp(let upstream) = config.upstream, Self.reaches(upstream, config.listen) {
             self.log.report("upstream", "is the proxy's own listen address (\(config.listen)): every request would come back to it")
@@ -99,6 +100,17 @@ private struct ConfigSchema {
             }
         }
         return config
+    }
+
+    /// Whether two listeners would take the same port: the same address, or one on a wildcard
+    /// (`0.0.0.0` takes every IPv4 address, `::` every address).
+    private static func overlap(_ first: HostPort, _ second: HostPort) -> Bool {
+        guard first.port == second.port, first.port != 0 else { return false }
+        let isIPv6 = { (host: String) in host.contains(":") }
+        let covers = { (wildcard: HostPort, other: HostPort) in
+            wildcard.host == "::" || (wildcard.host == "0.0.0.0" && !isIPv6(other.host))
+        }
+        return first.host == second.host || covers(first, second) || covers(second, first)
     }
 
     /// Whether connecting to `upstream` reaches a proxy listening on `listen`.
@@ -274,7 +286,14 @@ private struct ConfigSchema {
                 }
                 continue
             }
-            routes.append(RouteConfig(name: name, match: match, methods: methods, policy: policy))
+            let route = RouteConfig(name: name, match: match, methods: methods, policy: policy)
+            if let earlier = routes.first(where: { $0.matcher.shadows(route.matcher) }) {
+                table.report(
+                    exact != nil ? "path" : "path_prefix",
+                    "can never match: route \"\(earlier.name)\" comes first and takes all its requests (routes match in file order; put the narrower one first)"
+                )
+            }
+            routes.append(route)
         }
         routes.append(RouteConfig(name: "default", match: .any, methods: nil, policy: defaults))
         return routes

@@ -65,6 +65,26 @@ struct RouteMatcher: Sendable {
     }
 }
 
+extension RouteMatcher {
+    /// Whether this route, placed earlier, takes every request `later` would match: then
+    /// `later` can never match, which is a mistake in the file (`/api/` before
+    /// `/api/v1/webhooks/`), not a choice.
+    func shadows(_ later: RouteMatcher) -> Bool {
+        if let methods = self.methods {
+            guard let laterMethods = later.methods, laterMethods.isSubset(of: methods) else { return false }
+        }
+        switch (self.match, later.match) {
+        case (.any, _): return true
+        case (.prefix(let prefix), .exact(let path)), (.prefix(let prefix), .prefix(let path)):
+            return path.utf8.starts(with: prefix.utf8)
+        case (.exact(let mine), .exact(let path)):
+            return mine.utf8.elementsEqual(path.utf8)
+        case (.exact, _), (_, .any):
+            return false
+        }
+    }
+}
+
 extension RouteConfig {
     var matcher: RouteMatcher {
         RouteMatcher(match: self.match, methods: self.methods)

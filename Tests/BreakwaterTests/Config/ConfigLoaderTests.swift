@@ -284,6 +284,23 @@ import Testing
         #expect(problems(text) == ["proxy.conf:6: route[1].breaker.failure_rate: must be between 0.01 and 1, got 1.5"])
     }
 
+    /// A route that an earlier one leaves nothing to match is a mistake in the file: routes
+    /// match in file order, so `/api/` before `/api/v1/webhooks/` takes every webhook.
+    /// Narrower methods, or the narrower path first, are fine.
+    @Test func aRouteAnEarlierOneLeavesNothingToMatchIsRefused() throws {
+        let route = { (name: String, key: String, path: String, methods: String) in
+            "[[route]]\nname = \"\(name)\"\n\(key) = \"\(path)\"\n" + (methods.isEmpty ? "" : "methods = [\(methods)]\n")
+        }
+        let upstream = "upstream = \"127.0.0.1:8000\"\n"
+        #expect(problems(upstream + route("api", "path_prefix", "/api/", "") + route("hooks", "path_prefix", "/api/v1/hooks/", ""))
+            == [#"proxy.conf:7: route[2].path_prefix: can never match: route "api" comes first and takes all its requests (routes match in file order; put the narrower one first)"#])
+        #expect(problems(upstream + route("a", "path", "/x", "\"GET\", \"POST\"") + route("b", "path", "/x", "\"GET\""))
+            == [#"proxy.conf:8: route[2].path: can never match: route "a" comes first and takes all its requests (routes match in file order; put the narrower one first)"#])
+        #expect(problems(upstream + route("hooks", "path_prefix", "/api/v1/hooks/", "") + route("api", "path_prefix", "/api/", "")).isEmpty)
+        #expect(problems(upstream + route("reads", "path_prefix", "/api/", "\"GET\"") + route("api", "path_prefix", "/api/", "")).isEmpty)
+        #expect(problems(upstream + route("exact", "path", "/api", "") + route("api", "path_prefix", "/api", "")).isEmpty)
+    }
+
     @Test func routeMistakesAreEachReported() {
         let text = """
             upstream = "127.0.0.1:8000"
@@ -393,10 +410,21 @@ import Testing
         ])
     }
 
+    /// The same port on the same address, or on a wildcard that covers the other (`0.0.0.0`
+    /// beside the default admin `127.0.0.1:9901`), would fail at bind with a bare "address
+    /// already in use"; `check` says which two.
     @Test func listenClashingWithTheDefaultAdminListenPointsAtListen() {
         #expect(problems("listen = \"127.0.0.1:9901\"\nupstream = \"127.0.0.1:8000\"\n") == [
-            "proxy.conf:1: listen: must differ from admin.listen (127.0.0.1:9901)"
+            "proxy.conf:1: listen: must differ from admin.listen (127.0.0.1:9901): both would take port 9901"
         ])
+        #expect(problems("listen = \"0.0.0.0:9901\"\nupstream = \"127.0.0.1:8000\"\n") == [
+            "proxy.conf:1: listen: must differ from admin.listen (127.0.0.1:9901): both would take port 9901"
+        ])
+        #expect(problems("listen = \"[::]:8080\"\nupstream = \"127.0.0.1:8000\"\n[admin]\nlisten = \"127.0.0.1:8080\"\n") == [
+            "proxy.conf:4: admin.listen: must differ from listen ([::]:8080): both would take port 8080"
+        ])
+        #expect(problems("listen = \"0.0.0.0:8080\"\nupstream = \"127.0.0.1:8000\"\n[admin]\nlisten = \"[::1]:8080\"\n").isEmpty)
+        #expect(problems("listen = \"0.0.0.0:8080\"\nupstream = \"127.0.0.1:8000\"\n").isEmpty)
     }
 
     /// toml++ inside TOMLKit aborts the process on these (found by fuzz/FuzzConfig): a reload of
