@@ -81,7 +81,7 @@ struct Run: AsyncParsableCommand {
             )
             services.append(.init(service: supervisor!))
             lifecycle.onRollingRestartRequested { [supervisor] in
-                Task { await supervisor?.rollingRestart() }
+                supervisor?.startRollingRestart() ?? false
             }
         } else if let readiness = configuration.readiness, let upstream = configuration.upstream {
             services.append(.init(service: ReadinessProber(configuration: readiness, upstream: upstream, lifecycle: lifecycle, logger: logger)))

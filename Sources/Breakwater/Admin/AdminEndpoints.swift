@@ -37,10 +37,14 @@ struct AdminEndpoints: Sendable {
             }
         case (.POST, "/admin/restart-app"):
             return self.authorized(request) {
-                guard self.lifecycle.requestRollingRestart() else {
+                switch self.lifecycle.requestRollingRestart() {
+                case .started:
+                    return self.json(.accepted, ["status": "restarting"])
+                case .refused:
+                    return self.json(.conflict, ["error": "a rolling restart is already under way, or the app is stopping"])
+                case .noSupervisedApp:
                     return self.json(.conflict, ["error": "no supervised app: start Breakwater with [app] or -- CMD"])
                 }
-                return self.json(.accepted, ["status": "restarting"])
             }
         case (.POST, _) where path.hasPrefix("/admin/circuit-breakers/") && path.hasSuffix("/reset"):
             let name = path.dropFirst("/admin/circuit-breakers/".count).dropLast("/reset".count)

@@ -21,7 +21,7 @@ public final class Lifecycle: Sendable {
     private let phase = ManagedAtomic(Phase.serving)
     private let drainTrigger = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
     private let appExitCode = NIOLockedValueBox<Int32?>(nil)
-    private let rollingRestartTrigger = NIOLockedValueBox<(@Sendable () -> Void)?>(nil)
+    private let rollingRestartTrigger = NIOLockedValueBox<(@Sendable () -> Bool)?>(nil)
 
     /// - Parameter appReadyAtStart: true without a `[readiness]` probe.
     public init(appReadyAtStart: Bool, metrics: ProxyMetrics = ProxyMetrics()) {
@@ -56,15 +56,22 @@ public final class Lifecycle: Sendable {
         self.drainTrigger.withLockedValue { $0 }?()
     }
 
-    /// What SIGUSR2 and `POST /admin/restart-app` do; false when nothing is supervised.
-    @discardableResult
-    public func requestRollingRestart() -> Bool {
-        guard let trigger = self.rollingRestartTrigger.withLockedValue({ $0 }) else { return false }
-        trigger()
-        return true
+    public enum RollingRestartRequest: Sendable {
+        case started
+        /// One is under way, or the app is stopping.
+        case refused
+        case noSupervisedApp
     }
 
-    public func onRollingRestartRequested(_ trigger: @escaping @Sendable () -> Void) {
+    /// What SIGUSR2 and `POST /admin/restart-app` do.
+    @discardableResult
+    public func requestRollingRestart() -> RollingRestartRequest {
+        guard let trigger = self.rollingRestartTrigger.withLockedValue({ $0 }) else { return .noSupervisedApp }
+        return trigger() ? .started : .refused
+    }
+
+    /// `trigger` starts a rolling restart and says whether it did.
+    public func onRollingRestartRequested(_ trigger: @escaping @Sendable () -> Bool) {
         self.rollingRestartTrigger.withLockedValue { $0 = trigger }
     }
 

@@ -200,16 +200,24 @@ public final class AppSupervisor: Service, Sendable {
         self.lifecycle.setAppReady(self.upstreams.anyReady)
     }
 
+    /// Starts a rolling restart (`rollWorkers`), unless one is under way or the app is
+    /// stopping: then false, for SIGUSR2's log and the admin endpoint's 409.
+    public func startRollingRestart() -> Bool {
+        let (started, stopping) = self.state.withLockedValue { state in
+            defer { state.rolling = state.rolling || !state.stopping }
+            return (!state.rolling && !state.stopping, state.stopping)
+        }
+        guard started else {
+            self.logger.notice(stopping ? "no rolling restart: the app is stopping" : "rolling restart already under way")
+            return false
+        }
+        Task { await self.rollWorkers() }
+        return true
+    }
+
     /// Restarts the workers one at a time, each out of the balance and idle before it stops,
     /// and back in it before the next one goes.
-    public func rollingRestart() async {
-        guard self.state.withLockedValue({ state in
-            defer { state.rolling = true }
-            return !state.rolling && !state.stopping
-        }) else {
-            self.logger.notice("rolling restart already under way")
-            return
-        }
+    private func rollWorkers() async {
         defer { self.state.withLockedValue { $0.rolling = false } }
         self.logger.notice("rolling restart", metadata: ["workers": "\(self.upstreams.members.count)"])
         for worker in self.upstreams.members {

@@ -375,14 +375,20 @@ import Testing
         let script = "if [ -e \(marker) ]; then exec sleep 600; fi; touch \(marker); exec python3 \(Self.appScript) $1"
         let configuration = Self.configuration(command: #"["sh", "-c", "\#(script)", "sh", "{port}"]"#, basePort: appPort)
             + "\n[readiness]\npath = \"/health\"\nhold = \"1s\"\n"
-        let breakwater = try await BreakwaterProcess(configuration: configuration)
+        let breakwater = try await BreakwaterProcess(configuration: configuration, environment: ["BREAKWATER_ADMIN_TOKEN": "roll"])
         try await eventually(timeout: .seconds(10)) { breakwater.log.contains("app ready") }
         breakwater.signal(SIGUSR2)
+        // While the roll waits, another is refused, and the admin endpoint says so.
+        try await eventually(timeout: .seconds(5)) { breakwater.log.contains("rolling restart") }
+        let admin = try #require(breakwater.adminPort)
+        let busy = try await RawClient.request(port: admin, "POST /admin/restart-app HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer roll\r\nContent-Length: 0\r\n\r\n")
+        #expect(busy.status == 409, "\(busy.status) \(busy.bodyString)")
+        #expect(busy.bodyString.contains("already under way"))
         try await eventually(timeout: .seconds(15)) { breakwater.log.contains("rolling restart stopped") }
         let seen = breakwater.log.count
         breakwater.signal(SIGUSR2)
         try await eventually(timeout: .seconds(5)) { breakwater.log.dropFirst(seen).contains("rolling restart") }
-        #expect(!breakwater.log.contains("already under way"))
+        #expect(breakwater.log.components(separatedBy: "already under way").count == 2, "only the one refused while the first roll waited")
         breakwater.signal(SIGTERM)
         #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
     }
