@@ -207,7 +207,10 @@ extension ProxyExchange: UpstreamConnectionDelegate {
     /// The deadline passed: called by the connection's timer.
     func deadlinePassed() {
         switch self.phase {
-        case .forwarding(let connection) where self.requestForwarded:
+        case .forwarding(let connection) where self.requestForwarded || !connection.isWritable:
+            // No answer in time; or the app stopped taking the body (its socket is full, the
+            // client's reads are held for it): the app's stall, not the client's, as nginx's
+            // `proxy_send_timeout` has it. Answered 504, and the breaker hears of it.
             self.attemptFailed(.timeout, on: connection)
         case .forwarding, .responding:
             // A body stalled longer than `body_timeout`, in either direction.

@@ -233,6 +233,29 @@ import Testing
     /// a 504 `upstream_timeout` after about 1 s, the client connection stays usable, and the
     /// timed-out app connection is dropped: the next request gets a fresh connection's answer,
     /// never the late one.
+    /// An app that stops reading an upload has stalled it, not the client: after `body_timeout`
+    /// the client gets 504 `upstream_timeout` (nginx's `proxy_send_timeout`) where it was cut
+    /// as a client gone silent, and the breaker counts the app's failure.
+    @Test func anAppThatStopsReadingAnUploadGets504() async throws {
+        let script: RawScript = { _ in [.stopReading] }
+        let configuration = "[defaults]\nbody_timeout = \"1s\"\n[defaults.breaker]\nfailure_threshold = 1\n"
+        try await ProxyHarness.with(rawBackend: script, configuration: configuration) { proxy, app in
+            let client = try await proxy.connect()
+            try await client.send("PUT /upload HTTP/1.1\r\nHost: test\r\nContent-Length: \(9 * 1024 * 1024)\r\n\r\n")
+            let piece = [UInt8](repeating: UInt8(ascii: "x"), count: 64 * 1024)
+            let upload = Task {
+                for _ in 0..<144 { try await client.send(piece) }
+            }
+            defer { upload.cancel() }
+            let answer = try await client.readResponse(timeout: .seconds(15))
+            #expect(answer.status == 504)
+            #expect(answer.header("x-breakwater-reason") == "upstream_timeout")
+            #expect(try await client.waitForClose(timeout: .seconds(5)), "the rest of the upload would be read as a request")
+            #expect(try await proxy.request(get("/next")).header("x-breakwater-reason") == "breaker_open")
+            #expect(app.connectionsAccepted == 1)
+        }
+    }
+
     @Test func slowerAndSlowerAnswersEndIn504AndTheConnectionIsNotReused() async throws {
         let delays: [Int64] = [100, 300, 600, 2500]
         let script: RawScript = { request in

@@ -53,6 +53,9 @@ enum RawStep: Sendable {
     case reset
     /// Stops answering: the connection stays open, and what arrives later is only recorded.
     case hang
+    /// Stops reading the connection: what the proxy sends piles up in the kernel's buffers
+    /// and then in the proxy's, as with an app stuck in its own code.
+    case stopReading
 
     static func text(_ text: String) -> RawStep { .write(Array(text.utf8)) }
 }
@@ -285,6 +288,10 @@ private final class RawBackendHandler: ChannelInboundHandler {
                 return
             case .hang:
                 self.done = true
+                return
+            case .stopReading:
+                self.done = true
+                context.channel.setOption(.autoRead, value: false).whenFailure { _ in }
                 return
             }
             position += 1
