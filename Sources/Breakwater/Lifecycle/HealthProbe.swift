@@ -1,11 +1,24 @@
+import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// One health check of the app: `GET path` on a fresh connection; healthy on a 2xx head
-/// within `timeout`. A fresh connection each time, so the probe also proves the app accepts.
+/// One health check of the app: `GET path` on a fresh connection, with `Host: localhost`;
+/// healthy on a 2xx head within `timeout` (SPEC's rule: a redirect or a 4xx is not healthy).
+/// A fresh connection each time, so the probe also proves the app accepts.
 enum HealthProbe {
-    static func check(target: SocketAddress, path: String, timeout: Duration, eventLoop: any EventLoop) async -> Bool {
+    enum Verdict: Equatable {
+        case healthy
+        /// The app answered, but not with a 2xx: its health path, its allowed hosts or its
+        /// redirects disagree with the probe, which no amount of waiting mends.
+        case answered(status: Int)
+        /// No answer: refused (an app still starting), reset, or silent past `timeout`.
+        case noAnswer
+
+        var isHealthy: Bool { self == .healthy }
+    }
+
+    static func check(target: SocketAddress, path: String, timeout: Duration, eventLoop: any EventLoop) async -> Verdict {
         let status = eventLoop.makePromise(of: HTTPResponseStatus.self)
         let deadline = eventLoop.scheduleTask(in: TimeAmount(timeout)) {
             status.fail(ChannelError.connectTimeout(TimeAmount(timeout)))
@@ -33,7 +46,25 @@ enum HealthProbe {
         if let channel = try? await channel.get() {
             try? await channel.close()
         }
-        return result.map { (200..<300).contains($0.code) } ?? false
+        guard let result else { return .noAnswer }
+        return (200..<300).contains(result.code) ? .healthy : .answered(status: Int(result.code))
+    }
+
+    /// Logs a probe the app answered with something other than a 2xx, once per status in a
+    /// row: otherwise an app that answers its probe 400 (a Host check) or 301 (a trailing
+    /// slash) holds every request for `readiness.hold` and then refuses it, with nothing in
+    /// the log to say why.
+    static func log(_ verdict: Verdict, path: String, lastLogged: inout Int?, logger: Logger) {
+        guard case .answered(let status) = verdict else {
+            if verdict.isHealthy { lastLogged = nil }
+            return
+        }
+        guard status != lastLogged else { return }
+        lastLogged = status
+        logger.warning(
+            "readiness probe answered \(status), not 2xx",
+            metadata: ["probe": "GET \(path)", "host": "localhost"]
+        )
     }
 }
 

@@ -25,14 +25,16 @@ public struct ReadinessProber: Service {
                 healthyThreshold: self.configuration.healthyThreshold,
                 unhealthyThreshold: self.configuration.unhealthyThreshold
             )
+            var statusLogged: Int?
             while !Task.isCancelled {
-                let healthy = await HealthProbe.check(
+                let verdict = await HealthProbe.check(
                     target: target,
                     path: self.configuration.path,
                     timeout: self.configuration.timeout,
                     eventLoop: eventLoop
                 )
-                if let ready = tracker.record(healthy: healthy) {
+                HealthProbe.log(verdict, path: self.configuration.path, lastLogged: &statusLogged, logger: self.logger)
+                if let ready = tracker.record(healthy: verdict.isHealthy) {
                     self.lifecycle.setAppReady(ready)
                     self.logger.notice(ready ? "app ready" : "app not ready", metadata: ["probe": "GET \(self.configuration.path)"])
                 }

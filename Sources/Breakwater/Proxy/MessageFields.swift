@@ -132,6 +132,9 @@ struct MessageFields {
     private static func trimmed(_ value: String) -> Substring {
         let isBlank = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
         let bytes = value.utf8
+        if let first = bytes.first, let last = bytes.last, !isBlank(first), !isBlank(last) {
+            return value[...]  // what nearly every message sends
+        }
         guard let first = bytes.firstIndex(where: { !isBlank($0) }), let last = bytes.lastIndex(where: { !isBlank($0) }) else {
             return value[value.endIndex...]
         }

@@ -6,8 +6,11 @@ import NIOPosix
 ///
 /// Everything here runs on `eventLoop`, so there is no lock: a client connection asks the pool of
 /// its own event loop. Idle connections are kept most-recently-used first (the warmest socket is
-/// reused, the coldest ages out), up to `maxIdle`; one sweep per pool, not one timer per
-/// connection, closes those idle longer than `idleTimeout`.
+/// reused, the coldest ages out), up to `maxIdle`; one sweep
+/// per pool, not one timer per connection, closes those idle longer than `idleTimeout`, and a
+/// connection is never handed out past it either: the sweep runs only every quarter of it, and
+/// `idleTimeout` is set below the app's own keep-alive timeout precisely so that no request
+/// goes out on a connection the app is closing.
 final class UpstreamConnectionPool {
     let eventLoop: any EventLoop
     private let target: SocketAddress
@@ -29,6 +32,12 @@ final class UpstreamConnectionPool {
     /// finds a parked connection, and a completion closure would be allocated for each.
     func takeIdle() -> UpstreamConnection? {
         self.eventLoop.preconditionInEventLoop()
+        guard let youngest = self.idle.last else { return nil }
+        if youngest.parkedAt < NIODeadline.now() - TimeAmount(self.configuration.idleTimeout) {
+            // The youngest is past it, so every one is.
+            self.closeExpired()
+            return nil
+        }
         while let (connection, _) = self.idle.popLast() {
             connection.parkedIn = nil
             if connection.isActive {

@@ -155,6 +155,7 @@ public final class AppSupervisor: Service, Sendable {
         }
         var tracker = freshTracker()
         var joinedBefore = false
+        var statusLogged: Int?
         while !Task.isCancelled {
             if tracker.isReady && !worker.isReady {
                 // Taken out meanwhile (a failed connect, a rolling restart): healthy again first.
@@ -163,7 +164,9 @@ public final class AppSupervisor: Service, Sendable {
             if (!tracker.isReady || self.readiness != nil) && !self.isHeldOut(worker) {
                 let healthy: Bool
                 if let readiness = self.readiness {
-                    healthy = await HealthProbe.check(target: worker.target, path: readiness.path, timeout: readiness.timeout, eventLoop: eventLoop)
+                    let verdict = await HealthProbe.check(target: worker.target, path: readiness.path, timeout: readiness.timeout, eventLoop: eventLoop)
+                    HealthProbe.log(verdict, path: readiness.path, lastLogged: &statusLogged, logger: logger)
+                    healthy = verdict.isHealthy
                 } else {
                     healthy = await HealthProbe.accepts(target: worker.target, timeout: .seconds(1), eventLoop: eventLoop)
                 }
@@ -185,7 +188,13 @@ public final class AppSupervisor: Service, Sendable {
                     }
                 }
             }
-            try? await Task.sleep(for: tracker.isReady ? self.readiness?.interval ?? .milliseconds(100) : .milliseconds(100))
+            // In the balance, the next probe is `interval` away, unless the data path takes the
+            // worker out meanwhile (a failed connect): then within 100 ms, as any worker out.
+            let wait = tracker.isReady ? self.readiness?.interval ?? .milliseconds(100) : .milliseconds(100)
+            let probeAt = ContinuousClock.now + wait
+            repeat {
+                try? await Task.sleep(for: min(.milliseconds(100), probeAt - ContinuousClock.now))
+            } while ContinuousClock.now < probeAt && !Task.isCancelled && worker.isReady
         }
     }
 

@@ -62,6 +62,28 @@ import Testing
         try await backend.shutdown()
     }
 
+    /// An app that answers its readiness probe with something other than a 2xx (a Host check's
+    /// 400, a trailing slash's 301) is never ready, and holds every request until it is
+    /// refused: the log says why, once per status rather than at every probe.
+    @Test func aProbeTheAppAnswersWithoutA2xxIsLoggedWithItsStatus() async throws {
+        let backend = try await BackendFixture.start()
+        let breakwater = try await BreakwaterProcess(configuration: """
+            listen = "127.0.0.1:0"
+            upstream = "127.0.0.1:\(backend.port)"
+            [admin]
+            listen = "127.0.0.1:0"
+            [readiness]
+            path = "/status/400"
+            interval = "100ms"
+            """)
+        try await eventually { breakwater.log.contains("readiness probe answered 400, not 2xx") }
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(breakwater.log.components(separatedBy: "readiness probe answered 400").count == 2, "\(breakwater.log)")
+        breakwater.signal(SIGTERM)
+        #expect(await breakwater.waitForExit(timeout: .seconds(5)) == 0)
+        try await backend.shutdown()
+    }
+
     /// A log shipper on stdout restarts, and the pipe's reader is gone: the proxy loses log
     /// lines, not its life or its requests.
     @Test func anAccessLogNobodyReadsCostsLinesNotRequests() async throws {

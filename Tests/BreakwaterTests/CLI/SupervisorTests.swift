@@ -225,6 +225,48 @@ import Testing
         #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
     }
 
+    /// The only worker taken out after a failed connect leaves no app to send requests to:
+    /// they are held until it is back, as during a restart, not retried into refused connects
+    /// and answered 502.
+    @Test func withTheOnlyWorkerTakenOutRequestsWaitForIt() async throws {
+        let appPort = try await Self.freePort()
+        let breakwater = try await BreakwaterProcess(
+            configuration: Self.configuration(command: #"["python3", "\#(Self.appScript)", "{port}", "close"]"#, basePort: appPort)
+        )
+        let port = try #require(breakwater.port)
+        try await eventually(timeout: .seconds(10)) { breakwater.log.contains("app ready") }
+        #expect(try await Self.get(port, "/pause-listener/1000").bodyString == "pausing")
+        var statuses: [Int] = []
+        let end = ContinuousClock.now + .seconds(2)
+        while ContinuousClock.now < end {
+            statuses.append(try await Self.get(port, "/pid").status)
+        }
+        #expect(breakwater.log.contains("ejected"), "\(breakwater.log)")
+        #expect(statuses.allSatisfy { $0 == 200 }, "\(statuses)")
+        breakwater.signal(SIGTERM)
+        #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
+    }
+
+    /// With `[readiness]`, a worker taken out by a failed connect is probed again within
+    /// 100 ms, as any worker out of the balance, not at its next `interval`.
+    @Test func aWorkerTakenOutIsProbedAtOnceNotAtItsNextInterval() async throws {
+        let basePort = try await Self.freePorts(2)
+        let breakwater = try await BreakwaterProcess(
+            configuration: Self.configuration(command: #"["python3", "\#(Self.appScript)", "{port}", "close"]"#, basePort: basePort, workers: 2)
+                + "\n[readiness]\npath = \"/health\"\ninterval = \"30s\"\n"
+        )
+        let port = try #require(breakwater.port)
+        try await eventually(timeout: .seconds(10)) { breakwater.log.components(separatedBy: "app ready").count == 3 }
+        #expect(try await Self.get(port, "/pause-listener/300").bodyString == "pausing")
+        try await eventually(timeout: .seconds(5)) {
+            _ = try? await Self.get(port, "/pid")
+            return breakwater.log.contains("ejected")
+        }
+        try await eventually(timeout: .seconds(5)) { breakwater.log.contains("app back in the balance") }
+        breakwater.signal(SIGTERM)
+        #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
+    }
+
     /// With `[readiness]`, a worker in the balance is still probed every `interval`: one whose
     /// process lives but whose health check fails leaves the balance, and the others take its
     /// requests until it is healthy again.

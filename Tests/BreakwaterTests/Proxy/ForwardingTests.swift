@@ -3,6 +3,32 @@ import Testing
 
 /// Requests and responses pass through intact, with the proxy's header duties done.
 @Suite struct ForwardingTests {
+    /// A parked connection is never handed out once it has been idle for the pool's
+    /// `idle_timeout`, which is set below the app's keep-alive timeout so that no request goes
+    /// out on a connection the app is closing. The sweep runs only every quarter of it: a
+    /// connection parked between sweeps was handed out up to a quarter late.
+    @Test func aConnectionIdlePastThePoolsIdleTimeoutIsNotReused() async throws {
+        let script: RawScript = { request in
+            guard request.isComplete else { return nil }
+            return [rawResponse("answer from connection \(request.connection)")]
+        }
+        try await ProxyHarness.with(rawBackend: script, configuration: "[upstream_pool]\nidle_timeout = \"4s\"\n") { proxy, app in
+            let client = try await proxy.connect()
+            for _ in 0..<2 {
+                // The first parks the connection and starts the sweeps (every 1 s); the second
+                // parks it again half-way between two of them.
+                try await client.send(get("/"))
+                #expect(try await client.readResponse().bodyString == "answer from connection 1")
+                try await Task.sleep(for: .milliseconds(500))
+            }
+            // Past its 4 s and before the next sweep (at 5 s): taken, it would be reused.
+            try await Task.sleep(for: .milliseconds(3750))
+            try await client.send(get("/"))
+            #expect(try await client.readResponse().bodyString == "answer from connection 2")
+            await client.close()
+        }
+    }
+
     @Test func getReachesTheAppAndTheAnswerComesBack() async throws {
         try await ProxyHarness.with { proxy in
             let response = try await proxy.request(get("/status/201"))
