@@ -107,9 +107,11 @@ import Testing
             try await Task.sleep(for: .milliseconds(200))
         }
         #expect(breakwater.process.isRunning, "\(breakwater.log)")
-        // The lost lines show in the metrics.
-        let metrics = try await RawClient.request(port: try #require(breakwater.adminPort), get("/metrics")).bodyString
-        #expect(metrics.contains("breakwater_access_log_dropped_total 3"), "\(metrics)")
+        // The lost lines show in the metrics, once the log thread has tried every write.
+        let admin = try #require(breakwater.adminPort)
+        try await eventually {
+            try await RawClient.request(port: admin, get("/metrics")).bodyString.contains("breakwater_access_log_dropped_total 3")
+        }
         breakwater.signal(SIGTERM)
         #expect(await breakwater.waitForExit(timeout: .seconds(5)) == 0)
         try await backend.shutdown()

@@ -93,6 +93,7 @@ import Testing
         let port = try #require(breakwater.port)
         #expect(try await Self.get(port, "/health").status == 200)
         let firstPID = try await Self.get(port, "/pid").bodyString
+        let firstProcess = try #require(pid_t(firstPID))
 
         let statuses = try await withThrowingTaskGroup(of: [Int].self) { group in
             for _ in 0..<4 {
@@ -106,7 +107,7 @@ import Testing
                 }
             }
             try await Task.sleep(for: .seconds(1))
-            kill(pid_t(firstPID)!, SIGKILL)
+            kill(firstProcess, SIGKILL)
             return try await group.reduce(into: []) { $0 += $1 }
         }
         print("kill -9 of the app under load: \(statuses.count) requests, \(statuses.filter { $0 != 200 }.count) lost")
@@ -118,7 +119,7 @@ import Testing
 
         breakwater.signal(SIGTERM)
         #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
-        #expect(kill(pid_t(secondPID)!, 0) != 0, "the app outlived Breakwater")
+        #expect(!Self.isRunning(try #require(pid_t(secondPID))), "the app outlived Breakwater")
     }
 
     @Test func aCrashLoopingAppIsRestartedWithGrowingDelays() async throws {
@@ -158,7 +159,7 @@ import Testing
             configuration: Self.configuration(command: #"["python3", "\#(Self.appScript)", "{port}"]"#, basePort: appPort)
         )
         let port = try #require(breakwater.port)
-        let pid = try await Self.get(port, "/pid").bodyString
+        let pid = try #require(pid_t(try await Self.get(port, "/pid").bodyString))
         async let slow = Self.get(port, "/delay/1500")
         try await breakwater.waitUntilInFlight(1)
         breakwater.signal(SIGTERM)
@@ -168,7 +169,7 @@ import Testing
         let drained = try #require(log.range(of: "drained"))
         let stopping = try #require(log.range(of: "stopping app"))
         #expect(drained.lowerBound < stopping.lowerBound)
-        #expect(kill(pid_t(pid)!, 0) != 0)
+        #expect(!Self.isRunning(pid))
     }
 
     @Test func anAppThatEndsWithRestartNeverEndsBreakwaterWithItsCode() async throws {
@@ -188,16 +189,16 @@ import Testing
         try await eventually(timeout: .seconds(10)) { breakwater.log.components(separatedBy: "app ready").count == 4 }
         let before = try await Self.pids(port, count: 30)
         #expect(before.count == 3, "requests were not spread: \(before)")
-        let victim = try #require(before.first)
+        let victim = try #require(before.first.flatMap { pid_t($0) })
         let statuses = try await Self.underLoad(port, for: .seconds(3)) {
             try await Task.sleep(for: .seconds(1))
-            kill(pid_t(victim)!, SIGKILL)
+            kill(victim, SIGKILL)
         }
         print("kill -9 of one of 3 workers under load: \(statuses.count) requests, \(statuses.filter { $0 != 200 }.count) lost")
         #expect(statuses.count > 50)
         #expect(statuses.allSatisfy { $0 == 200 }, "lost: \(statuses.filter { $0 != 200 })")
         let after = try await Self.pids(port, count: 30)
-        #expect(!after.contains(victim))
+        #expect(!after.contains(String(victim)))
         breakwater.signal(SIGTERM)
         #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
     }
@@ -444,9 +445,9 @@ import Testing
         let pid = try #require(pid_t(try await Self.get(port, "/pid").bodyString))
         // Long enough for idle runtime threads to retire: the app must not go with them.
         try await Task.sleep(for: .seconds(3))
-        #expect(kill(pid, 0) == 0, "the app died while Breakwater ran")
+        #expect(Self.isRunning(pid), "the app died while Breakwater ran")
         breakwater.signal(SIGKILL)
         _ = await breakwater.waitForExit(timeout: .seconds(5))
-        try await eventually(timeout: .seconds(5)) { kill(pid, 0) != 0 }
+        try await eventually(timeout: .seconds(5)) { !Self.isRunning(pid) }
     }
 }

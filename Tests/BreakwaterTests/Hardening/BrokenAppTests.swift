@@ -98,7 +98,7 @@ import Testing
     /// A response the proxy cannot frame (or pass on as framed) is a 502, not a guess; the client's connection stays
     /// usable, and the app connection that sent it is closed, never reused. The app leaves its
     /// connection open: closing it is the proxy's job.
-    @Test(arguments: 0..<6)
+    @Test(arguments: Self.malformed.indices)
     func anUnparseableResponseIs502AndItsConnectionIsDropped(index: Int) async throws {
         let (name, raw) = Self.malformed[index]
         try await ProxyHarness.with(rawBackend: Self.firstConnectionDoes([.text(raw)]), configuration: Self.oneAttempt) { proxy, app in
@@ -166,7 +166,7 @@ import Testing
     /// The app announces 5 bytes and sends more, with another response behind: the client gets
     /// exactly the 5 bytes, and the extra bytes never become anybody's next response — the
     /// connection they came on is closed, not reused.
-    @Test(arguments: 0..<3)
+    @Test(arguments: Self.overlong.indices)
     func bytesBeyondContentLengthNeverBecomeTheNextResponse(index: Int) async throws {
         let (name, steps, later) = Self.overlong[index]
         try await ProxyHarness.with(rawBackend: Self.firstConnectionDoes(steps), configuration: Self.oneAttempt) { proxy, app in

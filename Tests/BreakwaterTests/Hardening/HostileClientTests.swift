@@ -27,7 +27,7 @@ import Testing
     ]
 
     /// A head with thousands of headers: a 431 (or 400) and a close; the app never sees it.
-    @Test(arguments: 0..<2)
+    @Test(arguments: Self.headerFloods.indices)
     func thousandsOfHeadersAreRefusedAndNeverReachTheApp(index: Int) async throws {
         let (name, headers) = Self.headerFloods[index]
         try await ProxyHarness.with { proxy in

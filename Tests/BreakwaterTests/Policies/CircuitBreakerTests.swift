@@ -74,6 +74,9 @@ import Testing
         // The early failure slid out: one failure in the last four is 25%.
         breaker.record(.failure, probe: false, now: self.start)
         #expect(breaker.state == .closed)
+        let snapshot = breaker.snapshot(now: self.start)
+        #expect(snapshot.windowRequests == 4)
+        #expect(snapshot.windowFailures == 1)
     }
 
     @Test func halfOpenLetsLimitedProbesThroughAndClosesOnSuccesses() {

@@ -12,6 +12,7 @@ import Testing
         let lifecycle = Lifecycle(appReadyAtStart: false)
         try await ProxyHarness.with(configuration: Self.readiness, lifecycle: lifecycle) { proxy in
             async let held = proxy.request(get("/status/200"))
+            try await eventually { proxy.lifecycle.requestsInFlight.load(ordering: .relaxed) == 1 }
             try await Task.sleep(for: .milliseconds(300))
             #expect(proxy.backend.requestsReceived.isEmpty)
             let released = ContinuousClock.now
@@ -106,7 +107,8 @@ import Testing
             try await client.send("GET /status/201 HTTP/1.1\r\nHo")
             try await Task.sleep(for: .milliseconds(100))
             async let cut = proxy.proxy.shutdown(gracePeriod: .seconds(10))
-            try await Task.sleep(for: .milliseconds(100))
+            try await eventually { proxy.lifecycle.currentPhase == .stopping }
+            try await Task.sleep(for: .milliseconds(100))  // the quiesce event reaches the connection's loop
             try await client.send("st: x\r\n\r\n")
             let answer = try await client.readResponse()
             #expect(answer.header("connection") == "close")

@@ -19,7 +19,7 @@ import Testing
         ("content length past 2^63", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 9223372036854775808\r\n\r\nhello"),
     ]
 
-    @Test(arguments: 0..<13)
+    @Test(arguments: Self.vectors.indices)
     func aSmugglingVectorIsRefused(index: Int) async throws {
         let (name, raw) = Self.vectors[index]
         try await ProxyHarness.with { proxy in
