@@ -3,13 +3,14 @@ import Testing
 
 /// The access log and diagnostic logs of a running process.
 @Suite struct AccessLogProcessTests {
+    /// Listeners on ports the system picks, in front of `backend`; `rest` is appended.
+    private static func configuration(_ backend: BackendFixture, _ rest: String = "") -> String {
+        "listen = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:\(backend.port)\"\n[admin]\nlisten = \"127.0.0.1:0\"\n" + rest
+    }
+
     @Test func oneJSONLinePerRequestCarriesTheRequestsIdentity() async throws {
         let backend = try await BackendFixture.start()
-        let breakwater = try await BreakwaterProcess(configuration: """
-            listen = "127.0.0.1:0"
-            upstream = "127.0.0.1:\(backend.port)"
-            [admin]
-            listen = "127.0.0.1:0"
+        let breakwater = try await BreakwaterProcess(configuration: Self.configuration(backend, """
             [log]
             access = true
             level = "debug"
@@ -18,7 +19,7 @@ import Testing
             path = "/close"
             [route.retry]
             attempts = 1
-            """)
+            """))
         let port = try #require(breakwater.port)
         let client = try await RawClient.connect(port: port)
         try await client.send(get("/status/201?x=1", headers: ["X-Request-ID: follow-me-1"]))
@@ -67,15 +68,11 @@ import Testing
     /// refused: the log says why, once per status rather than at every probe.
     @Test func aProbeTheAppAnswersWithoutA2xxIsLoggedWithItsStatus() async throws {
         let backend = try await BackendFixture.start()
-        let breakwater = try await BreakwaterProcess(configuration: """
-            listen = "127.0.0.1:0"
-            upstream = "127.0.0.1:\(backend.port)"
-            [admin]
-            listen = "127.0.0.1:0"
+        let breakwater = try await BreakwaterProcess(configuration: Self.configuration(backend, """
             [readiness]
             path = "/status/400"
             interval = "100ms"
-            """)
+            """))
         try await eventually { breakwater.log.contains("readiness probe answered 400, not 2xx") }
         try await Task.sleep(for: .milliseconds(500))
         #expect(breakwater.log.components(separatedBy: "readiness probe answered 400").count == 2, "\(breakwater.log)")
@@ -88,15 +85,7 @@ import Testing
     /// lines, not its life or its requests.
     @Test func anAccessLogNobodyReadsCostsLinesNotRequests() async throws {
         let backend = try await BackendFixture.start()
-        let breakwater = try await BreakwaterProcess(
-            configuration: """
-                listen = "127.0.0.1:0"
-                upstream = "127.0.0.1:\(backend.port)"
-                [admin]
-                listen = "127.0.0.1:0"
-                """,
-            standardOutputReaderGone: true
-        )
+        let breakwater = try await BreakwaterProcess(configuration: Self.configuration(backend), standardOutputReaderGone: true)
         let port = try #require(breakwater.port)
         for round in 0..<3 {
             let client = try await RawClient.connect(port: port)

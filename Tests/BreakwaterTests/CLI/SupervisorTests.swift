@@ -11,6 +11,12 @@ import Testing
         return root.appendingPathComponent("Fixtures/app.py").path
     }
 
+    /// The app, closing every connection after its answer: each request connects anew, so a
+    /// worker that stops listening is found at once.
+    private static var appClosingEachConnection: String {
+        #"["python3", "\#(Self.appScript)", "{port}", "close"]"#
+    }
+
     /// A port that was free a moment ago.
     private static func freePort() async throws -> Int {
         try await Self.freePorts(1)
@@ -206,7 +212,7 @@ import Testing
     @Test func aWorkerTakenOutAfterAFailedConnectRejoinsWhenItAnswersAgain() async throws {
         let basePort = try await Self.freePorts(2)
         let breakwater = try await BreakwaterProcess(
-            configuration: Self.configuration(command: #"["python3", "\#(Self.appScript)", "{port}", "close"]"#, basePort: basePort, workers: 2)
+            configuration: Self.configuration(command: Self.appClosingEachConnection, basePort: basePort, workers: 2)
         )
         let port = try #require(breakwater.port)
         try await eventually(timeout: .seconds(10)) { breakwater.log.components(separatedBy: "app ready").count == 3 }
@@ -230,7 +236,7 @@ import Testing
     @Test func withTheOnlyWorkerTakenOutRequestsWaitForIt() async throws {
         let appPort = try await Self.freePort()
         let breakwater = try await BreakwaterProcess(
-            configuration: Self.configuration(command: #"["python3", "\#(Self.appScript)", "{port}", "close"]"#, basePort: appPort)
+            configuration: Self.configuration(command: Self.appClosingEachConnection, basePort: appPort)
         )
         let port = try #require(breakwater.port)
         try await eventually(timeout: .seconds(10)) { breakwater.log.contains("app ready") }
@@ -251,7 +257,7 @@ import Testing
     @Test func aWorkerTakenOutIsProbedAtOnceNotAtItsNextInterval() async throws {
         let basePort = try await Self.freePorts(2)
         let breakwater = try await BreakwaterProcess(
-            configuration: Self.configuration(command: #"["python3", "\#(Self.appScript)", "{port}", "close"]"#, basePort: basePort, workers: 2)
+            configuration: Self.configuration(command: Self.appClosingEachConnection, basePort: basePort, workers: 2)
                 + "\n[readiness]\npath = \"/health\"\ninterval = \"30s\"\n"
         )
         let port = try #require(breakwater.port)

@@ -154,6 +154,128 @@ import Testing
         #expect(config.routes[2].policy.timeout == .seconds(30))
     }
 
+    /// Every key, each set to something other than its default, lands where it belongs: a
+    /// loader that skipped a key would leave its default, and the comparison of the whole
+    /// configuration would show it.
+    @Test func everyKeyIsReadIntoItsSetting() throws {
+        let config = try ConfigLoader.parse(
+            """
+            listen = "127.0.0.1:8081"
+            upstream = "unix:/run/app.sock"
+            [server]
+            threads = 3
+            header_read_timeout = "11s"
+            idle_timeout = "76s"
+            max_header_bytes = "16KB"
+            max_body_bytes = "2MB"
+            max_connections = 500
+            [upstream_pool]
+            connect_timeout = "2s"
+            max_idle = 8
+            idle_timeout = "4s"
+            [admin]
+            listen = "127.0.0.1:9902"
+            token_env = "MY_TOKEN"
+            [concurrency]
+            soft_limit = 20
+            hard_limit = 30
+            queue_timeout = "6s"
+            [readiness]
+            path = "/ready?deep=1"
+            interval = "3s"
+            timeout = "500ms"
+            healthy_threshold = 2
+            unhealthy_threshold = 4
+            hold = "12s"
+            public_path = "/_ready"
+            [drain]
+            delay = "1s"
+            timeout = "21s"
+            [trace]
+            request_id_header = "X-Correlation-ID"
+            traceparent = false
+            [log]
+            access = false
+            level = "debug"
+            [app]
+            command = ["app", "{port}"]
+            workers = 2
+            base_port = 9000
+            restart = "on-failure"
+            restart_backoff = "2s"
+            stop_timeout = "11s"
+            [defaults]
+            timeout = "31s"
+            body_timeout = "32s"
+            [[route]]
+            name = "r"
+            path = "/r"
+            methods = ["PUT", "get"]
+            [route.concurrency]
+            soft_limit = 2
+            hard_limit = 3
+            queue_timeout = "1s"
+            [route.breaker]
+            failure_threshold = 6
+            failure_rate = 0.25
+            window = 50
+            minimum_requests = 20
+            recovery_timeout = "40s"
+            max_recovery_timeout = "10m"
+            success_threshold = 2
+            half_open_requests = 4
+            failure_statuses = [500, 429]
+            [route.retry]
+            attempts = 4
+            backoff = "50ms"
+            max_backoff = "1s"
+            on = ["timeout", "502"]
+            budget = 0.5
+            [route.fallback]
+            status = 200
+            content_type = "text/plain"
+            body = "stale"
+            """,
+            fileName: "proxy.conf"
+        )
+        var expected = ProxyConfig()
+        expected.listen = HostPort(host: "127.0.0.1", port: 8081)
+        expected.upstream = .unix(path: "/run/app.sock")
+        expected.server = ServerConfig(
+            threads: 3, headerReadTimeout: .seconds(11), idleTimeout: .seconds(76), maxHeaderBytes: 16 * 1024,
+            maxBodyBytes: 2 * 1024 * 1024, maxConnections: 500
+        )
+        expected.upstreamPool = UpstreamPoolConfig(connectTimeout: .seconds(2), maxIdle: 8, idleTimeout: .seconds(4))
+        expected.admin = AdminConfig(listen: HostPort(host: "127.0.0.1", port: 9902), tokenEnv: "MY_TOKEN")
+        expected.concurrency = ConcurrencyConfig(softLimit: 20, hardLimit: 30, queueTimeout: .seconds(6))
+        expected.readiness = ReadinessConfig(
+            path: "/ready?deep=1", interval: .seconds(3), timeout: .milliseconds(500), healthyThreshold: 2,
+            unhealthyThreshold: 4, hold: .seconds(12), publicPath: "/_ready"
+        )
+        expected.drain = DrainConfig(delay: .seconds(1), timeout: .seconds(21))
+        expected.trace = TraceConfig(requestIDHeader: "X-Correlation-ID", traceparent: false)
+        expected.log = LogConfig(access: false, level: .debug)
+        var app = AppConfig()
+        (app.command, app.workers, app.basePort, app.restart) = (["app", "{port}"], 2, 9000, .onFailure)
+        (app.restartBackoff, app.stopTimeout) = (.seconds(2), .seconds(11))
+        expected.app = app
+        var defaults = RoutePolicy()
+        (defaults.timeout, defaults.bodyTimeout) = (.seconds(31), .seconds(32))
+        var policy = defaults
+        policy.concurrency = ConcurrencyConfig(softLimit: 2, hardLimit: 3, queueTimeout: .seconds(1))
+        policy.breaker = BreakerConfig(
+            failureThreshold: 6, failureRate: 0.25, window: 50, minimumRequests: 20, recoveryTimeout: .seconds(40),
+            maxRecoveryTimeout: .seconds(600), successThreshold: 2, halfOpenRequests: 4, failureStatuses: [500, 429]
+        )
+        policy.retry = RetryConfig(attempts: 4, backoff: .milliseconds(50), maxBackoff: .seconds(1), on: [.timeout, .status(502)], budget: 0.5)
+        policy.fallback = FallbackConfig(status: 200, contentType: "text/plain", body: "stale")
+        expected.routes = [
+            RouteConfig(name: "r", match: .exact("/r"), methods: ["PUT", "GET"], policy: policy),
+            RouteConfig(name: "default", match: .any, methods: nil, policy: defaults),
+        ]
+        #expect(config == expected)
+    }
+
     @Test func aMinimalFileTakesEveryDefault() throws {
         let config = try ConfigLoader.parse(#"upstream = "127.0.0.1:8000""#, fileName: "proxy.conf")
         var expected = ProxyConfig()
