@@ -63,10 +63,3 @@ final class EventLoopContext {
         self.pools.forEach { $0.shutdown() }
     }
 }
-
-extension PolicyInstant {
-    /// The event loops' clock, `NIODeadline`'s, which the policies are given as `now`.
-    static var now: Self {
-        Self(nanoseconds: NIODeadline.now().uptimeNanoseconds)
-    }
-}
