@@ -6,7 +6,7 @@ import NIOPosix
 ///
 /// Everything here runs on `eventLoop`, so there is no lock: a client connection asks the pool of
 /// its own event loop. Idle connections are kept most-recently-used first (the warmest socket is
-/// reused, the coldest ages out), up to `maxIdle`; one sweep
+/// reused, the coldest ages out), up to `maxIdle`, past which the coldest is closed; one sweep
 /// per pool, not one timer per connection, closes those idle longer than `idleTimeout`, and a
 /// connection is never handed out past it either: the sweep runs only every quarter of it, and
 /// `idleTimeout` is set below the app's own keep-alive timeout precisely so that no request
@@ -53,9 +53,14 @@ final class UpstreamConnectionPool {
         self.eventLoop.preconditionInEventLoop()
         connection.delegate = nil
         connection.requestsServed += 1
-        guard reusable, connection.isActive, !self.isShutDown, self.idle.count < self.configuration.maxIdle else {
+        guard reusable, connection.isActive, !self.isShutDown else {
             connection.close()
             return
+        }
+        if self.idle.count >= self.configuration.maxIdle, let coldest = self.idle.popFirst() {
+            // The coldest is the nearest to the app's keep-alive timeout: it goes, not this one.
+            coldest.connection.parkedIn = nil
+            coldest.connection.close()
         }
         connection.parkedIn = self
         self.idle.append((connection, .now()))
