@@ -28,7 +28,7 @@ struct AdminEndpoints: Sendable {
             return self.circuitBreakers()
         case (.GET, "/metrics"):
             let now = PolicyInstant.now
-            for route in self.routes() { route.breakerSnapshot(now: now) }
+            for route in self.routes() { route.advanceBreaker(now: now) }
             return Answer(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: self.lifecycle.metrics.exposition())
         case (.POST, "/admin/drain"):
             return self.authorized(request) {

@@ -44,6 +44,19 @@ public final class Lifecycle: Sendable {
         self.metrics.upstreamReady.record(ready ? 1 : 0)
     }
 
+    /// Puts an app instance in or out of the balance, and the app's readiness with it: ready
+    /// while any instance is. The supervisor's probes and the data path's ejections both come
+    /// here, so the gate that holds requests never disagrees with the balance.
+    ///
+    /// - Returns: whether the instance's place changed.
+    @discardableResult
+    func setInstance(_ member: UpstreamSet.Member, of upstreams: UpstreamSet, ready: Bool) -> Bool {
+        let changed = member.setReady(ready)
+        self.metrics.workerReady(member.index, ready)
+        self.setAppReady(upstreams.anyReady)
+        return changed
+    }
+
     /// The supervised app ended for good with this code; the process exits with it.
     public var exitCode: Int32? { self.appExitCode.withLockedValue { $0 } }
 

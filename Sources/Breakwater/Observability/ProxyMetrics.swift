@@ -67,9 +67,7 @@ public final class ProxyMetrics: Sendable {
     }
 
     func workerEjected(_ index: Int) {
-        let handles = self.worker(index)
-        handles.ejections.increment()
-        handles.ready.record(0)
+        self.worker(index).ejections.increment()
     }
 
     public func recordReload(succeeded: Bool) {

@@ -128,12 +128,14 @@ struct MessageFields {
         self.hasUpgrade && self.nominated.contains { $0.equalsASCIICaseInsensitive("upgrade") }
     }
 
-    /// `value` without the blanks around it (RFC 9110 §5.5's optional whitespace).
-    private static func trimmed(_ value: String) -> Substring {
+    /// `value` without the blanks around it (RFC 9110 §5.5's optional whitespace); empty when
+    /// it is all blanks. Walked as bytes: blanks are ASCII, so every index found is a valid
+    /// boundary to slice at.
+    private static func trimmed(_ value: Substring) -> Substring {
         let isBlank = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
         let bytes = value.utf8
         if let first = bytes.first, let last = bytes.last, !isBlank(first), !isBlank(last) {
-            return value[...]  // what nearly every message sends
+            return value  // what nearly every message sends
         }
         guard let first = bytes.firstIndex(where: { !isBlank($0) }), let last = bytes.lastIndex(where: { !isBlank($0) }) else {
             return value[value.endIndex...]
@@ -141,21 +143,21 @@ struct MessageFields {
         return value[first..<bytes.index(after: last)]
     }
 
+    private static func trimmed(_ value: String) -> Substring {
+        Self.trimmed(value[...])
+    }
+
     /// The comma-separated tokens of a list field, blanks trimmed, empty ones skipped
     /// (RFC 9110 §5.6.1).
     private static func tokens(of value: String) -> [Substring] {
-        let isBlank = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
-        // Walked as bytes: commas and blanks are ASCII, so every index found is a valid
-        // boundary to slice `value` at.
         let bytes = value.utf8
         var tokens: [Substring] = []
         var start = bytes.startIndex
         while start < bytes.endIndex {
             let comma = bytes[start...].firstIndex(of: UInt8(ascii: ",")) ?? bytes.endIndex
-            if let first = bytes[start..<comma].firstIndex(where: { !isBlank($0) }),
-                let last = bytes[start..<comma].lastIndex(where: { !isBlank($0) })
-            {
-                tokens.append(value[first..<bytes.index(after: last)])
+            let token = Self.trimmed(value[start..<comma])
+            if !token.isEmpty {
+                tokens.append(token)
             }
             start = comma == bytes.endIndex ? comma : bytes.index(after: comma)
         }

@@ -248,11 +248,12 @@ final class ProxyExchange {
             case .success(let connection):
                 self.forward(on: connection, to: member)
             case .failure:
-                if self.loop.upstreams.ejectsOnConnectFailure, member.setReady(false) {
+                if self.loop.upstreams.ejectsOnConnectFailure,
+                    self.shared.lifecycle.setInstance(member, of: self.loop.upstreams, ready: false)
+                {
                     // Out of the balance until its probe passes again; others take its share,
                     // and with none left, requests are held for the app as in a restart.
                     self.shared.lifecycle.metrics.workerEjected(member.index)
-                    self.shared.lifecycle.setAppReady(self.loop.upstreams.anyReady)
                     self.log(.warning, "app instance ejected after a failed connect", ["instance": "\(member.address)"])
                 }
                 self.attemptFailed(.connectFailure, on: nil)

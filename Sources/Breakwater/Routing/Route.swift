@@ -99,10 +99,13 @@ final class Route: Sendable {
         self.retryBudget.withLockedValue { $0.tryAcquireRetry(now: now) }
     }
 
-    /// The breaker as of `now`, for the admin listener and the metrics: its recovery time is
-    /// applied first, so the state shown — and the gauge, and the transitions counted — is the
-    /// one the next request would meet.
-    @discardableResult
+    /// Applies the breaker's recovery time as of `now`, for a scrape of the metrics: the gauge
+    /// and the transitions counted then show the state the next request would meet.
+    func advanceBreaker(now: PolicyInstant) {
+        self.updatingBreaker { $0.advance(now: now) }
+    }
+
+    /// The breaker as of `now` (`advanceBreaker` first), for the admin listener.
     func breakerSnapshot(now: PolicyInstant) -> CircuitBreaker.Snapshot {
         self.updatingBreaker { breaker in
             breaker.advance(now: now)

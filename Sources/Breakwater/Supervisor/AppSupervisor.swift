@@ -97,7 +97,7 @@ public final class AppSupervisor: Service, Sendable {
                     // Out of the balance in the same step as it stops being the live process,
                     // so that its prober cannot put it back in between.
                     state.children[worker.index] = nil
-                    self.setReady(worker, false)
+                    self.lifecycle.setInstance(worker, of: self.upstreams, ready: false)
                     guard state.plannedExits.remove(ObjectIdentifier(child)) != nil else { return false }
                     state.heldOut.remove(worker.index)  // its replacement joins once it answers
                     return true
@@ -106,7 +106,7 @@ public final class AppSupervisor: Service, Sendable {
             } catch {
                 logger.error("app failed to start", metadata: ["error": "\(error)"])
                 status = 127
-                self.setReady(worker, false)
+                self.lifecycle.setInstance(worker, of: self.upstreams, ready: false)
             }
             self.lifecycle.metrics.appExits.increment()
             if self.isStopping {
@@ -177,7 +177,7 @@ public final class AppSupervisor: Service, Sendable {
                         guard !Task.isCancelled, state.children[worker.index] === child, !state.heldOut.contains(worker.index),
                             worker.isReady != ready
                         else { return false }
-                        self.setReady(worker, ready)
+                        self.lifecycle.setInstance(worker, of: self.upstreams, ready: ready)
                         return true
                     }
                     if changed && ready {
@@ -203,21 +203,17 @@ public final class AppSupervisor: Service, Sendable {
         self.state.withLockedValue { $0.heldOut.contains(worker.index) }
     }
 
-    private func setReady(_ worker: UpstreamSet.Member, _ ready: Bool) {
-        worker.setReady(ready)
-        self.lifecycle.metrics.workerReady(worker.index, ready)
-        self.lifecycle.setAppReady(self.upstreams.anyReady)
-    }
-
     /// Starts a rolling restart (`rollWorkers`), unless one is under way or the app is
     /// stopping: then false, for SIGUSR2's log and the admin endpoint's 409.
     public func startRollingRestart() -> Bool {
-        let (started, stopping) = self.state.withLockedValue { state in
-            defer { state.rolling = state.rolling || !state.stopping }
-            return (!state.rolling && !state.stopping, state.stopping)
+        let refusal: Logger.Message? = self.state.withLockedValue { state in
+            if state.stopping { return "no rolling restart: the app is stopping" }
+            if state.rolling { return "rolling restart already under way" }
+            state.rolling = true
+            return nil
         }
-        guard started else {
-            self.logger.notice(stopping ? "no rolling restart: the app is stopping" : "rolling restart already under way")
+        if let refusal {
+            self.logger.notice(refusal)
             return false
         }
         Task { await self.rollWorkers() }
@@ -234,7 +230,7 @@ public final class AppSupervisor: Service, Sendable {
             // Held out, so that nothing puts it back while its requests finish.
             self.state.withLockedValue { state in
                 state.heldOut.insert(worker.index)
-                self.setReady(worker, false)
+                self.lifecycle.setInstance(worker, of: self.upstreams, ready: false)
             }
             let deadline = ContinuousClock.now + self.app.stopTimeout
             while worker.requestsInProgress > 0 && ContinuousClock.now < deadline {
