@@ -45,6 +45,15 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var closing = false
     /// A drain began (`ChannelShouldQuiesceEvent`): the answer in progress is the last.
     private(set) var isQuiescing = false
+    /// The rest of a request answered before its end (a refusal, the app's early answer),
+    /// being read and dropped so that the connection can carry the next request: the bytes
+    /// dropped so far, and the route's `body_timeout`, the longest wait for each piece.
+    private var discarding: (bytes: Int, bodyTimeout: TimeAmount)?
+
+    /// The most of a request body read and dropped after an early answer to keep the
+    /// connection. Past it closing is cheaper: a shed upload of megabytes is not worth a kept
+    /// connection.
+    static let maxDiscardedBodyBytes = 64 * 1024
 
     init(generation: CurrentGeneration, loop: EventLoopContext, connectionGuard: ClientConnectionGuard) {
         self.generation = generation
@@ -57,7 +66,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.clientAddress = context.channel.remoteAddress?.ipAddress
         // Held strongly until `handlerRemoved` (see `ClientConnectionGuard.handlerAdded`).
         self.exchangeDeadline = MovableDeadline(eventLoop: context.eventLoop) {
-            self.exchange?.deadlinePassed()
+            self.exchangeDeadlinePassed()
         }
     }
 
@@ -68,11 +77,21 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// The current exchange's deadline (its timeout, or its body's), kept here rather than in
-    /// the exchange so that one timer serves every request on the connection.
+    /// the exchange so that one timer serves every request on the connection; and, after an
+    /// early answer, the deadline for the next piece of the body being dropped.
     private var exchangeDeadline: MovableDeadline?
 
     func setExchangeDeadline(_ deadline: NIODeadline?) {
         self.exchangeDeadline?.set(deadline)
+    }
+
+    private func exchangeDeadlinePassed() {
+        if let exchange = self.exchange {
+            exchange.deadlinePassed()
+        } else if self.discarding != nil, let context {
+            // The rest of an answered request's body stalled: nothing is owed, so no answer.
+            self.closeAfterLastAnswer(context: context, lingering: true)
+        }
     }
 
     // MARK: Inbound
@@ -92,7 +111,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Hands a request part to its exchange; a part of a request that was already answered
-    /// (early, before its body was read) has none, and is dropped.
+    /// (early, before its body was read) has none, and is dropped (`discard`).
     private func deliver(_ part: HTTPServerRequestPart) {
         switch part {
         case .head(let head):
@@ -107,10 +126,45 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             self.exchange = exchange
             exchange.start()
         case .body(let body):
-            self.exchange?.clientSentBody(body)
+            if let exchange = self.exchange {
+                exchange.clientSentBody(body)
+            } else {
+                self.discard(body)
+            }
         case .end:
-            self.exchange?.clientSentEnd()
+            if let exchange = self.exchange {
+                exchange.clientSentEnd()
+            } else if self.discarding != nil {
+                self.discardEnded()
+            }
         }
+    }
+
+    /// A piece of the body of a request already answered: dropped, while the rest stays within
+    /// `maxDiscardedBodyBytes` and keeps coming within `body_timeout`.
+    private func discard(_ body: ByteBuffer) {
+        guard var discarding = self.discarding, let context else { return }
+        discarding.bytes += body.readableBytes
+        self.discarding = discarding
+        if discarding.bytes > Self.maxDiscardedBodyBytes {
+            self.closeAfterLastAnswer(context: context, lingering: true)
+        } else {
+            self.exchangeDeadline?.set(.now() + discarding.bodyTimeout)
+        }
+    }
+
+    /// The answered request's end came: the connection carries the next request.
+    private func discardEnded() {
+        guard let context else { return }
+        self.discarding = nil
+        self.exchangeDeadline?.set(nil)
+        if self.isQuiescing {
+            self.closeAfterLastAnswer(context: context, lingering: false)
+            return
+        }
+        self.connectionGuard.note(.exchangeFinished)
+        self.deliverPipelined()
+        self.resumeReadingIfNeeded()
     }
 
     /// Starts the requests that waited behind the answer that just ended, up to the next one
@@ -168,18 +222,27 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         self.isQuiescing = true
-        guard self.exchange == nil, !self.closing, !self.connectionGuard.isReceivingHead else {
-            return  // busy, receiving a head, or already closing after its last answer
+        guard self.exchange == nil, self.discarding == nil, !self.closing, !self.connectionGuard.isReceivingHead else {
+            return  // busy, receiving a head or a body, or already closing after its last answer
         }
+        self.closeAfterLastAnswer(context: context, lingering: false)
+    }
+
+    /// Closes a connection whose last answer is written, once that has left.
+    ///
+    /// - Parameter lingering: the client may still be sending (see `LingeringClose`).
+    private func closeAfterLastAnswer(context: ChannelHandlerContext, lingering: Bool) {
         self.closing = true
+        self.discarding = nil
         self.pipelined.removeAll()
         self.connectionGuard.note(.closing)
+        // An empty write completes once everything written before it has.
         let written = context.writeAndFlush(self.wrapOutboundOut(.byteBuffer(context.channel.allocator.buffer(capacity: 0))))
         LingeringClose.close(
             context.channel,
             after: written,
             writeTimeout: TimeAmount(self.generation.value.server.idleTimeout),
-            lingering: false
+            lingering: lingering
         )
     }
 
@@ -209,6 +272,12 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func answerParseError(_ error: HTTPParserError) {
+        if self.discarding != nil, let context {
+            // The rest of an answered request's body is malformed: it was answered already, and
+            // the stream can no longer be trusted.
+            self.closeAfterLastAnswer(context: context, lingering: true)
+            return
+        }
         if let exchange = self.exchange, exchange.hasStartedResponse {
             // Too late for a status code: the client sees a cut response, and the exchange ends
             // with it (its app connection, its slots).
@@ -273,29 +342,29 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Ends the exchange's response; with `closeConnection` the connection closes once it is out
     /// (lingering: see `LingeringClose`).
     ///
-    /// Then the next pipelined request, if one waits, starts at once.
+    /// Then the next pipelined request, if one waits, starts at once; or, when the answer came
+    /// before the request's end, the rest of its body is read and dropped first (`discard`).
     func finishResponse(trailers: HTTPHeaders?, closeConnection: Bool) {
         guard let context else { return }
+        let finished = self.exchange
         self.exchange = nil
-        let close = closeConnection || self.isQuiescing
-        self.connectionGuard.note(close ? .closing : .exchangeFinished)
-        if close {
-            self.closing = true
-            self.pipelined.removeAll()
-            let written = context.eventLoop.makePromise(of: Void.self)
-            self.responseEncoder.write(.end(trailers), context: context, promise: written)
-            context.flush()
-            LingeringClose.close(
-                context.channel,
-                after: written.futureResult,
-                writeTimeout: TimeAmount(self.generation.value.server.idleTimeout)
-            )
-        } else {
-            self.responseEncoder.write(.end(trailers), context: context, promise: nil)
-            context.flush()
-            self.deliverPipelined()
-            self.resumeReadingIfNeeded()
+        self.responseEncoder.write(.end(trailers), context: context, promise: nil)
+        if closeConnection || self.isQuiescing {
+            self.closeAfterLastAnswer(context: context, lingering: true)
+            return
         }
+        context.flush()
+        if let finished, !finished.clientStreamPositionKnown {
+            // Answered before the request's end: the connection takes the next request once the
+            // rest of the body has been read (and dropped), and the guard hears of the end then.
+            let bodyTimeout = finished.route.bodyTimeout
+            self.discarding = (0, bodyTimeout)
+            self.exchangeDeadline?.set(.now() + bodyTimeout)
+        } else {
+            self.connectionGuard.note(.exchangeFinished)
+            self.deliverPipelined()
+        }
+        self.resumeReadingIfNeeded()
     }
 
     /// Writes a response the proxy makes itself and ends the exchange.

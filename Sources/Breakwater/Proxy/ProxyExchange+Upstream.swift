@@ -136,12 +136,12 @@ extension ProxyExchange: UpstreamConnectionDelegate {
         }
         self.responseFraming = MessageFraming(response: head, fields: fields, requestMethod: self.request.method)
         // After an upgrade request the reader at either end (llhttp in uvicorn's httptools, the
-        // client's) may have stopped parsing HTTP, even when the answer refused the switch; and a
-        // response that comes before the request is whole leaves the client's stream position
-        // unknown. Neither connection is trusted with another request then.
+        // client's) may have stopped parsing HTTP, even when the answer refused the switch: neither
+        // connection is trusted with another request then. An answer that comes before the
+        // request is whole keeps the client only if the rest of the body can be dropped.
         self.upstreamKeepAlive = head.isKeepAlive && self.responseFraming != .untilClose && !self.isUpgrade
         self.clientKeepAlive =
-            self.request.isKeepAlive && self.clientStreamPositionKnown && !self.isUpgrade && !self.downstream.isQuiescing
+            self.request.isKeepAlive && self.clientConnectionOutlivesAnswer && !self.isUpgrade && !self.downstream.isQuiescing
             && (self.request.version.speaksChunked || self.responseFraming != .untilClose)
             && (self.request.version.speaksChunked || self.responseFraming != .chunked)
         self.phase = .responding(connection)

@@ -113,11 +113,22 @@ final class ProxyExchange {
 
     /// Whether the client's next byte is known to start its next request: the request has
     /// ended, or has no body and so only its `.end` (no bytes on the wire) is still to come.
-    /// An answer before that point must close the connection (the rest of the body would be
-    /// read as a request); after it, a refusal — a shed, an open breaker — keeps the
-    /// connection, which is what clients hammering an overloaded proxy need most.
     var clientStreamPositionKnown: Bool {
         self.requestEnded || self.requestFraming == .noBody || self.requestFraming == .contentLength(0)
+    }
+
+    /// Whether the client's connection can carry its next request after an answer given now.
+    /// A refusal — a shed, an open breaker — keeps the connection, which is what clients
+    /// hammering an overloaded proxy need most; when the request's body is still to come, the
+    /// connection first reads and drops the rest of it (`DownstreamHandler`), as nginx does, if
+    /// that is little enough: a declared rest up to `maxDiscardedBodyBytes`, or a chunked one
+    /// until it passes that. Not when the client waits for `100 Continue` before sending any:
+    /// it may never send the body, and its next request would be read as that body.
+    var clientConnectionOutlivesAnswer: Bool {
+        if self.clientStreamPositionKnown { return true }
+        if self.continueOwed && self.requestBodyBytes == 0 { return false }
+        guard case .contentLength(let length) = self.requestFraming else { return true }  // chunked
+        return length - self.requestBodyBytes <= DownstreamHandler.maxDiscardedBodyBytes
     }
     /// The whole request reached the current upstream connection: only then may it carry another.
     var requestForwarded = false
@@ -451,7 +462,7 @@ final class ProxyExchange {
         self.phase = .finished
         self.waitTimer?.cancel()
         self.cancelDeadline()
-        let closeConnection = response.closesConnection || !self.clientStreamPositionKnown || !self.request.isKeepAlive || self.isUpgrade
+        let closeConnection = response.closesConnection || !self.clientConnectionOutlivesAnswer || !self.request.isKeepAlive || self.isUpgrade
             || self.downstream.isQuiescing
         self.downstream.respond(response, version: self.request.version, withBody: !isHead, closeConnection: closeConnection)
     }
