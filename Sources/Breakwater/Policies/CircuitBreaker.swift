@@ -30,8 +30,16 @@ public struct CircuitBreaker: Sendable {
 
     public enum Admission: Equatable, Sendable {
         /// Go ahead; a `probe` must be reported (or released) so the half-open slot frees up.
-        case admitted(probe: Bool)
+        case admitted(probe: Probe?)
         case rejected(retryAfter: Duration)
+    }
+
+    /// A half-open breaker's probe, and the half-open spell that let it through. Its news
+    /// counts only in that spell: a probe still out when the spell ended (another probe failed
+    /// and the breaker reopened, or an operator reset it) speaks of the app as it was then, and
+    /// in a later spell would close the breaker on stale news or free a slot it never took.
+    public struct Probe: Equatable, Sendable {
+        fileprivate let spell: Int
     }
 
     public enum Outcome: Sendable {
@@ -45,6 +53,8 @@ public struct CircuitBreaker: Sendable {
     public private(set) var recoveryTimeout: Duration
     private var consecutiveFailures = 0
     private var window: OutcomeWindow
+    /// Counts the half-open spells, so that a probe's news reaches only its own.
+    private var spell = 0
     private var probesInFlight = 0
     private var probeSuccesses = 0
 
@@ -86,6 +96,7 @@ public struct CircuitBreaker: Sendable {
     public mutating func advance(now: PolicyInstant) {
         guard case .open(let until) = self.state, now >= until else { return }
         self.state = .halfOpen
+        self.spell += 1
         self.probesInFlight = 0
         self.probeSuccesses = 0
     }
@@ -98,10 +109,10 @@ public struct CircuitBreaker: Sendable {
         }
         switch self.state {
         case .closed:
-            return .admitted(probe: false)
+            return .admitted(probe: nil)
         case .halfOpen where self.probesInFlight < self.configuration.halfOpenRequests:
             self.probesInFlight += 1
-            return .admitted(probe: true)
+            return .admitted(probe: Probe(spell: self.spell))
         case .halfOpen, .open:
             // Busy probing: the answer comes within one request's time.
             return .rejected(retryAfter: .seconds(1))
@@ -112,12 +123,12 @@ public struct CircuitBreaker: Sendable {
     ///
     /// - Parameter jitter: a factor around 1 applied to a grown recovery time.
     @discardableResult
-    public mutating func record(_ outcome: Outcome, probe: Bool, now: PolicyInstant, jitter: Double = 1) -> State? {
+    public mutating func record(_ outcome: Outcome, probe: Probe?, now: PolicyInstant, jitter: Double = 1) -> State? {
         switch self.state {
         case .closed:
             return self.recordClosed(outcome, now: now)
-        case .halfOpen where probe:
-            self.probesInFlight = max(0, self.probesInFlight - 1)
+        case .halfOpen where probe?.spell == self.spell:
+            self.probesInFlight -= 1
             switch outcome {
             case .success:
                 self.probeSuccesses += 1
@@ -131,17 +142,17 @@ public struct CircuitBreaker: Sendable {
                 return self.state
             }
         case .halfOpen, .open:
-            // A request admitted before the breaker opened: its news is stale.
+            // A request admitted before the breaker opened, or a probe of an earlier spell:
+            // its news is stale.
             return nil
         }
     }
 
-    /// A probe that ended without telling anything (the client went away): frees its slot.
-    /// Never below zero: a probe from before a reset and a reopening may end in a later
-    /// half-open spell, which never counted it.
-    public mutating func release(probe: Bool) {
-        if probe, case .halfOpen = self.state {
-            self.probesInFlight = max(0, self.probesInFlight - 1)
+    /// A probe that ended without telling anything (the client went away): frees its slot,
+    /// if its spell is still the current one.
+    public mutating func release(_ probe: Probe) {
+        if case .halfOpen = self.state, probe.spell == self.spell {
+            self.probesInFlight -= 1
         }
     }
 

@@ -108,8 +108,10 @@ extension ProxyExchange {
         if self.countedInFlight {
             self.route.metrics.inFlight.decrement()
         }
-        self.route.release(probe: self.isProbe)
-        self.isProbe = false
+        if let probe = self.probe {
+            self.route.release(probe)
+            self.probe = nil
+        }
         self.recordCompletion()
         while self.slotsHeld > 0 {
             self.slotsHeld -= 1

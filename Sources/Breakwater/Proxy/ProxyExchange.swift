@@ -130,11 +130,12 @@ final class ProxyExchange {
         guard case .contentLength(let length) = self.requestFraming else { return true }  // chunked
         return length - self.requestBodyBytes <= DownstreamHandler.maxDiscardedBodyBytes
     }
+
     /// The whole request reached the current upstream connection: only then may it carry another.
     var requestForwarded = false
     var attempts = 0
     /// This attempt is a half-open breaker's probe, which must be reported or released.
-    var isProbe = false
+    var probe: CircuitBreaker.Probe?
     var staleConnectionRetried = false
     /// The end of a wait without a connection: a queue timeout or a retry's backoff.
     var waitTimer: Scheduled<Void>?
@@ -225,7 +226,7 @@ final class ProxyExchange {
     func admittedByBreaker() -> Bool {
         switch self.route.admit(now: .now) {
         case .admitted(let probe):
-            self.isProbe = probe
+            self.probe = probe
             return true
         case .rejected(let retryAfter):
             let seconds = max(1, Int((Double(retryAfter.components.seconds) + Double(retryAfter.components.attoseconds) / 1e18).rounded(.up)))
@@ -337,8 +338,8 @@ final class ProxyExchange {
 
     /// Tells the breaker how the attempt went; a probe's slot is settled with it.
     func recordOutcome(_ outcome: CircuitBreaker.Outcome) {
-        self.route.record(outcome, probe: self.isProbe, now: .now)
-        self.isProbe = false
+        self.route.record(outcome, probe: self.probe, now: .now)
+        self.probe = nil
     }
 
     /// The current attempt is over: its connection, caught mid-exchange, closes rather than

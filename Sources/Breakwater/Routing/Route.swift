@@ -73,7 +73,7 @@ final class Route: Sendable {
     }
 
     /// Tells the breaker how an admitted attempt went.
-    func record(_ outcome: CircuitBreaker.Outcome, probe: Bool, now: PolicyInstant) {
+    func record(_ outcome: CircuitBreaker.Outcome, probe: CircuitBreaker.Probe?, now: PolicyInstant) {
         // Only a failure can open the breaker, and only an opening uses the jitter: the
         // system generator (a system call) stays off the success path.
         let jitter = outcome == .failure ? Double.random(in: 0.8..<1.2) : 1
@@ -81,9 +81,8 @@ final class Route: Sendable {
     }
 
     /// An admitted probe that ended without an outcome (the client left).
-    func release(probe: Bool) {
-        guard probe else { return }
-        self.breaker.withLockedValue { $0.release(probe: true) }
+    func release(_ probe: CircuitBreaker.Probe) {
+        self.breaker.withLockedValue { $0.release(probe) }
     }
 
     /// Whether `status` from the app counts as a failure for the breaker.
