@@ -12,13 +12,19 @@ public struct RetryPolicy: Sendable {
         case timeout
         /// The app answered with a status listed in `on`.
         case status(Int)
+        /// The app answered in bytes no HTTP reader takes, or with a head that cannot be passed
+        /// on. Asked again it would most likely answer the same, so this is never retried
+        /// (nginx leaves `invalid_header` out of `proxy_next_upstream`'s default too).
+        case malformedResponse
 
-        var condition: RetryCondition {
+        /// The `on` condition that retries it; none for a malformed response.
+        var condition: RetryCondition? {
             switch self {
             case .connectFailure: .connectFailure
             case .reset: .reset
             case .timeout: .timeout
             case .status(let code): .status(code)
+            case .malformedResponse: nil
             }
         }
     }
@@ -64,7 +70,7 @@ public struct RetryPolicy: Sendable {
         elapsed: Duration,
         random: Double
     ) -> Duration? {
-        guard attemptsMade < self.configuration.attempts, self.configuration.on.contains(failure.condition) else {
+        guard attemptsMade < self.configuration.attempts, let condition = failure.condition, self.configuration.on.contains(condition) else {
             return nil
         }
         guard failure == .connectFailure || (isIdempotent && bodyReplayable) else {

@@ -78,14 +78,14 @@ extension ProxyExchange: UpstreamConnectionDelegate {
         switch self.phase {
         case .forwarding(let connection):
             if !Self.isMalformedResponse(error), self.resendOnFreshConnection(after: connection) { return }
-            self.attemptFailed(.reset, on: connection)
+            self.attemptFailed(Self.failure(closedWith: error), on: connection)
         case .responding(let connection) where self.heldHead != nil:
             // Died after its head but before any body: the client has seen nothing yet, so the
             // attempt can still be retried like one that broke before answering.
             self.heldHead = nil
             self.waitTimer?.cancel()
             self.waitTimer = nil
-            self.attemptFailed(.reset, on: connection)
+            self.attemptFailed(Self.failure(closedWith: error), on: connection)
         case .responding(let connection) where self.responseFraming == .untilClose && error == nil:
             self.releaseHeldHead()
             // The app's way of ending a body without a length.
@@ -104,6 +104,14 @@ extension ProxyExchange: UpstreamConnectionDelegate {
         error is HTTPParserError || error is ByteToMessageDecoderError
     }
 
+    /// How an attempt whose answer ended with its connection (and `error`) failed: an answer
+    /// the decoder refuses is malformed, and not retried; one cut off by the close (the
+    /// decoder's complaint is only the early end) broke, like a reset.
+    private static func failure(closedWith error: (any Error)?) -> RetryPolicy.Failure {
+        guard Self.isMalformedResponse(error), error as? HTTPParserError != .invalidEOFState else { return .reset }
+        return .malformedResponse
+    }
+
     // MARK: The response
 
     private func receivedResponseHead(_ head: HTTPResponseHead, on connection: UpstreamConnection) {
@@ -113,7 +121,7 @@ extension ProxyExchange: UpstreamConnectionDelegate {
             // body in another coding would reach the client still encoded with nothing to say
             // so, a length past `Int.max` could not be told to the client, and a switch nobody
             // asked for leaves no HTTP to read after it.
-            self.attemptFailed(.reset, on: connection)
+            self.attemptFailed(.malformedResponse, on: connection)
             return
         }
         let status = Int(head.status.code)

@@ -409,7 +409,7 @@ final class ProxyExchange {
     /// The answer for a failure that is not retried.
     private func answer(_ failure: RetryPolicy.Failure) {
         switch failure {
-        case .connectFailure, .reset, .status: self.respondLocally(.upstreamUnavailable)
+        case .connectFailure, .reset, .status, .malformedResponse: self.respondLocally(.upstreamUnavailable)
         case .timeout: self.respondLocally(.upstreamTimeout)
         }
     }

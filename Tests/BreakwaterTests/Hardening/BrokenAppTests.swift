@@ -111,6 +111,25 @@ import Testing
         }
     }
 
+    /// With the default retry rules (three attempts, `reset` among them): an answer the proxy
+    /// refuses is not asked for again, since the app would most likely send the same; an answer
+    /// cut off by the app's close is a reset, and is.
+    @Test func aMalformedAnswerIsNotRetriedButATruncatedOneIs() async throws {
+        let noBreaker = "[defaults.breaker]\nfailure_threshold = 1000\n"
+        for (name, steps) in [("status 2OO", [RawStep.text("HTTP/1.1 2OO OK\r\nContent-Length: 2\r\n\r\nok")]), ("Transfer-Encoding: gzip", [.text("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nhello")])] {
+            try await ProxyHarness.with(rawBackend: Self.firstConnectionDoes(steps), configuration: noBreaker) { proxy, app in
+                Self.expect502(try await proxy.request(get("/first")))
+                #expect(app.requestCount == 1, "\(name): the app was asked \(app.requestCount) times")
+            }
+        }
+        let truncated: [RawStep] = [.text("HTTP/1.1 200 OK\r\nContent-Len"), .close]
+        try await ProxyHarness.with(rawBackend: Self.firstConnectionDoes(truncated), configuration: noBreaker) { proxy, app in
+            let response = try await proxy.request(get("/first"))
+            #expect(response.status == 200)
+            #expect(response.bodyString == "fresh 2.0")
+        }
+    }
+
     // MARK: d. Endless head
 
     /// Response header lines without end (8 MB, far over any sane limit): a 502 well before the

@@ -34,6 +34,12 @@ import Testing
         #expect(self.delay(policy, .timeout) == nil)
     }
 
+    /// Whatever `on` lists: the same request would most likely get the same broken answer.
+    @Test func aMalformedResponseIsNeverRetried() {
+        let policy = self.policy { $0.on = [.connectFailure, .reset, .timeout, .status(502)] }
+        #expect(self.delay(policy, .malformedResponse) == nil)
+    }
+
     @Test func stopsAfterTheAttempts() {
         let policy = self.policy { $0.attempts = 3 }
         #expect(self.delay(policy, .reset, attemptsMade: 2) == .milliseconds(25))
