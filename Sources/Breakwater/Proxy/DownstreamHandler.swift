@@ -47,8 +47,11 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private(set) var isQuiescing = false
     /// The rest of a request answered before its end (a refusal, the app's early answer),
     /// being read and dropped so that the connection can carry the next request: the bytes
-    /// dropped so far, and the route's `body_timeout`, the longest wait for each piece.
-    private var discarding: (bytes: Int, bodyTimeout: TimeAmount)?
+    /// dropped so far, the route's `body_timeout` (the longest wait for each piece), and when
+    /// the dropping must be over, however steadily the body trickles: the route's `timeout`
+    /// after the answer (as nginx's `lingering_time` bounds its discarding), so that a proxy
+    /// shedding under load does not keep a slot of `max_connections` for days.
+    private var discarding: (bytes: Int, bodyTimeout: TimeAmount, endsBy: NIODeadline)?
 
     /// The most of a request body read and dropped after an early answer to keep the
     /// connection. Past it closing is cheaper: a shed upload of megabytes is not worth a kept
@@ -149,7 +152,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if discarding.bytes > Self.maxDiscardedBodyBytes {
             self.closeAfterLastAnswer(context: context, lingering: true)
         } else {
-            self.exchangeDeadline?.set(.now() + discarding.bodyTimeout)
+            self.exchangeDeadline?.set(min(.now() + discarding.bodyTimeout, discarding.endsBy))
         }
     }
 
@@ -159,7 +162,8 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.discarding = nil
         self.exchangeDeadline?.set(nil)
         if self.isQuiescing {
-            self.closeAfterLastAnswer(context: context, lingering: false)
+            // The client, told it could, may be sending its next request already.
+            self.closeAfterLastAnswer(context: context, lingering: true)
             return
         }
         self.connectionGuard.note(.exchangeFinished)
@@ -203,11 +207,14 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         self.pipelined.removeAll()
+        self.discarding = nil
+        self.exchangeDeadline?.set(nil)
         self.abandonExchange()
         context.fireChannelInactive()
     }
 
-    /// A drain: an idle connection closes now; a busy one after the answer in progress, which
+    /// A drain: an idle connection closes now, and so does one dropping the rest of a body
+    /// already answered (lingering: its client is still sending); a busy one after the answer in progress, which
     /// tells the client so (`Connection: close`) when its head has not gone out yet. Requests
     /// pipelined behind it are not started. A head that is arriving is a request in progress
     /// too: it is answered, with `Connection: close`, or cut off by `header_read_timeout`.
@@ -222,10 +229,11 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         self.isQuiescing = true
-        guard self.exchange == nil, self.discarding == nil, !self.closing, !self.connectionGuard.isReceivingHead else {
-            return  // busy, receiving a head or a body, or already closing after its last answer
+        guard self.exchange == nil, !self.closing, !self.connectionGuard.isReceivingHead else {
+            return  // busy, receiving a head, or already closing after its last answer
         }
-        self.closeAfterLastAnswer(context: context, lingering: false)
+        // Dropping the rest of an answered body: nothing is owed, but the client is sending.
+        self.closeAfterLastAnswer(context: context, lingering: self.discarding != nil)
     }
 
     /// Closes a connection whose last answer is written, once that has left.
@@ -357,9 +365,9 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if let finished, !finished.clientStreamPositionKnown {
             // Answered before the request's end: the connection takes the next request once the
             // rest of the body has been read (and dropped), and the guard hears of the end then.
-            let bodyTimeout = finished.route.bodyTimeout
-            self.discarding = (0, bodyTimeout)
-            self.exchangeDeadline?.set(.now() + bodyTimeout)
+            let (bodyTimeout, now) = (finished.route.bodyTimeout, NIODeadline.now())
+            self.discarding = (0, bodyTimeout, now + finished.route.timeout)
+            self.exchangeDeadline?.set(now + min(bodyTimeout, finished.route.timeout))
         } else {
             self.connectionGuard.note(.exchangeFinished)
             self.deliverPipelined()

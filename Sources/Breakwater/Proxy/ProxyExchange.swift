@@ -40,8 +40,12 @@ final class ProxyExchange {
     let isUpgrade: Bool
     /// `MessageFields.isForwardable`: else the answer is 400.
     let isForwardable: Bool
-    /// The client asked `Expect: 100-continue` and has not been told to go on yet.
-    var continueOwed: Bool
+    /// The client asked `Expect: 100-continue`: it may wait to be told to go on before it
+    /// sends its body.
+    let expectsContinue: Bool
+    /// It was told (`100 Continue`). An HTTP/1.0 client never is: it would take a 1xx for the
+    /// answer (RFC 9110 §15.2).
+    var toldToContinue = false
     /// The names the client's `Connection` listed, which are not forwarded.
     let nominatedByClient: [Substring]
     let clientAddress: String?
@@ -126,7 +130,7 @@ final class ProxyExchange {
     /// it may never send the body, and its next request would be read as that body.
     var clientConnectionOutlivesAnswer: Bool {
         if self.clientStreamPositionKnown { return true }
-        if self.continueOwed && self.requestBodyBytes == 0 { return false }
+        if self.expectsContinue && !self.toldToContinue && self.requestBodyBytes == 0 { return false }
         guard case .contentLength(let length) = self.requestFraming else { return true }  // chunked
         return length - self.requestBodyBytes <= DownstreamHandler.maxDiscardedBodyBytes
     }
@@ -158,8 +162,7 @@ final class ProxyExchange {
         self.requestFraming = MessageFraming(request: fields)
         self.isUpgrade = fields.requestsUpgrade
         self.isForwardable = fields.isForwardable(version: request.version)
-        // RFC 9110 §15.2: never a 1xx to an HTTP/1.0 client, which would take it as the answer.
-        self.continueOwed = fields.expectsContinue && request.version.speaksChunked
+        self.expectsContinue = fields.expectsContinue
         self.nominatedByClient = fields.nominated
         self.clientAddress = clientAddress
         self.shared = shared
@@ -300,7 +303,7 @@ final class ProxyExchange {
             self.resetDeadline(in: self.route.bodyTimeout)
         }
         connection.flush()
-        if self.continueOwed {
+        if self.expectsContinue && !self.toldToContinue {
             self.tellClientToContinue()
         }
         self.downstream.resumeReadingIfNeeded()
@@ -310,7 +313,11 @@ final class ProxyExchange {
     /// the request is admitted and on its way, so that one refused first (shed, an open breaker,
     /// the app not ready) is answered before its body was sent for nothing.
     private func tellClientToContinue() {
-        self.continueOwed = false
+        // Still on its way: a flush that failed at once can end the attempt inside `forward`
+        // (answered, or waiting to retry), and a 100 behind a final answer would be read as the
+        // start of the next.
+        guard case .forwarding = self.phase, self.request.version.speaksChunked else { return }
+        self.toldToContinue = true
         guard !self.requestEnded else { return }  // it did not wait
         let continueHead = EncodedHead(allocator: self.loop.allocator, expectedLength: 32) { out in
             out.statusLine(version: self.request.version, status: .continue)

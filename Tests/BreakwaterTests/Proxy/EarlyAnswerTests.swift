@@ -145,4 +145,72 @@ import Testing
             #expect(try await client.waitForClose(timeout: .seconds(8)), "a stalled rest kept the connection")
         }
     }
+
+    /// Nor does one that trickles it: the whole rest must come within the route's `timeout`.
+    @Test func aRefusedUploadTricklingPastTheRouteTimeoutIsClosed() async throws {
+        let configuration = Self.oneSlot + "[defaults]\ntimeout = \"2s\"\nbody_timeout = \"1s\"\n"
+        try await ProxyHarness.with(configuration: configuration) { proxy in
+            let holder = try await Self.holdTheSlot(proxy, milliseconds: 1000)
+            let client = try await proxy.connect()
+            try await client.send("POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\n\r\n")
+            #expect(try await client.readResponse().status == 503)
+            let refusedAt = ContinuousClock.now
+            let trickle = Task {
+                for _ in 0..<40 {
+                    try? await client.send(String(repeating: "t", count: 10))
+                    try await Task.sleep(for: .milliseconds(300))
+                }
+            }
+            #expect(try await client.waitForClose(timeout: .seconds(10)), "a trickled rest kept the connection")
+            let held = ContinuousClock.now - refusedAt
+            trickle.cancel()
+            #expect(held < .seconds(7), "closed after \(held)")
+            _ = try await holder.value
+        }
+    }
+
+    /// A drain does not wait for a body nobody will read: the connection dropping it closes
+    /// when the drain begins (its answer already went out), and the drain ends at once.
+    @Test func aDrainClosesAConnectionDroppingARefusedBody() async throws {
+        let configuration = """
+            [[route]]
+            name = "switchable"
+            path = "/switchable"
+            [route.breaker]
+            failure_threshold = 1
+            recovery_timeout = "1m"
+            [route.retry]
+            attempts = 1
+            """
+        try await ProxyHarness.with(configuration: configuration) { proxy in
+            proxy.backend.setFailing(true)
+            #expect(try await proxy.request(get("/switchable")).status == 500)
+            let client = try await proxy.connect()
+            try await client.send("POST /switchable HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\n\r\nfirst part")
+            let refused = try await client.readResponse()
+            #expect(refused.status == 503)
+            #expect(refused.header("connection") == nil)
+            let started = ContinuousClock.now
+            let cut = try await proxy.proxy.shutdown(gracePeriod: .seconds(10))
+            #expect(cut == 0)
+            #expect(ContinuousClock.now - started < .seconds(6), "the drain waited \(ContinuousClock.now - started)")
+            #expect(try await client.waitForClose(timeout: .seconds(5)))
+        }
+    }
+
+    /// An HTTP/1.0 client is never sent `100 Continue` (it would take it for the answer), so
+    /// one that asked for it and sent no body yet may be waiting: refused, it is closed, as a
+    /// waiting HTTP/1.1 client is (`ForwardingTests`), or its next request would be dropped as
+    /// that body.
+    @Test func anHTTP10ClientThatMayWaitForContinueIsClosedWhenRefused() async throws {
+        try await ProxyHarness.with(configuration: Self.oneSlot) { proxy in
+            let holder = try await Self.holdTheSlot(proxy)
+            let client = try await proxy.connect()
+            try await client.send("POST /echo HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+            let refused = try await client.readResponse()
+            #expect(refused.status == 503)
+            #expect(try await client.waitForClose(), "a keep-alive answer would take the next request for the body")
+            _ = try await holder.value
+        }
+    }
 }
