@@ -98,19 +98,8 @@ import Testing
     }
 
     @Test func aBreakerCanBeReadAndReset() async throws {
-        let configuration = """
-            [[route]]
-            name = "switchable"
-            path = "/switchable"
-            [route.breaker]
-            failure_threshold = 1
-            [route.retry]
-            attempts = 1
-            """
-        try await ProxyHarness.with(configuration: configuration) { proxy in
+        try await ProxyHarness.withOpenBreaker { proxy in
             try await Self.withAdmin(proxy, token: "t") { port in
-                proxy.backend.setFailing(true)
-                _ = try await proxy.request(get("/switchable"))
                 let breakers = try await Self.request(port, get("/health/circuit-breakers"))
                 let json = try JSONSerialization.jsonObject(with: Data(breakers.body)) as? [String: Any]
                 let routes = json?["routes"] as? [[String: Any]] ?? []

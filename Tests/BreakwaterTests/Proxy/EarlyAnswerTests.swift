@@ -48,19 +48,7 @@ import Testing
     }
 
     @Test func aChunkedUploadRefusedByAnOpenBreakerKeepsItsConnection() async throws {
-        let configuration = """
-            [[route]]
-            name = "switchable"
-            path = "/switchable"
-            [route.breaker]
-            failure_threshold = 1
-            recovery_timeout = "1m"
-            [route.retry]
-            attempts = 1
-            """
-        try await ProxyHarness.with(configuration: configuration) { proxy in
-            proxy.backend.setFailing(true)
-            #expect(try await proxy.request(get("/switchable")).status == 500)
+        try await ProxyHarness.withOpenBreaker { proxy in
             let client = try await proxy.connect()
             try await client.send("POST /switchable HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
             let refused = try await client.readResponse()
@@ -172,19 +160,7 @@ import Testing
     /// A drain does not wait for a body nobody will read: the connection dropping it closes
     /// when the drain begins (its answer already went out), and the drain ends at once.
     @Test func aDrainClosesAConnectionDroppingARefusedBody() async throws {
-        let configuration = """
-            [[route]]
-            name = "switchable"
-            path = "/switchable"
-            [route.breaker]
-            failure_threshold = 1
-            recovery_timeout = "1m"
-            [route.retry]
-            attempts = 1
-            """
-        try await ProxyHarness.with(configuration: configuration) { proxy in
-            proxy.backend.setFailing(true)
-            #expect(try await proxy.request(get("/switchable")).status == 500)
+        try await ProxyHarness.withOpenBreaker { proxy in
             let client = try await proxy.connect()
             try await client.send("POST /switchable HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\n\r\nfirst part")
             let refused = try await client.readResponse()
