@@ -167,9 +167,10 @@ import Testing
             #expect(refused.status == 503)
             #expect(refused.header("connection") == nil)
             let started = ContinuousClock.now
-            let cut = try await proxy.proxy.shutdown(gracePeriod: .seconds(10))
+            let cut = try await proxy.proxy.shutdown(gracePeriod: .seconds(20))
             #expect(cut == 0)
-            #expect(ContinuousClock.now - started < .seconds(6), "the drain waited \(ContinuousClock.now - started)")
+            // At most the 2 s linger for the client to stop sending (`LingeringClose`).
+            #expect(ContinuousClock.now - started < .seconds(8), "the drain waited \(ContinuousClock.now - started)")
             #expect(try await client.waitForClose(timeout: .seconds(5)))
         }
     }
