@@ -152,8 +152,15 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if discarding.bytes > Self.maxDiscardedBodyBytes {
             self.closeAfterLastAnswer(context: context, lingering: true)
         } else {
-            self.exchangeDeadline?.set(min(.now() + discarding.bodyTimeout, discarding.endsBy))
+            self.awaitNextDiscardedPiece()
         }
+    }
+
+    /// The next piece of the body being dropped is due within `body_timeout`, and no later
+    /// than the dropping's end.
+    private func awaitNextDiscardedPiece() {
+        guard let discarding = self.discarding else { return }
+        self.exchangeDeadline?.set(min(.now() + discarding.bodyTimeout, discarding.endsBy))
     }
 
     /// The answered request's end came: the connection carries the next request.
@@ -214,10 +221,11 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// A drain: an idle connection closes now, and so does one dropping the rest of a body
-    /// already answered (lingering: its client is still sending); a busy one after the answer in progress, which
-    /// tells the client so (`Connection: close`) when its head has not gone out yet. Requests
-    /// pipelined behind it are not started. A head that is arriving is a request in progress
-    /// too: it is answered, with `Connection: close`, or cut off by `header_read_timeout`.
+    /// already answered (lingering: its client is still sending); a busy one after the answer
+    /// in progress, which tells the client so (`Connection: close`) when its head has not gone
+    /// out yet. Requests pipelined behind it are not started. A head that is arriving is a
+    /// request in progress too: it is answered, with `Connection: close`, or cut off by
+    /// `header_read_timeout`.
     ///
     /// "Idle" means between exchanges, not done writing: a slow client may still be taking the
     /// last answer from NIO's buffer, which a plain close would throw away. So the close waits
@@ -365,9 +373,8 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if let finished, !finished.clientStreamPositionKnown {
             // Answered before the request's end: the connection takes the next request once the
             // rest of the body has been read (and dropped), and the guard hears of the end then.
-            let (bodyTimeout, now) = (finished.route.bodyTimeout, NIODeadline.now())
-            self.discarding = (0, bodyTimeout, now + finished.route.timeout)
-            self.exchangeDeadline?.set(now + min(bodyTimeout, finished.route.timeout))
+            self.discarding = (0, finished.route.bodyTimeout, .now() + finished.route.timeout)
+            self.awaitNextDiscardedPiece()
         } else {
             self.connectionGuard.note(.exchangeFinished)
             self.deliverPipelined()

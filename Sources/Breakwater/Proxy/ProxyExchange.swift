@@ -46,6 +46,8 @@ final class ProxyExchange {
     /// It was told (`100 Continue`). An HTTP/1.0 client never is: it would take a 1xx for the
     /// answer (RFC 9110 §15.2).
     var toldToContinue = false
+    /// The client asked to be told to go on and has not been: it may be holding its body back.
+    var mayAwaitContinue: Bool { self.expectsContinue && !self.toldToContinue }
     /// The names the client's `Connection` listed, which are not forwarded.
     let nominatedByClient: [Substring]
     let clientAddress: String?
@@ -130,7 +132,7 @@ final class ProxyExchange {
     /// it may never send the body, and its next request would be read as that body.
     var clientConnectionOutlivesAnswer: Bool {
         if self.clientStreamPositionKnown { return true }
-        if self.expectsContinue && !self.toldToContinue && self.requestBodyBytes == 0 { return false }
+        if self.mayAwaitContinue && self.requestBodyBytes == 0 { return false }
         guard case .contentLength(let length) = self.requestFraming else { return true }  // chunked
         return length - self.requestBodyBytes <= DownstreamHandler.maxDiscardedBodyBytes
     }
@@ -303,7 +305,7 @@ final class ProxyExchange {
             self.resetDeadline(in: self.route.bodyTimeout)
         }
         connection.flush()
-        if self.expectsContinue && !self.toldToContinue {
+        if self.mayAwaitContinue {
             self.tellClientToContinue()
         }
         self.downstream.resumeReadingIfNeeded()

@@ -15,6 +15,9 @@ final class UpstreamConnectionPool {
     let eventLoop: any EventLoop
     private let target: SocketAddress
     private let configuration: UpstreamPoolConfig
+    /// `configuration.idleTimeout` as the event loop's clock takes it: converted once, not on
+    /// every request that takes a parked connection.
+    private let idleTimeout: TimeAmount
     private var idle = CircularBuffer<(connection: UpstreamConnection, parkedAt: NIODeadline)>()
     private var sweep: Scheduled<Void>?
     private var isShutDown = false
@@ -23,6 +26,12 @@ final class UpstreamConnectionPool {
         self.eventLoop = eventLoop
         self.target = target
         self.configuration = configuration
+        self.idleTimeout = TimeAmount(configuration.idleTimeout)
+    }
+
+    /// Connections parked before this have been idle past `idleTimeout`.
+    private var expiryCutoff: NIODeadline {
+        NIODeadline.now() - self.idleTimeout
     }
 
     /// A parked connection ready for one request, the most recently parked live one; nil when
@@ -33,7 +42,7 @@ final class UpstreamConnectionPool {
     func takeIdle() -> UpstreamConnection? {
         self.eventLoop.preconditionInEventLoop()
         guard let youngest = self.idle.last else { return nil }
-        if youngest.parkedAt < NIODeadline.now() - TimeAmount(self.configuration.idleTimeout) {
+        if youngest.parkedAt < self.expiryCutoff {
             // The youngest is past it, so every one is.
             self.closeExpired()
             return nil
@@ -120,7 +129,7 @@ final class UpstreamConnectionPool {
     }
 
     private func closeExpired() {
-        let cutoff = NIODeadline.now() - TimeAmount(self.configuration.idleTimeout)
+        let cutoff = self.expiryCutoff
         while let oldest = self.idle.first, oldest.parkedAt < cutoff {
             self.idle.removeFirst()
             oldest.connection.parkedIn = nil
