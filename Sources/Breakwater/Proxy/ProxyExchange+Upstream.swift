@@ -23,7 +23,10 @@ extension ProxyExchange: UpstreamConnectionDelegate {
             guard case .forwarding(let connection) = self.phase else { return }
             self.receivedResponseHead(head, on: connection)
         case .body(let body):
-            guard case .responding = self.phase else { return }
+            guard case .responding = self.phase else {
+                self.keepBytesBehindSwitch(body)
+                return
+            }
             self.bytesOut += body.readableBytes
             if !self.releaseHeldHead(carrying: body) {
                 self.downstream.writeResponsePart(.body(.byteBuffer(body)))
@@ -34,22 +37,14 @@ extension ProxyExchange: UpstreamConnectionDelegate {
             case .responding(let connection):
                 self.releaseHeldHead()
                 self.finishResponse(trailers: trailers, on: connection)
-            case .upgrading(let connection, let upgradeHead):
+            case .upgrading(let connection, let upgradeHead, _):
                 // Switch once the decoder that delivered this has returned: it is removed in the
-                // splice, and bytes behind the 101 must leave through it.
+                // splice, and bytes behind the 101 must leave through it. An app that closed
+                // before then has been answered for already (`upstreamClosed`).
                 connection.channel.eventLoop.assumeIsolated().execute {
                     guard case .upgrading = self.phase else { return }
                     self.phase = .finished
-                    let head = HeaderRewriting.clientResponse(
-                        upgradeHead,
-                        fields: MessageFields(upgradeHead.headers),
-                        framing: .noBody,
-                        clientVersion: self.request.version,
-                        keepAlive: true,
-                        requestID: (self.shared.trace.requestIDHeader, self.trace.requestID),
-                        allocator: self.loop.allocator
-                    )
-                    self.downstream.startTunnel(response: head, upstream: connection)
+                    self.downstream.startTunnel(response: self.clientHead(switchingWith: upgradeHead), upstream: connection)
                 }
             case .connecting, .forwarding, .finished:
                 break
@@ -91,11 +86,44 @@ extension ProxyExchange: UpstreamConnectionDelegate {
             // The app's way of ending a body without a length.
             self.upstreamKeepAlive = false
             self.finishResponse(trailers: nil, on: connection)
+        case .upgrading(let connection, let upgradeHead, let said) where error == nil:
+            // The app agreed and closed before the tunnel opened, often in the same read as its
+            // 101: a WebSocket server that closes at once, a protocol that answers and hangs
+            // up. The tunnel would have carried what it said and then the close; so does this.
+            self.phase = .finished
+            self.pool.release(connection, reusable: false)
+            self.downstream.writeResponsePart(.head(self.clientHead(switchingWith: upgradeHead)))
+            if let said {
+                self.downstream.writeResponsePart(.body(.byteBuffer(said)))
+            }
+            self.downstream.finishResponse(trailers: nil, closeConnection: true)
         case .responding, .upgrading:
             self.cut()
         case .connecting, .finished:
             break
         }
+    }
+
+    /// What the app sent behind its 101 and before its close, which NIO's decoder would drop
+    /// (`UpstreamResponseDecoder.decodeLast`): kept for the client. A body part in any other
+    /// phase is the rest of an answer being dropped for a retry.
+    private func keepBytesBehindSwitch(_ bytes: ByteBuffer) {
+        guard case .upgrading(let connection, let head, var said) = self.phase else { return }
+        said.setOrWriteImmutableBuffer(bytes)
+        self.phase = .upgrading(connection, head, said: said)
+    }
+
+    /// The 101 as the client gets it.
+    private func clientHead(switchingWith upgradeHead: HTTPResponseHead) -> EncodedHead {
+        HeaderRewriting.clientResponse(
+            upgradeHead,
+            fields: MessageFields(upgradeHead.headers),
+            framing: .noBody,
+            clientVersion: self.request.version,
+            keepAlive: true,
+            requestID: (self.shared.trace.requestIDHeader, self.trace.requestID),
+            allocator: self.loop.allocator
+        )
     }
 
     /// An error of the response decoder: the app did answer, in bytes no HTTP reader takes, so
@@ -138,7 +166,7 @@ extension ProxyExchange: UpstreamConnectionDelegate {
         }
         if head.status == .switchingProtocols {
             self.recordOutcome(outcome)
-            self.phase = .upgrading(connection, head)
+            self.phase = .upgrading(connection, head, said: nil)
             self.cancelDeadline()
             return
         }

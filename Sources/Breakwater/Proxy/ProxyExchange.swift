@@ -23,8 +23,9 @@ final class ProxyExchange {
         case forwarding(UpstreamConnection)
         /// The response head went to the client; its body is streaming.
         case responding(UpstreamConnection)
-        /// The app answered 101: the connection is about to become a tunnel.
-        case upgrading(UpstreamConnection, HTTPResponseHead)
+        /// The app answered 101: the connection is about to become a tunnel. `said` is what
+        /// the app sent behind the 101 before it closed, if it closed first.
+        case upgrading(UpstreamConnection, HTTPResponseHead, said: ByteBuffer?)
         case finished
     }
 
@@ -491,7 +492,7 @@ final class ProxyExchange {
     /// another request.
     func abandon() {
         switch self.phase {
-        case .forwarding(let connection), .responding(let connection), .upgrading(let connection, _):
+        case .forwarding(let connection), .responding(let connection), .upgrading(let connection, _, _):
             connection.close()
         case .connecting, .finished:
             break

@@ -44,7 +44,17 @@ struct UpstreamResponseDecoder: ByteToMessageDecoder {
         try self.decoder.decode(context: context, buffer: &buffer)
     }
 
+    /// Bytes left at the app's close follow a 101 (before one, the decoder takes every byte or
+    /// throws). NIO's decoder forwards them when it is removed, for the tunnel, but drops them
+    /// at EOF; an app that agrees, speaks and closes in one go would lose its last words. So
+    /// they are forwarded here too: as a body part to the exchange while it has the connection
+    /// (`ProxyExchange.keepBytesBehindSwitch`), as bytes to the tunnel once the splice began.
     func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
-        try self.decoder.decodeLast(context: context, buffer: &buffer, seenEOF: seenEOF)
+        let state = try self.decoder.decodeLast(context: context, buffer: &buffer, seenEOF: seenEOF)
+        if seenEOF, let said = buffer.readSlice(length: buffer.readableBytes), said.readableBytes > 0 {
+            let spliced = (try? context.pipeline.syncOperations.handler(type: UpstreamHandler.self)) == nil
+            context.fireChannelRead(spliced ? NIOAny(said) : self.wrapInboundOut(.body(said)))
+        }
+        return state
     }
 }

@@ -1,4 +1,7 @@
 @testable import Breakwater
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
 import Testing
 
 /// `Upgrade` requests become byte tunnels once the app agrees.
@@ -103,6 +106,52 @@ import Testing
             #expect(took < .seconds(8), "the drain waited \(took) on a client that reads nothing")
             #expect(proxy.proxy.clientConnections == 0)
         }
+    }
+
+    /// An app that agrees, says its last word and closes in one go (a WebSocket server closing
+    /// at once, a protocol that answers and hangs up) reaches the client whole: the 101, the
+    /// bytes behind it, then the close.
+    @Test func bytesAndACloseRightBehindThe101ReachTheClient() async throws {
+        let script: RawScript = { request in
+            guard request.isComplete else { return nil }
+            return [
+                .cork,
+                .text("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nlast words"),
+                .close,
+            ]
+        }
+        try await ProxyHarness.with(rawBackend: script) { proxy, _ in
+            for _ in 0..<5 {
+                let client = try await proxy.connect()
+                try await client.send(Self.upgradeRequest)
+                #expect(try await client.readResponseHead().status == 101)
+                let said = try await client.readExactly("last words".utf8.count, timeout: .seconds(5))
+                #expect(String(decoding: said, as: UTF8.self) == "last words")
+                #expect(try await client.waitForClose(timeout: .seconds(5)))
+            }
+        }
+    }
+
+    /// The app's close can also come after the splice began but before the app side's decoder
+    /// left (it leaves a loop tick later): the bytes behind the 101 then go to the tunnel, as
+    /// bytes, where NIO's decoder would drop them at the close.
+    @Test func bytesBehindA101ReachTheTunnelWhenTheAppClosesDuringTheSplice() throws {
+        let decoder = UpstreamResponseDecoder()
+        let channel = EmbeddedChannel(handler: ByteToMessageHandler(decoder))  // no `UpstreamHandler`: spliced
+        decoder.requestSent(method: .GET)
+        try channel.writeInbound(ByteBuffer(string: "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nlast words"))
+        guard case .head(let head)? = try channel.readInbound(as: HTTPClientResponsePart.self) else {
+            Issue.record("no response head")
+            return
+        }
+        #expect(head.status == .switchingProtocols)
+        guard case .end? = try channel.readInbound(as: HTTPClientResponsePart.self) else {
+            Issue.record("no response end")
+            return
+        }
+        #expect(try channel.readInbound(as: ByteBuffer.self) == nil)
+        channel.pipeline.fireChannelInactive()
+        #expect(try channel.readInbound(as: ByteBuffer.self) == ByteBuffer(string: "last words"))
     }
 
     /// After an upgrade request the app's HTTP reader (llhttp in uvicorn) may have stopped

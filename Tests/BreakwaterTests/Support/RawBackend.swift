@@ -49,6 +49,9 @@ enum RawStep: Sendable {
     case delay(Duration)
     /// Closes the connection (FIN).
     case close
+    /// Holds back what is written next until the connection closes (TCP_CORK): the bytes and
+    /// the FIN then leave in one segment, and the proxy reads them, and the end, in one go.
+    case cork
     /// Closes with a reset: SO_LINGER 0, then close.
     case reset
     /// Stops answering: the connection stays open, and what arrives later is only recorded.
@@ -274,6 +277,8 @@ private final class RawBackendHandler: ChannelInboundHandler {
                 self.done = true
                 context.close(promise: nil)
                 return
+            case .cork:
+                try! context.channel.syncOptions!.setOption(.tcpOption(.init(rawValue: TCP_CORK)), value: 1)
             case .reset:
                 self.done = true
                 let provider = context.channel as? any SocketOptionProvider
