@@ -38,8 +38,10 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "W3CTraceContext", package: "swift-w3c-trace-context"),
+                "CBreakwaterSpawn",
             ]
         ),
+        .target(name: "CBreakwaterSpawn"),
         .executableTarget(
             name: "breakwater",
             dependencies: [

@@ -1,3 +1,4 @@
+import CBreakwaterSpawn
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -18,7 +19,10 @@ import NIOPosix
 ///   that spawned the child ends, so spawning happens on a thread that lives as long as the
 ///   process (`NIOThreadPool.singleton`'s), never on one the concurrency runtime may retire.
 /// - It inherits Breakwater's stdout and stderr, so its output is forwarded as it is written,
-///   without a copy through Breakwater.
+///   without a copy through Breakwater; and no other descriptor. SwiftNIO opens its sockets
+///   without close-on-exec, so a child would otherwise hold copies of the listeners and of
+///   every open connection: a listener the drain closed would still take connections nobody
+///   answers, and a connection the proxy closed would send the client no FIN.
 /// - Its exit is awaited on a thread of its own (`waitpid` blocks), never on an event loop, and
 ///   reaped there, so it never lingers as a zombie.
 final class ChildProcess: Sendable {
@@ -64,6 +68,11 @@ final class ChildProcess: Sendable {
         var fileActions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&fileActions)
         defer { posix_spawn_file_actions_destroy(&fileActions) }
+        // ENOSYS: a C library without the action (musl, Darwin), where the child inherits.
+        let closing = c_breakwater_spawn_file_actions_addclosefrom(&fileActions, STDERR_FILENO + 1)
+        guard closing == 0 || closing == ENOSYS else {
+            throw SpawnError(command: command, code: closing)
+        }
         if discardingOutput {
             posix_spawn_file_actions_addopen(&fileActions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0)
             posix_spawn_file_actions_adddup2(&fileActions, STDOUT_FILENO, STDERR_FILENO)

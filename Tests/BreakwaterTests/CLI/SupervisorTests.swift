@@ -176,6 +176,26 @@ import Testing
         #expect(!Self.isRunning(pid))
     }
 
+    /// The app holds none of Breakwater's sockets (SwiftNIO opens them without close-on-exec):
+    /// once a drain stops accepting, the port refuses new connections at once, though the app
+    /// runs on until the requests in flight are answered. A copy of the listener in the app
+    /// would take connections that nobody answers.
+    @Test func aDrainStopsAcceptingWhileTheAppRunsOn() async throws {
+        let appPort = try await Self.freePort()
+        let breakwater = try await BreakwaterProcess(
+            configuration: Self.configuration(command: #"["python3", "\#(Self.appScript)", "{port}"]"#, basePort: appPort)
+        )
+        let port = try #require(breakwater.port)
+        async let slow = Self.get(port, "/delay/8000")
+        try await breakwater.waitUntilInFlight(1)
+        breakwater.signal(SIGTERM)
+        try await eventually(timeout: .seconds(4)) {
+            (try? await RawClient.connect(port: port)) == nil
+        }
+        #expect(try await slow.status == 200)
+        #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
+    }
+
     @Test func anAppThatEndsWithRestartNeverEndsBreakwaterWithItsCode() async throws {
         let breakwater = try await BreakwaterProcess(
             configuration: Self.configuration(command: #"["python3", "-c", "import time, sys; time.sleep(0.5); sys.exit(3)"]"#, basePort: 1, restart: "never"),
