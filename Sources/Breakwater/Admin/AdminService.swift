@@ -70,26 +70,28 @@ public struct AdminService: Service {
         let endpoints = AdminEndpoints(lifecycle: self.lifecycle, routes: self.routes, tokenEnv: self.configuration.tokenEnv)
         let server = self.server
         let connectionLimit = ConnectionLimit(maximum: Self.maxConnections)
-        return try await ServerBootstrap(group: group)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { channel in
-                guard connectionLimit.admit(channel) else {
-                    return channel.close()
+        return try await ListenError.naming("admin.listen", self.configuration.listen) {
+            try await ServerBootstrap(group: group)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelInitializer { channel in
+                    guard connectionLimit.admit(channel) else {
+                        return channel.close()
+                    }
+                    return channel.eventLoop.makeCompletedFuture {
+                        // The proxy's guard: a head within `header_read_timeout` and
+                        // `max_header_bytes`, a kept-alive connection closed after `idle_timeout`.
+                        // Its refusals are the admin listener's own, not the proxy's traffic.
+                        let connectionGuard = ClientConnectionGuard(configuration: server, recordRefusal: { _, _, _ in })
+                        let pipeline = channel.pipeline.syncOperations
+                        try pipeline.addHandler(ReadsOnlyWhileWritable())
+                        try pipeline.addHandler(connectionGuard)
+                        try pipeline.configureHTTPServerPipeline(withErrorHandling: true)
+                        try pipeline.addHandler(AdminHandler(endpoints: endpoints, connectionGuard: connectionGuard))
+                    }
                 }
-                return channel.eventLoop.makeCompletedFuture {
-                    // The proxy's guard: a head within `header_read_timeout` and
-                    // `max_header_bytes`, a kept-alive connection closed after `idle_timeout`.
-                    // Its refusals are the admin listener's own, not the proxy's traffic.
-                    let connectionGuard = ClientConnectionGuard(configuration: server, recordRefusal: { _, _, _ in })
-                    let pipeline = channel.pipeline.syncOperations
-                    try pipeline.addHandler(ReadsOnlyWhileWritable())
-                    try pipeline.addHandler(connectionGuard)
-                    try pipeline.configureHTTPServerPipeline(withErrorHandling: true)
-                    try pipeline.addHandler(AdminHandler(endpoints: endpoints, connectionGuard: connectionGuard))
-                }
-            }
-            .bind(host: self.configuration.listen.host, port: self.configuration.listen.port)
-            .get()
+                .bind(host: self.configuration.listen.host, port: self.configuration.listen.port)
+                .get()
+        }
     }
 }
 

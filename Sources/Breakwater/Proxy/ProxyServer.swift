@@ -84,26 +84,28 @@ public final class ProxyServer: Sendable {
         let connectionLimit = ConnectionLimit(maximum: maxConnections)
         let serverConfig = configuration.server
 
-        let serverChannel = try await ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 1024)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .serverChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(quiescing.makeServerChannelHandler(channel: channel))
+        let serverChannel = try await ListenError.naming("listen", configuration.listen) {
+            try await ServerBootstrap(group: group)
+                .serverChannelOption(.backlog, value: 1024)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .serverChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(quiescing.makeServerChannelHandler(channel: channel))
+                    }
                 }
-            }
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelInitializer { channel in
-                guard connectionLimit.admit(channel) else {
-                    return channel.close()
+                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelInitializer { channel in
+                    guard connectionLimit.admit(channel) else {
+                        return channel.close()
+                    }
+                    return channel.eventLoop.makeCompletedFuture {
+                        let loop = sharedPools[ObjectIdentifier(channel.eventLoop)]!.value
+                        try channel.pipeline.syncOperations.addClientHandlers(generation: generation, server: serverConfig, loop: loop)
+                    }
                 }
-                return channel.eventLoop.makeCompletedFuture {
-                    let loop = sharedPools[ObjectIdentifier(channel.eventLoop)]!.value
-                    try channel.pipeline.syncOperations.addClientHandlers(generation: generation, server: serverConfig, loop: loop)
-                }
-            }
-            .bind(host: configuration.listen.host, port: configuration.listen.port)
-            .get()
+                .bind(host: configuration.listen.host, port: configuration.listen.port)
+                .get()
+        }
         return ProxyServer(
             serverChannel: serverChannel,
             quiescing: quiescing,

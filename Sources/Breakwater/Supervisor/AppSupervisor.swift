@@ -53,8 +53,11 @@ public final class AppSupervisor: Service, Sendable {
         self.state = NIOLockedValueBox(State(children: Array(repeating: nil, count: commands.count)))
     }
 
+    /// Stops the app on a drain, and also when the service group is torn down (another
+    /// service failed: a port already taken, say): the app must not outlive a proxy that
+    /// will never serve it.
     public func run() async throws {
-        await withGracefulShutdownHandler {
+        await withTaskCancellationOrGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
                 for member in self.upstreams.members {
                     group.addTask { await self.supervise(member) }
@@ -63,7 +66,7 @@ public final class AppSupervisor: Service, Sendable {
             // Workers that ended for good asked for a drain; returning before it came would
             // end the service group without one.
             try? await gracefulShutdown()
-        } onGracefulShutdown: {
+        } onCancelOrGracefulShutdown: {
             self.stop()
         }
     }

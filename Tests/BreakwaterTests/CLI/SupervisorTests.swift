@@ -196,6 +196,24 @@ import Testing
         #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
     }
 
+    /// A port already taken ends Breakwater with an error that names it, app and all: the
+    /// app must not run on behind a proxy that will never listen, and no signal should be
+    /// needed to find that out.
+    @Test func aPortAlreadyTakenEndsBreakwaterAndItsApp() async throws {
+        let taken = try await RawBackend.start { _ in nil }
+        let appPort = try await Self.freePort()
+        let configuration = Self.configuration(command: #"["python3", "\#(Self.appScript)", "{port}"]"#, basePort: appPort)
+            .replacingOccurrences(of: #"listen = "127.0.0.1:0"\#n[admin]"#, with: "listen = \"127.0.0.1:\(taken.port)\"\n[admin]")
+        let breakwater = try await BreakwaterProcess(configuration: configuration, waitForListening: false)
+        let status = await breakwater.waitForExit(timeout: .seconds(20))
+        #expect(status == 1, "Breakwater did not end: \(breakwater.log)")
+        #expect(breakwater.log.contains("cannot listen on 127.0.0.1:\(taken.port) (listen): Address already in use"), "\(breakwater.log)")
+        if status == nil {
+            breakwater.signal(SIGKILL)
+        }
+        try await taken.shutdown()
+    }
+
     @Test func anAppThatEndsWithRestartNeverEndsBreakwaterWithItsCode() async throws {
         let breakwater = try await BreakwaterProcess(
             configuration: Self.configuration(command: #"["python3", "-c", "import time, sys; time.sleep(0.5); sys.exit(3)"]"#, basePort: 1, restart: "never"),
