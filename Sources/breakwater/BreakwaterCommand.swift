@@ -69,7 +69,7 @@ struct Run: AsyncParsableCommand {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: AdminService(configuration: configuration.admin, server: configuration.server, lifecycle: lifecycle, proxy: proxy, logger: logger))
         ]
-        var supervisor: AppSupervisor?
+        let supervisor: AppSupervisor?
         if let app = configuration.app, let workers, let upstreams {
             supervisor = AppSupervisor(
                 app: app,
@@ -79,9 +79,13 @@ struct Run: AsyncParsableCommand {
                 lifecycle: lifecycle,
                 logger: logger
             )
-            services.append(.init(service: supervisor!))
-            lifecycle.onRollingRestartRequested { [supervisor] in
-                supervisor?.startRollingRestart() ?? false
+        } else {
+            supervisor = nil
+        }
+        if let supervisor {
+            services.append(.init(service: supervisor))
+            lifecycle.onRollingRestartRequested {
+                supervisor.startRollingRestart()
             }
         } else if let readiness = configuration.readiness, let upstream = configuration.upstream {
             services.append(.init(service: ReadinessProber(configuration: readiness, upstream: upstream, lifecycle: lifecycle, logger: logger)))
@@ -95,7 +99,7 @@ struct Run: AsyncParsableCommand {
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
             tasks.addTask {
-                await Self.handleSignals(group: group, proxy: proxy, lifecycle: lifecycle, configurationPath: path, appCommand: appCommand, logger: logger)
+                await Self.handleSignals(group: group, proxy: proxy, supervisor: supervisor, lifecycle: lifecycle, configurationPath: path, appCommand: appCommand, logger: logger)
             }
             try await tasks.next()
             tasks.cancelAll()
@@ -140,11 +144,13 @@ struct Run: AsyncParsableCommand {
         }
     }
 
-    /// SIGTERM and SIGINT drain; a second one exits at once. SIGHUP reloads the file; SIGUSR2
-    /// restarts the supervised app's workers one at a time.
+    /// SIGTERM and SIGINT drain; a second one exits at once, killing the supervised app's
+    /// process groups first. SIGHUP reloads the file; SIGUSR2 restarts the supervised app's
+    /// workers one at a time.
     private static func handleSignals(
         group: ServiceGroup,
         proxy: ProxyService,
+        supervisor: AppSupervisor?,
         lifecycle: Lifecycle,
         configurationPath: String,
         appCommand: [String],
@@ -161,6 +167,7 @@ struct Run: AsyncParsableCommand {
             default:
                 if draining {
                     logger.warning("second signal during the drain: exiting now", metadata: ["signal": "\(signal)"])
+                    supervisor?.killAll()
                     Foundation.exit(1)
                 }
                 draining = true

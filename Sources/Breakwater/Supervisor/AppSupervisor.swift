@@ -305,6 +305,19 @@ public final class AppSupervisor: Service, Sendable {
         }
     }
 
+    /// SIGKILL to every worker's process group at once, for an exit that cannot wait (a second
+    /// stop signal): `--pdeathsig` reaches only each group's leader when Breakwater exits, not
+    /// the workers a uvicorn or gunicorn master forked, which would keep the app's port.
+    public func killAll() {
+        let children = self.state.withLockedValue { state -> [ChildProcess] in
+            state.stopping = true
+            return state.children.compactMap { $0 }
+        }
+        for child in children {
+            child.signalGroup(SIGKILL)
+        }
+    }
+
     private func terminate(_ child: ChildProcess) {
         child.signalGroup(SIGTERM)
         let stopTimeout = self.app.stopTimeout

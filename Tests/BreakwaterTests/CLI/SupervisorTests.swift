@@ -450,6 +450,26 @@ import Testing
         #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
     }
 
+    /// A second stop signal exits at once, and takes the whole app with it: the parent-death
+    /// signal reaches only the process Breakwater started (here a shell), not what that forked
+    /// (in life a uvicorn or gunicorn master's workers), which would keep the app's port.
+    @Test func aSecondSignalTakesTheAppsWholeProcessGroupWithIt() async throws {
+        let appPort = try await Self.freePort()
+        let command = #"["sh", "-c", "python3 \#(Self.appScript) \"$1\" & wait", "sh", "{port}"]"#
+        let breakwater = try await BreakwaterProcess(configuration: Self.configuration(command: command, basePort: appPort))
+        let port = try #require(breakwater.port)
+        try await eventually(timeout: .seconds(10)) { breakwater.log.contains("app ready") }
+        let python = try #require(pid_t(try await Self.get(port, "/pid").bodyString))
+        async let slow = try? Self.get(port, "/delay/8000")
+        try await breakwater.waitUntilInFlight(1)
+        breakwater.signal(SIGTERM)
+        try await eventually { breakwater.log.contains("[Breakwater] draining") }
+        breakwater.signal(SIGTERM)
+        #expect(await breakwater.waitForExit(timeout: .seconds(5)) == 1)
+        try await eventually(timeout: .seconds(5)) { !Self.isRunning(python) }
+        _ = await slow
+    }
+
     /// A rolling restart whose restarted worker never comes back (here: it starts something
     /// that never listens) stops after the worker's stop and `readiness.hold`, rather than
     /// wait forever and turn every later restart away as "already under way".
