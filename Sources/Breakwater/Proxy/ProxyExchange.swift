@@ -359,6 +359,11 @@ final class ProxyExchange {
         connection?.close()
         self.cancelDeadline()
         self.phase = .connecting
+        // Its answer, if it had one, never reached the client: until another does, the
+        // request is logged and counted as unanswered.
+        self.answeredStatus = 499
+        self.answerReason = "client_closed"
+        self.responseHeadAt = nil
     }
 
     /// An attempt failed before a response head reached the client: retry it, or answer.

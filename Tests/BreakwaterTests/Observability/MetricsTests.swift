@@ -153,6 +153,22 @@ import Testing
         }
     }
 
+    /// A client that leaves while an answer it never got is being retried is counted as gone
+    /// (499), not under the status of the answer that was dropped for the retry.
+    @Test func aClientThatLeavesDuringARetryIsCountedAsGoneNotAsTheDroppedAnswer() async throws {
+        try await ProxyHarness.with(configuration: "[defaults.retry]\nbackoff = \"3s\"\nmax_backoff = \"3s\"\n") { proxy in
+            let client = try await proxy.connect()
+            try await client.send(get("/status/503"))
+            // The retry waits up to 3 s (full jitter): the client leaves during it, or during
+            // the attempt after it.
+            try await eventually { proxy.backend.requestCount(pathPrefix: "/status/503") >= 1 }
+            await client.close()
+            let counted = #"breakwater_requests_total{route="default",method="GET",code="499",reason="client_closed"} 1"#
+            try await eventually { proxy.lifecycle.metrics.exposition().contains(counted) }
+            #expect(!proxy.lifecycle.metrics.exposition().contains(#"code="503""#))
+        }
+    }
+
     @Test func thePrometheusToolAcceptsTheExposition() async throws {
         guard let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"].first(where: FileManager.default.isExecutableFile(atPath:)) else {
             return  // `apt-get install prometheus` provides it; .ci/run installs it when it can.
