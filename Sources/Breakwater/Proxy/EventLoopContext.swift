@@ -13,7 +13,11 @@ final class EventLoopContext {
     let allocator = ByteBufferAllocator()
     /// Request and trace ids for this loop's requests.
     var identifiers = IdentifierGenerator()
-    private var requestCounters: [RequestCounterKey: CoreMetrics.Counter] = [:]
+    /// Each counter with the route it counts for, held so that the route's metrics object
+    /// lives as long as its key: an `ObjectIdentifier` is unique only while its object lives,
+    /// and a route removed by one reload and one added by a later reload could otherwise meet
+    /// at one address, and one counter.
+    private var requestCounters: [RequestCounterKey: (counter: CoreMetrics.Counter, route: RouteMetrics)] = [:]
     /// The counter used last, asked before the dictionary: a loop's requests mostly repeat the
     /// same route, method and outcome, and comparing a key costs less than hashing one.
     private var lastRequestCounter: (key: RequestCounterKey, counter: CoreMetrics.Counter)?
@@ -50,10 +54,10 @@ final class EventLoopContext {
         }
         let counter: CoreMetrics.Counter
         if let known = self.requestCounters[key] {
-            counter = known
+            counter = known.counter
         } else {
             counter = route.makeRequestCounter(method: method, code: code, reason: reason)
-            self.requestCounters[key] = counter
+            self.requestCounters[key] = (counter, route)
         }
         self.lastRequestCounter = (key, counter)
         return counter

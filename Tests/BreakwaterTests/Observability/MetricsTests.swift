@@ -1,5 +1,6 @@
 @testable import Breakwater
 import Foundation
+import NIOEmbedded
 import NIOHTTP1
 import Testing
 
@@ -166,6 +167,22 @@ import Testing
             let counted = #"breakwater_requests_total{route="default",method="GET",code="499",reason="client_closed"} 1"#
             try await eventually { proxy.lifecycle.metrics.exposition().contains(counted) }
             #expect(!proxy.lifecycle.metrics.exposition().contains(#"code="503""#))
+        }
+    }
+
+    /// Each event loop caches its request counters for good, across reloads: a route added
+    /// after another was removed must count under its own name, even where its metrics object
+    /// is made at the address the removed one's had.
+    @Test func aRouteMadeWhereARemovedOneWasCountsUnderItsOwnName() throws {
+        let metrics = ProxyMetrics()
+        let upstreams = try UpstreamSet(addresses: [.tcp(HostPort(host: "127.0.0.1", port: 1))], supervised: false)
+        let context = EventLoopContext(eventLoop: EmbeddedEventLoop(), upstreams: upstreams, configuration: UpstreamPoolConfig())
+        for index in 0..<50 {
+            // Each route goes once counted, as a reload removes it; the allocator hands its
+            // memory to the next at once.
+            let route = RouteMetrics(route: "route-\(index)", metrics: metrics)
+            let counter = context.requestCounter(route, method: "GET", code: 200, reason: "ok")
+            #expect(counter.dimensions.contains { $0.0 == "route" && $0.1 == "route-\(index)" }, "\(counter.dimensions)")
         }
     }
 
