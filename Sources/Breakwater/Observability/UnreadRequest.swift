@@ -9,15 +9,18 @@ extension ProxyShared {
     /// in both (nginx and HAProxy log such requests too: `400 "-"`, `<BADREQ>`).
     ///
     /// - Parameter duration: from the head's first byte to the refusal.
-    func recordUnreadRequest(_ reason: ProxyReason, client: String?, duration: Duration, loop: EventLoopContext) {
+    /// - Returns: the request id header for the answer, with the id the log line has: the
+    ///   client can quote it, as it can any other answer's.
+    func recordUnreadRequest(_ reason: ProxyReason, client: String?, duration: Duration, loop: EventLoopContext) -> (name: String, value: String) {
+        let requestID = RequestTrace.newRequestID(using: &loop.identifiers)
         let route = self.routes[self.routes.count - 1]
         let status = Int(reason.status.code)
         loop.requestCounter(route.metrics, method: "OTHER", code: status, reason: reason.rawValue).increment()
         route.metrics.duration.recordNanoseconds(duration.nanoseconds)
-        guard let accessLog = self.accessLog else { return }
+        guard let accessLog = self.accessLog else { return (self.trace.requestIDHeader, requestID) }
         let record = AccessLogRecord(
             time: Date(),
-            requestID: RequestTrace.newRequestID(using: &loop.identifiers),
+            requestID: requestID,
             traceID: nil,
             method: nil,
             path: nil,
@@ -32,5 +35,6 @@ extension ProxyShared {
             client: client
         )
         accessLog.write(record.jsonLine())
+        return (self.trace.requestIDHeader, requestID)
     }
 }

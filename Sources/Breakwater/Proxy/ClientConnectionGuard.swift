@@ -56,9 +56,10 @@ final class ClientConnectionGuard: ChannelInboundHandler, RemovableChannelHandle
     /// Told of each answer the guard makes itself, with the client's address and how long its
     /// head had been arriving, so that it is logged and counted like any other
     /// (`recordUnreadRequest`).
-    private let recordRefusal: (ProxyReason, _ client: String?, _ duration: Duration) -> Void
+    private let recordRefusal: (ProxyReason, _ client: String?, _ duration: Duration) -> (name: String, value: String)?
 
-    init(configuration: ServerConfig, recordRefusal: @escaping (ProxyReason, _ client: String?, _ duration: Duration) -> Void) {
+    /// - Parameter recordRefusal: returns the request id header the answer carries, if any.
+    init(configuration: ServerConfig, recordRefusal: @escaping (ProxyReason, _ client: String?, _ duration: Duration) -> (name: String, value: String)?) {
         self.headerReadTimeout = TimeAmount(configuration.headerReadTimeout)
         self.idleTimeout = TimeAmount(configuration.idleTimeout)
         self.maxHeaderBytes = configuration.maxHeaderBytes
@@ -193,9 +194,10 @@ final class ClientConnectionGuard: ChannelInboundHandler, RemovableChannelHandle
     private func reject(context: ChannelHandlerContext, with reason: ProxyReason) {
         self.state = .closed
         self.cancelTimer()
-        let response = LocalResponse(reason).encoded(version: .http1_1, keepAlive: false, withBody: true, allocator: context.channel.allocator)
-        self.recordRefusal(reason, context.channel.remoteAddress?.ipAddress, self.timeSinceHeadStarted)
-        let written = context.writeAndFlush(self.wrapOutboundOut(response))
+        var response = LocalResponse(reason)
+        response.requestID = self.recordRefusal(reason, context.channel.remoteAddress?.ipAddress, self.timeSinceHeadStarted)
+        let encoded = response.encoded(version: .http1_1, keepAlive: false, withBody: true, allocator: context.channel.allocator)
+        let written = context.writeAndFlush(self.wrapOutboundOut(encoded))
         LingeringClose.close(context.channel, after: written, writeTimeout: self.idleTimeout)
     }
 }

@@ -301,20 +301,22 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         let reason: ProxyReason = error == .headerOverflow ? .headerTooLarge : .badRequest
+        var response = LocalResponse(reason)
         if let exchange = self.exchange {
             // Its body was malformed: the request is logged and counted as this answer.
             exchange.answeredStatus = Int(reason.status.code)
             exchange.answerReason = reason.rawValue
+            response.requestID = (exchange.shared.trace.requestIDHeader, exchange.trace.requestID)
             self.abandonExchange()
         } else {
-            self.generation.value.recordUnreadRequest(
+            response.requestID = self.generation.value.recordUnreadRequest(
                 reason,
                 client: self.clientAddress,
                 duration: self.connectionGuard.timeSinceHeadStarted,
                 loop: self.loop
             )
         }
-        self.respond(LocalResponse(reason), version: .http1_1, withBody: true, closeConnection: true)
+        self.respond(response, version: .http1_1, withBody: true, closeConnection: true)
     }
 
     // MARK: Backpressure

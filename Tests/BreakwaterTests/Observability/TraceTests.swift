@@ -40,6 +40,34 @@ import W3CTraceContext
         }
     }
 
+    /// Requests refused before their head could be read (400, 431, 408) get an id too, and
+    /// a request whose body turned malformed keeps the one the app saw.
+    @Test func answersToUnreadableRequestsCarryAnIDToo() async throws {
+        try await ProxyHarness.with(configuration: "[server]\nheader_read_timeout = \"1s\"\nmax_header_bytes = \"8KB\"\n") { proxy in
+            let unreadable = [
+                ("GET / HTTP/1.1\r\nHost: a\r\nno colon here\r\n\r\n", 400),
+                ("GET / HTTP/1.1\r\nHost: a\r\nX-Big: \(String(repeating: "a", count: 10_000))\r\n\r\n", 431),
+                ("GET / HTTP/1.1\r\nHost: a\r\n", 408),
+            ]
+            var ids: Set<String> = []
+            for (request, status) in unreadable {
+                let response = try await proxy.request(request)
+                #expect(response.status == status)
+                let id = try #require(response.header("x-request-id"), "\(status) without an id")
+                #expect(id.count == 32 && id.allSatisfy(\.isHexDigit))
+                ids.insert(id)
+            }
+            #expect(ids.count == 3)
+
+            let client = try await proxy.connect()
+            try await client.send("POST /echo HTTP/1.1\r\nHost: a\r\nX-Request-ID: mine-1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n")
+            try await client.send("zz\r\n")
+            let response = try await client.readResponse()
+            #expect(response.status == 400)
+            #expect(response.header("x-request-id") == "mine-1")
+        }
+    }
+
     @Test func aValidTraceparentIsKeptWithItsTracestate() async throws {
         try await ProxyHarness.with { proxy in
             _ = try await proxy.request(get("/status/200", headers: ["traceparent: \(Self.validParent)", "tracestate: congo=t61rcWkgMzE"]))
