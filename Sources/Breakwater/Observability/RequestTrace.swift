@@ -23,7 +23,7 @@ struct RequestTrace {
             (self.traceparent, self.tracestate) = (nil, nil)
             return
         }
-        if let value = presented.traceparent, let valid = try? TraceContext(traceParentHeaderValue: value) {
+        if let value = presented.traceparent.flatMap(Self.inVersionZeroLayout), let valid = try? TraceContext(traceParentHeaderValue: value) {
             // The `tracestate` goes on as it came: the proxy adds no entry of its own, and a
             // list the library would not parse (an empty member, a tab) must not cost the
             // caller its trace (W3C Trace Context: a failure to parse `tracestate` must not
@@ -72,6 +72,24 @@ struct RequestTrace {
                 head.field("tracestate", tracestate)
             }
         }
+    }
+
+    /// A `traceparent` as version 00, the only version the library (and the proxy) speaks; nil
+    /// when it cannot be read as one. W3C Trace Context (§4.3) has a higher version read with
+    /// version 00's layout, from its first 55 characters when what follows them is nothing or
+    /// a dash, and passed on as version 00; `ff` is never valid. The library checks the rest.
+    static func inVersionZeroLayout(_ value: String) -> String? {
+        let bytes = value.utf8
+        guard bytes.count >= 55 else { return nil }
+        let version = bytes.prefix(2)
+        if version.elementsEqual("00".utf8) {
+            return value  // 55 characters exactly: the library checks
+        }
+        let isLowercaseHex = { (byte: UInt8) in (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte) }
+        guard version.allSatisfy(isLowercaseHex), !version.elementsEqual("ff".utf8),
+            bytes.count == 55 || bytes[bytes.index(bytes.startIndex, offsetBy: 55)] == UInt8(ascii: "-")
+        else { return nil }
+        return "00" + String(Substring(bytes.dropFirst(2).prefix(53)))
     }
 
     /// A client's id is kept when it is printable and of a sane length, so it can neither

@@ -32,8 +32,9 @@ struct MessageFields {
     let hasUpgrade: Bool
     /// `Expect: 100-continue`, which the proxy answers itself.
     let expectsContinue: Bool
-    /// The client's request id (the header `requestIDHeader` names) and `traceparent`, the
-    /// first of each, and its `tracestate`, every line of it.
+    /// The client's request id (the header `requestIDHeader` names), the first; its
+    /// `traceparent`, blanks trimmed, or empty when it came more than once (which W3C Trace
+    /// Context's test suite answers with a new trace); and its `tracestate`, every line of it.
     let requestID: String?
     let traceparent: String?
     let tracestate: String?
@@ -80,8 +81,8 @@ struct MessageFields {
                 hasUpgrade = true
             case .expect:
                 expectsContinue = expectsContinue || Self.tokens(of: value).contains { $0.equalsASCIICaseInsensitive("100-continue") }
-            case .traceparent where traceparent == nil:
-                traceparent = value
+            case .traceparent:
+                traceparent = traceparent == nil ? String(Self.trimmed(value)) : ""
             case .tracestate:
                 // One list, however many lines carry it (RFC 9110 §5.3; W3C Trace Context).
                 tracestate = tracestate.map { "\($0),\(value)" } ?? value

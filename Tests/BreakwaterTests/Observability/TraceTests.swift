@@ -104,6 +104,36 @@ import W3CTraceContext
         }
     }
 
+    /// The cases of W3C Trace Context's test suite a proxy meets: a later version is read
+    /// with version 00's layout and passed on as 00, when what follows its first 55
+    /// characters is nothing or a dash; `ff`, an uppercase version, 00 with anything after
+    /// it and two `traceparent`s start a new trace; blanks around the value do not.
+    @Test func traceparentsAreReadAsW3CTraceContextSays() throws {
+        let (trace, parent) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
+        func forwarded(_ fields: [(String, String)]) throws -> String {
+            var generator = IdentifierGenerator(seed: 7)
+            let presented = MessageFields(HTTPHeaders(fields))
+            let written = RequestTrace(presented: presented, configuration: TraceConfig(), generator: &generator)
+            let head = HeadWriter.written(allocator: ByteBufferAllocator()) { written.write(to: &$0, configuration: TraceConfig()) }
+            let line = try #require(String(buffer: head.bytes).split(separator: "\r\n").first { $0.hasPrefix("traceparent: ") })
+            return String(line.dropFirst("traceparent: ".count))
+        }
+        for value in ["cc-\(trace)-\(parent)-01", "cc-\(trace)-\(parent)-01-what-the-future-will-be-like", "00-\(trace)-\(parent)-01 ", " 00-\(trace)-\(parent)-01\t"] {
+            #expect(try forwarded([("traceparent", value)]) == "00-\(trace)-\(parent)-01", "\(value)")
+        }
+        let replaced: [[(String, String)]] = [
+            [("traceparent", "cc-\(trace)-\(parent)-01.what-the-future-will-be-like")],
+            [("traceparent", "ff-\(trace)-\(parent)-01")],
+            [("traceparent", "0C-\(trace)-\(parent)-01")],
+            [("traceparent", "00-\(trace)-\(parent)-01-what-the-future-will-be-like")],
+            [("traceparent", "00-\(trace)-\(parent)-01"), ("traceparent", "00-12345678901234567890123456789012-\(parent)-01")],
+        ]
+        for fields in replaced {
+            let value = try forwarded(fields)
+            #expect(!value.contains(trace) && !value.contains("12345678901234567890123456789012"), "\(fields)")
+        }
+    }
+
     /// New ids are written by hand (one pass, no library formatting): they must still be what
     /// the W3C parser accepts, all different, and the trace id the one in the traceparent.
     @Test func newTraceparentsAreValidAndDistinct() throws {
