@@ -104,8 +104,11 @@ struct AdminEndpoints: Sendable {
         guard let expected = ProcessInfo.processInfo.environment[self.tokenEnv], !expected.isEmpty else {
             return self.json(.forbidden, ["error": "admin actions are disabled: set \(self.tokenEnv)"])
         }
+        // The scheme's name is case-insensitive (RFC 9110 §11.1): `bearer` is `Bearer`.
         let presented = request.headers.first(name: "authorization") ?? ""
-        guard presented.hasPrefix("Bearer "), constantTimeEquals(Array(presented.utf8.dropFirst(7)), Array(expected.utf8)) else {
+        guard presented.utf8.count > 7, presented.prefix(7).lowercased() == "bearer ",
+            constantTimeEquals(Array(presented.utf8.dropFirst(7)), Array(expected.utf8))
+        else {
             return self.json(.unauthorized, ["error": "missing or wrong bearer token"])
         }
         return action()

@@ -54,7 +54,9 @@ private struct ConfigSchema {
             config.listen = self.address(text, at: root, "listen") ?? config.listen
         }
         if let text = root.string("upstream") {
-            if let upstream = ConfigUnits.upstream(text) {
+            if case .tcp(let address)? = ConfigUnits.upstream(text), address.port == 0 {
+                root.report("upstream", "port 0 in \"\(text)\": give the port the app listens on")
+            } else if let upstream = ConfigUnits.upstream(text) {
                 config.upstream = upstream
             } else {
                 root.report("upstream", "invalid address \"\(text)\": use \"host:port\" or \"unix:/absolute/path\"")
@@ -200,13 +202,18 @@ private struct ConfigSchema {
         return drain
     }
 
+    /// Fields the proxy writes on answers of its own, beside those `FieldName` knows.
+    private static let proxysOwnAnswerFields: Set<String> = ["content-type", "retry-after", "x-breakwater-reason"]
+
     private func trace(_ table: TableReader) -> TraceConfig {
         var trace = TraceConfig()
         if let header = table.string("request_id_header") {
-            if ConfigUnits.isToken(header) {
-                trace.requestIDHeader = header
-            } else {
+            if !ConfigUnits.isToken(header) {
                 table.report("request_id_header", "\"\(header)\" is not a valid header name")
+            } else if FieldName(header) != .other || Self.proxysOwnAnswerFields.contains(header.lowercased()) {
+                table.report("request_id_header", "\"\(header)\" is a field the proxy reads or writes itself: name one of its own, like \"X-Request-ID\"")
+            } else {
+                trace.requestIDHeader = header
             }
         }
         trace.traceparent = table.bool("traceparent") ?? trace.traceparent

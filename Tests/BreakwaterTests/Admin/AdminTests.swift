@@ -89,6 +89,11 @@ import Testing
                 #expect(status4 == 401)
                 let status5 = try await Self.request(port, post("/admin/circuit-breakers/nope/reset", token: "s3cret")).status
                 #expect(status5 == 404)
+                // The scheme's name is case-insensitive (RFC 9110 §11.1).
+                let lowercase = "POST /admin/circuit-breakers/nope/reset HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nAuthorization: bearer s3cret\r\n\r\n"
+                #expect(try await Self.request(port, lowercase).status == 404)
+                let schemeOnly = "POST /admin/drain HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nAuthorization: Bearer \r\n\r\n"
+                #expect(try await Self.request(port, schemeOnly).status == 401)
             }
             try await Self.withAdmin(proxy, token: nil) { port in
                 let status6 = try await Self.request(port, post("/admin/drain", token: "anything")).status

@@ -478,6 +478,24 @@ import Testing
         ])
     }
 
+    /// Port 0 is a fine `listen` (the system picks one) but names no app.
+    @Test func anUpstreamOnPortZeroIsRefused() {
+        #expect(problems("upstream = \"127.0.0.1:0\"\n") == [#"proxy.conf:1: upstream: port 0 in "127.0.0.1:0": give the port the app listens on"#])
+    }
+
+    /// A request id header named like a field the proxy acts on would be taken for it: `Host`
+    /// would fail every request's Host check, `Content-Length` would frame answers twice.
+    @Test func aRequestIDHeaderTheProxyUsesItselfIsRefused() {
+        for name in ["Host", "content-length", "Transfer-Encoding", "Connection", "traceparent", "X-Forwarded-For", "Content-Type"] {
+            #expect(
+                problems("upstream = \"127.0.0.1:8000\"\n[trace]\nrequest_id_header = \"\(name)\"\n") == [
+                    #"proxy.conf:3: trace.request_id_header: "\#(name)" is a field the proxy reads or writes itself: name one of its own, like "X-Request-ID""#
+                ]
+            )
+        }
+        #expect(problems("upstream = \"127.0.0.1:8000\"\n[trace]\nrequest_id_header = \"X-Correlation-ID\"\n").isEmpty)
+    }
+
     @Test func aSyntaxErrorHasItsLine() {
         let found = problems("upstream = \"127.0.0.1:8000\"\n[server\nthreads = 1\n")
         #expect(found.count == 1)
