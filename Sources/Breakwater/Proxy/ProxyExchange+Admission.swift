@@ -63,8 +63,6 @@ extension ProxyExchange {
                 return
             }
         }
-        self.countedInFlight = true
-        self.route.metrics.inFlight.increment()
         guard self.admittedByBreaker() else { return }
         self.attempt()
     }
@@ -105,9 +103,7 @@ extension ProxyExchange {
             self.queued = nil
             self.route.metrics.queued.decrement()
         }
-        if self.countedInFlight {
-            self.route.metrics.inFlight.decrement()
-        }
+        self.leaveInFlight()
         if let probe = self.probe {
             self.route.release(probe)
             self.probe = nil

@@ -94,7 +94,7 @@ final class ProxyExchange {
     /// The ticket of the wait for the app to become ready, while held, and what comes next.
     var readinessTicket: UInt64?
     var afterReadiness: ((ProxyExchange) -> Void)?
-    /// Counted in the route's in-flight gauge (it passed the gates).
+    /// Counted in the route's in-flight gauge: an attempt of it is at the app.
     var countedInFlight = false
     /// Counted and logged as a request once over: all but the proxy's own health check.
     var isRecorded = true
@@ -281,6 +281,10 @@ final class ProxyExchange {
 
     private func forward(on connection: UpstreamConnection, to member: UpstreamSet.Member) {
         self.phase = .forwarding(connection)
+        if !self.countedInFlight {
+            self.countedInFlight = true
+            self.route.metrics.inFlight.increment()
+        }
         connection.delegate = self
         let head = HeaderRewriting.upstreamRequest(
             self.request,
@@ -359,11 +363,20 @@ final class ProxyExchange {
         connection?.close()
         self.cancelDeadline()
         self.phase = .connecting
+        self.leaveInFlight()
         // Its answer, if it had one, never reached the client: until another does, the
         // request is logged and counted as unanswered.
         self.answeredStatus = 499
         self.answerReason = "client_closed"
         self.responseHeadAt = nil
+    }
+
+    /// Out of `breakwater_in_flight_requests`, which counts requests at the app now (SPEC):
+    /// not those held for readiness, a slot or a retry's backoff.
+    func leaveInFlight() {
+        guard self.countedInFlight else { return }
+        self.countedInFlight = false
+        self.route.metrics.inFlight.decrement()
     }
 
     /// An attempt failed before a response head reached the client: retry it, or answer.

@@ -186,6 +186,23 @@ import Testing
         }
     }
 
+    /// `breakwater_in_flight_requests` counts what is at the app now (SPEC): a request
+    /// waiting out a retry's backoff is not, and is again once its retry goes.
+    @Test func aRequestWaitingToBeRetriedIsNotInFlight() async throws {
+        let configuration = "[defaults.retry]\nbackoff = \"4s\"\nmax_backoff = \"4s\"\nattempts = 2\n"
+        try await ProxyHarness.with(configuration: configuration) { proxy in
+            let inFlight = { (count: Int) in #"breakwater_in_flight_requests{route="default"} \#(count).0"# }
+            let client = try await proxy.connect()
+            try await client.send(get("/status/503"))
+            try await eventually { proxy.backend.requestCount(pathPrefix: "/status/503") >= 1 }
+            // The retry waits up to 4 s (full jitter); the app answers each try at once.
+            #expect(proxy.lifecycle.metrics.exposition().contains(inFlight(0)), "\(proxy.lifecycle.metrics.exposition())")
+            #expect(try await client.readResponse(timeout: .seconds(10)).status == 503)
+            #expect(proxy.backend.requestCount(pathPrefix: "/status/503") == 2)
+            await client.close()
+        }
+    }
+
     @Test func thePrometheusToolAcceptsTheExposition() async throws {
         guard let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"].first(where: FileManager.default.isExecutableFile(atPath:)) else {
             return  // `apt-get install prometheus` provides it; .ci/run installs it when it can.

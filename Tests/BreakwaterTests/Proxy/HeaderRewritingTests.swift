@@ -39,6 +39,7 @@ import Testing
     // MARK: The survey
 
     @Test func aRequestsSurveyReadsFramingHostsAndTheTrace() {
+        #expect(MessageFields(["traceparent": " tp-1\t"]).traceparent == "tp-1")
         let fields = MessageFields(
             [
                 "Host": "a", "X-Request-ID": "first", "x-request-id": "second", "traceparent": "tp-1", "TRACEPARENT": "tp-2",
@@ -50,7 +51,7 @@ import Testing
         #expect(fields.hasValidHost(version: .http1_1))
         #expect(fields.declaredFraming == .contentLength(12))
         #expect(fields.requestID == "first")
-        #expect(fields.traceparent == "tp-1")
+        #expect(fields.traceparent == "")  // two: invalid, a new trace (W3C Trace Context)
         #expect(fields.tracestate == "ts")
         #expect(!fields.expectsContinue && !fields.requestsUpgrade && fields.nominated.isEmpty)
     }
