@@ -57,6 +57,8 @@ public final class AppSupervisor: Service, Sendable {
     /// service failed: a port already taken, say): the app must not outlive a proxy that
     /// will never serve it.
     public func run() async throws {
+        let reaper = Task { await Self.reapOrphansWhileInit() }
+        defer { reaper.cancel() }
         await withTaskCancellationOrGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
                 for member in self.upstreams.members {
@@ -72,6 +74,15 @@ public final class AppSupervisor: Service, Sendable {
     }
 
     private var isStopping: Bool { self.state.withLockedValue { $0.stopping } }
+
+    /// As PID 1, reaps the orphans the app leaves (`ChildProcess.reapOrphans`) every second.
+    private static func reapOrphansWhileInit() async {
+        guard getpid() == 1 else { return }
+        while !Task.isCancelled {
+            try? await NIOThreadPool.singleton.runIfActive { ChildProcess.reapOrphans() }
+            try? await Task.sleep(for: .seconds(1))
+        }
+    }
 
     private func supervise(_ worker: UpstreamSet.Member) async {
         var backoff = RestartBackoff(base: self.app.restartBackoff)

@@ -7,6 +7,7 @@ import Musl
 import Darwin
 #endif
 import Foundation
+import NIOConcurrencyHelpers
 import NIOPosix
 
 /// One run of the app as a child process.
@@ -78,10 +79,16 @@ final class ChildProcess: Sendable {
             posix_spawn_file_actions_adddup2(&fileActions, STDOUT_FILENO, STDERR_FILENO)
         }
         var pid: pid_t = 0
-        let code = Self.withCStrings(argv) { arguments in
-            Self.withCStrings(environment) { variables in
-                posix_spawnp(&pid, argv[0], &fileActions, &attributes, arguments, variables)
+        let code = Self.unreaped.withLockedValue { unreaped in
+            let code = Self.withCStrings(argv) { arguments in
+                Self.withCStrings(environment) { variables in
+                    posix_spawnp(&pid, argv[0], &fileActions, &attributes, arguments, variables)
+                }
             }
+            if code == 0 {
+                unreaped.insert(pid)
+            }
+            return code
         }
         guard code == 0 else {
             throw SpawnError(command: command, code: code)
@@ -93,6 +100,7 @@ final class ChildProcess: Sendable {
                 let thread = Thread {
                     var status: Int32 = 0
                     while waitpid(child, &status, 0) == -1 && errno == EINTR {}
+                    Self.unreaped.withLockedValue { _ = $0.remove(child) }
                     continuation.resume(returning: status)
                 }
                 thread.name = "breakwater-wait-\(child)"
@@ -120,6 +128,32 @@ final class ChildProcess: Sendable {
     var groupIsRunning: Bool {
         while waitpid(-self.pid, nil, WNOHANG) > 0 {}
         return kill(-self.pid, 0) == 0
+    }
+
+    /// Children spawned here and not yet reaped by their waiters: `reapOrphans` leaves them to
+    /// those, which would otherwise lose the exit status. Spawning and reaping take the lock,
+    /// so a child is in the set before it can be seen as one.
+    private static let unreaped = NIOLockedValueBox<Set<pid_t>>([])
+
+    /// Reaps this process's children that it did not spawn and that have exited.
+    ///
+    /// As PID 1 (a container started without an init), every process orphaned in the
+    /// container comes to Breakwater: a daemon the app double-forked, the job of a shell that
+    /// exited. Each that ends stays a zombie until its parent reaps it, and in numbers they
+    /// exhaust the PID limit. A waiter on any child would take the app's exit status from its
+    /// own waiter, so the children are taken one by one from /proc, and only the unknown ones
+    /// reaped. Blocking (it reads /proc): never on an event loop.
+    static func reapOrphans() {
+        // A child belongs to the thread that started it; orphans come to the main thread.
+        let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+        let children = threads.flatMap { thread in
+            ((try? String(contentsOfFile: "/proc/self/task/\(thread)/children", encoding: .utf8)) ?? "").split(separator: " ").compactMap { pid_t($0) }
+        }
+        Self.unreaped.withLockedValue { unreaped in
+            for child in children where !unreaped.contains(child) {
+                while waitpid(child, nil, WNOHANG) == -1 && errno == EINTR {}
+            }
+        }
     }
 
     private static func withCStrings<Result>(_ strings: [String], _ body: ([UnsafeMutablePointer<CChar>?]) -> Result) -> Result {

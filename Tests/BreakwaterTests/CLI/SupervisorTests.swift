@@ -450,6 +450,49 @@ import Testing
         #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
     }
 
+    /// As PID 1 (a container without an init), Breakwater is the parent of every process the
+    /// app orphans (here a background job whose shell exited at once); each is reaped when it
+    /// ends, rather than left a zombie for as long as the app runs.
+    @Test(.enabled(if: Self.mayStartAPIDNamespace, "needs unshare --pid (CAP_SYS_ADMIN)"))
+    func asInitItReapsWhatTheAppOrphans() async throws {
+        let appPort = try await Self.freePort()
+        let command = #"["sh", "-c", "sh -c 'true &'; exec python3 \#(Self.appScript) \"$1\"", "sh", "{port}"]"#
+        let breakwater = try await BreakwaterProcess(configuration: Self.configuration(command: command, basePort: appPort), asInit: true)
+        try await eventually(timeout: .seconds(10)) { breakwater.log.contains("app ready") }
+        let unshare = breakwater.process.processIdentifier
+        let initProcess = try #require(Self.children(of: unshare).first, "unshare started nothing")
+        try await eventually(timeout: .seconds(5)) {
+            Self.children(of: initProcess).allSatisfy { !Self.isZombie($0) }
+        }
+        #expect(try await Self.get(try #require(breakwater.port), "/health").status == 200)
+        breakwater.signal(SIGKILL)  // unshare's --kill-child takes the namespace with it
+        _ = await breakwater.waitForExit(timeout: .seconds(10))
+    }
+
+    /// Whether this test process may start a PID namespace (root, with CAP_SYS_ADMIN).
+    private static var mayStartAPIDNamespace: Bool {
+        let probe = Process()
+        probe.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
+        probe.arguments = ["--pid", "--mount-proc", "--fork", "true"]
+        probe.standardError = FileHandle.nullDevice
+        guard (try? probe.run()) != nil else { return false }
+        probe.waitUntilExit()
+        return probe.terminationStatus == 0
+    }
+
+    /// The children of `pid`, over all its threads.
+    private static func children(of pid: pid_t) -> [pid_t] {
+        let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        return threads.flatMap { thread in
+            ((try? String(contentsOfFile: "/proc/\(pid)/task/\(thread)/children", encoding: .utf8)) ?? "").split(separator: " ").compactMap { pid_t($0) }
+        }
+    }
+
+    private static func isZombie(_ pid: pid_t) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let afterName = stat.lastIndex(of: ")") else { return false }
+        return stat[stat.index(after: afterName)...].hasPrefix(" Z")
+    }
+
     /// A second stop signal exits at once, and takes the whole app with it: the parent-death
     /// signal reaches only the process Breakwater started (here a shell), not what that forked
     /// (in life a uvicorn or gunicorn master's workers), which would keep the app's port.

@@ -37,6 +37,9 @@ final class BreakwaterProcess: @unchecked Sendable {
     ///   - standardOutputReaderGone: stdout (the access log) is a pipe whose reader has gone,
     ///     as when a log shipper restarts.
     ///   - appCommand: the app's command, given after `--` (supervisor mode).
+    ///   - asInit: as PID 1 of a PID namespace of its own, with its own /proc (util-linux's
+    ///     unshare), as in a container started without an init; the process this object runs
+    ///     is unshare's.
     init(
         configuration: String,
         environment: [String: String] = [:],
@@ -44,7 +47,8 @@ final class BreakwaterProcess: @unchecked Sendable {
         waitForListening: Bool = true,
         descriptorLimit: Int? = nil,
         standardOutputReaderGone: Bool = false,
-        appCommand: [String] = []
+        appCommand: [String] = [],
+        asInit: Bool = false
     ) async throws {
         let directory = FileManager.default.temporaryDirectory
         let name = "breakwater-\(UUID().uuidString.prefix(8))"
@@ -57,6 +61,9 @@ final class BreakwaterProcess: @unchecked Sendable {
             // util-linux's prlimit sets the limit (soft and hard) and execs: the pid stays ours.
             self.process.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
             self.process.arguments = ["--nofile=\(descriptorLimit):\(descriptorLimit)", "--", try Self.executable.path, "--config", self.configurationPath]
+        } else if asInit {
+            self.process.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
+            self.process.arguments = ["--pid", "--mount-proc", "--kill-child", "--", try Self.executable.path, "--config", self.configurationPath] + (appCommand.isEmpty ? [] : ["--"] + appCommand)
         } else {
             self.process.executableURL = try Self.executable
             self.process.arguments = ["--config", self.configurationPath] + (appCommand.isEmpty ? [] : ["--"] + appCommand)
