@@ -190,7 +190,10 @@ struct Run: AsyncParsableCommand {
         }
         do {
             let configuration = Self.completed(try ConfigLoader.load(path: path), appCommand: appCommand)
-            guard let needsRestart = proxy.reload(configuration) else { return false }
+            guard let needsRestart = proxy.reload(configuration) else {
+                logger.warning("configuration reload not applied: the proxy is not serving (starting, or draining)", metadata: ["file": "\(path)"])
+                return false
+            }
             logger.notice("configuration reloaded", metadata: ["file": "\(path)"])
             if !needsRestart.isEmpty {
                 logger.warning("changes that take a restart were not applied", metadata: ["keys": "\(needsRestart.joined(separator: ", "))"])

@@ -493,6 +493,20 @@ import Testing
         return stat[stat.index(after: afterName)...].hasPrefix(" Z")
     }
 
+    /// A SIGHUP once the drain is over, while the app takes its time to stop, has no proxy
+    /// left to apply to: it says so rather than pass in silence.
+    @Test func aReloadAfterTheDrainSaysItWasNotApplied() async throws {
+        let appPort = try await Self.freePort()
+        let command = #"["sh", "-c", "trap '' TERM; exec python3 \#(Self.appScript) \"$1\"", "sh", "{port}"]"#
+        let breakwater = try await BreakwaterProcess(configuration: Self.configuration(command: command, basePort: appPort))
+        try await eventually(timeout: .seconds(10)) { breakwater.log.contains("app ready") }
+        breakwater.signal(SIGTERM)
+        try await eventually { breakwater.log.contains("stopping app") }
+        breakwater.signal(SIGHUP)
+        try await eventually { breakwater.log.contains("configuration reload not applied: the proxy is not serving") }
+        #expect(await breakwater.waitForExit(timeout: .seconds(15)) == 0)
+    }
+
     /// A second stop signal exits at once, and takes the whole app with it: the parent-death
     /// signal reaches only the process Breakwater started (here a shell), not what that forked
     /// (in life a uvicorn or gunicorn master's workers), which would keep the app's port.
