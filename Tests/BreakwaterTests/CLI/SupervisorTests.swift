@@ -421,22 +421,38 @@ import Testing
 
     /// Whether `pid` runs: a zombie, dead but not yet reaped by whoever inherited it, does not.
     private static func isRunning(_ pid: pid_t) -> Bool {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-            let afterName = stat.lastIndex(of: ")")
-        else { return false }
-        return !stat[stat.index(after: afterName)...].hasPrefix(" Z")
+        Self.state(of: pid).map { $0 != "Z" } ?? false
     }
 
-    /// When the app's main process dies and leaves others of its process group behind (here a
-    /// shell's background job; in life a uvicorn master's workers), they are stopped: they
-    /// would keep the port, and every restart would fail to bind it.
-    @Test func whatADeadAppLeavesBehindIsStoppedSoItsRestartCanListen() async throws {
+    private static func isZombie(_ pid: pid_t) -> Bool {
+        Self.state(of: pid) == "Z"
+    }
+
+    /// The state letter of /proc/PID/stat (`R`, `S`, `Z`...), nil for a process gone.
+    private static func state(of pid: pid_t) -> Character? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let afterName = stat.lastIndex(of: ")") else {
+            return nil
+        }
+        return stat[stat.index(after: afterName)...].dropFirst().first
+    }
+
+    /// Breakwater with an app whose Python runs as a shell's background job, in the shell's
+    /// process group (as a uvicorn master's workers are in its): the Python's pid, once ready.
+    private static func startAppBehindAShell() async throws -> (BreakwaterProcess, port: Int, python: pid_t) {
         let appPort = try await Self.freePort()
         let command = #"["sh", "-c", "python3 \#(Self.appScript) \"$1\" & wait", "sh", "{port}"]"#
         let breakwater = try await BreakwaterProcess(configuration: Self.configuration(command: command, basePort: appPort))
         let port = try #require(breakwater.port)
         try await eventually(timeout: .seconds(10)) { breakwater.log.contains("app ready") }
         let python = try #require(pid_t(try await Self.get(port, "/pid").bodyString))
+        return (breakwater, port, python)
+    }
+
+    /// When the app's main process dies and leaves others of its process group behind (here a
+    /// shell's background job; in life a uvicorn master's workers), they are stopped: they
+    /// would keep the port, and every restart would fail to bind it.
+    @Test func whatADeadAppLeavesBehindIsStoppedSoItsRestartCanListen() async throws {
+        let (breakwater, port, python) = try await Self.startAppBehindAShell()
         let stat = try String(contentsOfFile: "/proc/\(python)/stat", encoding: .utf8)
         let shell = try #require(stat[stat.index(after: stat.lastIndex(of: ")")!)...].split(separator: " ").dropFirst().first.flatMap { pid_t($0) })
         kill(shell, SIGKILL)
@@ -488,11 +504,6 @@ import Testing
         }
     }
 
-    private static func isZombie(_ pid: pid_t) -> Bool {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let afterName = stat.lastIndex(of: ")") else { return false }
-        return stat[stat.index(after: afterName)...].hasPrefix(" Z")
-    }
-
     /// A SIGHUP once the drain is over, while the app takes its time to stop, has no proxy
     /// left to apply to: it says so rather than pass in silence.
     @Test func aReloadAfterTheDrainSaysItWasNotApplied() async throws {
@@ -511,12 +522,7 @@ import Testing
     /// signal reaches only the process Breakwater started (here a shell), not what that forked
     /// (in life a uvicorn or gunicorn master's workers), which would keep the app's port.
     @Test func aSecondSignalTakesTheAppsWholeProcessGroupWithIt() async throws {
-        let appPort = try await Self.freePort()
-        let command = #"["sh", "-c", "python3 \#(Self.appScript) \"$1\" & wait", "sh", "{port}"]"#
-        let breakwater = try await BreakwaterProcess(configuration: Self.configuration(command: command, basePort: appPort))
-        let port = try #require(breakwater.port)
-        try await eventually(timeout: .seconds(10)) { breakwater.log.contains("app ready") }
-        let python = try #require(pid_t(try await Self.get(port, "/pid").bodyString))
+        let (breakwater, port, python) = try await Self.startAppBehindAShell()
         async let slow = try? Self.get(port, "/delay/8000")
         try await breakwater.waitUntilInFlight(1)
         breakwater.signal(SIGTERM)
