@@ -90,8 +90,10 @@ extension ProxyExchange: UpstreamConnectionDelegate {
             // The app agreed and closed before the tunnel opened, often in the same read as its
             // 101: a WebSocket server that closes at once, a protocol that answers and hangs
             // up. The tunnel would have carried what it said and then the close; so does this.
+            let pool = self.pool  // before `.finished`, which forgets the worker
+            self.bytesOut += said?.readableBytes ?? 0  // logged as the exchange finishes
             self.phase = .finished
-            self.pool.release(connection, reusable: false)
+            pool.release(connection, reusable: false)
             self.downstream.writeResponsePart(.head(self.clientHead(switchingWith: upgradeHead)))
             if let said {
                 self.downstream.writeResponsePart(.body(.byteBuffer(said)))

@@ -33,6 +33,9 @@ public final class AppSupervisor: Service, Sendable {
 
     private struct State {
         var children: [ChildProcess?]
+        /// Workers whose main process exited and whose process group is being stopped
+        /// (`stopWhatIsLeft`): a second stop signal must reach those groups too.
+        var settling: [Int: ChildProcess] = [:]
         /// The processes a rolling restart stopped: their exit is planned, not a crash. Kept
         /// by process, not by worker, so that a crash of the one before cannot pass for it.
         var plannedExits: Set<ObjectIdentifier> = []
@@ -57,7 +60,7 @@ public final class AppSupervisor: Service, Sendable {
     /// service failed: a port already taken, say): the app must not outlive a proxy that
     /// will never serve it.
     public func run() async throws {
-        let reaper = Task { await Self.reapOrphansWhileInit() }
+        let reaper = Task { await self.reapOrphansWhileInit() }
         defer { reaper.cancel() }
         await withTaskCancellationOrGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
@@ -76,10 +79,14 @@ public final class AppSupervisor: Service, Sendable {
     private var isStopping: Bool { self.state.withLockedValue { $0.stopping } }
 
     /// As PID 1, reaps the orphans the app leaves (`ChildProcess.reapOrphans`) every second.
-    private static func reapOrphansWhileInit() async {
+    private func reapOrphansWhileInit() async {
         guard getpid() == 1 else { return }
         while !Task.isCancelled {
-            try? await NIOThreadPool.singleton.runIfActive { ChildProcess.reapOrphans() }
+            let listed = (try? await NIOThreadPool.singleton.runIfActive { ChildProcess.reapOrphans() }) ?? true
+            if !listed {
+                self.logger.warning("as PID 1, cannot list child processes (no /proc/PID/task/TID/children): what the app orphans stays a zombie")
+                return
+            }
             try? await Task.sleep(for: .seconds(1))
         }
     }
@@ -111,12 +118,14 @@ public final class AppSupervisor: Service, Sendable {
                     // Out of the balance in the same step as it stops being the live process,
                     // so that its prober cannot put it back in between.
                     state.children[worker.index] = nil
+                    state.settling[worker.index] = child
                     self.lifecycle.setInstance(worker, of: self.upstreams, ready: false)
                     guard state.plannedExits.remove(ObjectIdentifier(child)) != nil else { return false }
                     state.heldOut.remove(worker.index)  // its replacement joins once it answers
                     return true
                 }
                 await self.stopWhatIsLeft(of: child, logger: logger)
+                self.state.withLockedValue { _ = $0.settling.removeValue(forKey: worker.index) }
             } catch {
                 logger.error("app failed to start", metadata: ["error": "\(error)"])
                 status = 127
@@ -296,7 +305,8 @@ public final class AppSupervisor: Service, Sendable {
         child.signalGroup(SIGTERM)
         let deadline = ContinuousClock.now + self.app.stopTimeout
         while child.groupIsRunning && ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(20))
+            // Not cut short by cancellation (the service group torn down): that would spin.
+            await Task.detached { try? await Task.sleep(for: .milliseconds(20)) }.value
         }
         if child.groupIsRunning {
             logger.warning("the app's process group did not stop in time; killing it", metadata: ["pgid": "\(child.pid)"])
@@ -320,12 +330,12 @@ public final class AppSupervisor: Service, Sendable {
     /// stop signal): `--pdeathsig` reaches only each group's leader when Breakwater exits, not
     /// the workers a uvicorn or gunicorn master forked, which would keep the app's port.
     public func killAll() {
-        let children = self.state.withLockedValue { state -> [ChildProcess] in
+        let groups = self.state.withLockedValue { state -> [ChildProcess] in
             state.stopping = true
-            return state.children.compactMap { $0 }
+            return state.children.compactMap { $0 } + state.settling.values
         }
-        for child in children {
-            child.signalGroup(SIGKILL)
+        for group in groups {
+            group.signalGroup(SIGKILL)
         }
     }
 

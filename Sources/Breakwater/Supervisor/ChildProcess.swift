@@ -143,17 +143,21 @@ final class ChildProcess: Sendable {
     /// exhaust the PID limit. A waiter on any child would take the app's exit status from its
     /// own waiter, so the children are taken one by one from /proc, and only the unknown ones
     /// reaped. Blocking (it reads /proc): never on an event loop.
-    static func reapOrphans() {
+    ///
+    /// - Returns: false when the children cannot be listed (a kernel without
+    ///   `CONFIG_PROC_CHILDREN`).
+    static func reapOrphans() -> Bool {
         // A child belongs to the thread that started it; orphans come to the main thread.
         let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
-        let children = threads.flatMap { thread in
-            ((try? String(contentsOfFile: "/proc/self/task/\(thread)/children", encoding: .utf8)) ?? "").split(separator: " ").compactMap { pid_t($0) }
-        }
+        let lists = threads.map { try? String(contentsOfFile: "/proc/self/task/\($0)/children", encoding: .utf8) }
+        guard lists.contains(where: { $0 != nil }) else { return false }
+        let children = lists.flatMap { ($0 ?? "").split(separator: " ").compactMap { pid_t($0) } }
         Self.unreaped.withLockedValue { unreaped in
             for child in children where !unreaped.contains(child) {
                 while waitpid(child, nil, WNOHANG) == -1 && errno == EINTR {}
             }
         }
+        return true
     }
 
     private static func withCStrings<Result>(_ strings: [String], _ body: ([UnsafeMutablePointer<CChar>?]) -> Result) -> Result {

@@ -533,6 +533,27 @@ import Testing
         _ = await slow
     }
 
+    /// A second stop signal also reaches a group whose main process already exited and whose
+    /// leftovers are being stopped (here a Python that ignores SIGTERM, left by a shell that
+    /// exited at once): it would otherwise outlive Breakwater.
+    @Test func aSecondSignalReachesTheLeftoversOfAnAppThatExited() async throws {
+        let appPort = try await Self.freePort()
+        let pidFile = FileManager.default.temporaryDirectory.appendingPathComponent("bw-left-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: pidFile) }
+        let script = "trap '' TERM; python3 \(Self.appScript) $1 & echo $! > \(pidFile); exit 0"
+        let configuration = Self.configuration(command: #"["sh", "-c", "\#(script)", "sh", "{port}"]"#, basePort: appPort)
+            .replacingOccurrences(of: #"stop_timeout = "3s""#, with: #"stop_timeout = "30s""#)
+        let breakwater = try await BreakwaterProcess(configuration: configuration)
+        try await eventually(timeout: .seconds(10)) { breakwater.log.contains("stopping what is left of the app's process group") }
+        let python = try #require(pid_t((try? String(contentsOfFile: pidFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""))
+        #expect(Self.isRunning(python))
+        breakwater.signal(SIGTERM)
+        try await eventually { breakwater.log.contains("[Breakwater] draining") }
+        breakwater.signal(SIGTERM)
+        #expect(await breakwater.waitForExit(timeout: .seconds(5)) == 1)
+        try await eventually(timeout: .seconds(5)) { !Self.isRunning(python) }
+    }
+
     /// A rolling restart whose restarted worker never comes back (here: it starts something
     /// that never listens) stops after the worker's stop and `readiness.hold`, rather than
     /// wait forever and turn every later restart away as "already under way".
