@@ -6,7 +6,8 @@ Started by bench/run.sh, which installs the tools and builds Breakwater; see REA
 worker) and is measured the same way, in alternation, round after round; the medians over the
 rounds are printed, with each figure's ratio to nginx's and HAProxy's.
 
-- throughput: wrk, 64 keep-alive connections, one thread, small responses;
+- throughput: wrk, 64 keep-alive connections, one thread, small responses; and meanwhile the
+  server's user and system CPU per request;
 - CPU per request at a fixed 10,000 req/s (h2load --rps), from the proxy's /proc/PID/stat;
 - latency at that rate: h2load's mean and max "time for request";
 - resident memory (VmRSS) idle, and with 1,000 keep-alive connections open;
@@ -65,14 +66,18 @@ class Server:
         return pids
 
     def cpu_seconds(self):
-        total = 0
+        return sum(self.cpu_split())
+
+    def cpu_split(self):
+        """User and system CPU seconds so far, all threads of all its processes."""
+        user = system = 0
         for pid in self.pids():
             try:
                 fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])  # utime + stime, all threads
+                user, system = user + int(fields[11]), system + int(fields[12])  # utime, stime
             except FileNotFoundError:
                 pass
-        return total / CLOCK_TICKS
+        return user / CLOCK_TICKS, system / CLOCK_TICKS
 
     def rss_mb(self):
         total = 0
@@ -273,12 +278,21 @@ def run(argv):
 
 
 def throughput(server, seconds, cpu):
-    """Requests per second answered 2xx by wrk's 64 keep-alive connections."""
+    """Requests per second answered 2xx by wrk's 64 keep-alive connections; and meanwhile the
+    server's user and system CPU per request, µs: where a saturated proxy's time goes (the
+    kernel's share is the same socket work for every proxy; the user share is its own)."""
+    before = server.cpu_split()
     out = run(["taskset", "-c", cpu, "wrk", "-t1", "-c64", f"-d{seconds}s",
                f"http://127.0.0.1:{server.port}/"])
+    user, system = (after - start for after, start in zip(server.cpu_split(), before))
     if "Non-2xx" in out or "Socket errors" in out:
         sys.exit(f"{server.name}: wrk saw errors:\n{out}")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "user_us": user / requests * 1e6,
+        "sys_us": system / requests * 1e6,
+    }
 
 
 def at_fixed_rate(server, seconds, cpu, path="/", rate=10_000, expect="2xx"):
@@ -373,7 +387,8 @@ def main():
             turn = round % len(servers)
             order = [backend] + servers[turn:] + servers[:turn]
             for server in order:
-                record(server.name, "rps", throughput(server, args.seconds, load_cpu))
+                for figure, value in throughput(server, args.seconds, load_cpu).items():
+                    record(server.name, figure, value)
                 fixed = at_fixed_rate(server, args.seconds, load_cpu)
                 for figure, value in fixed.items():
                     record(server.name, figure, value)
@@ -409,6 +424,8 @@ def report(samples, idle, args):
     names = ["breakwater", "nginx", "haproxy"] + (["nio-floor"] if args.floor else [])
     rows = [
         ("throughput, req/s (wrk -c64)", "rps", "higher"),
+        ("  its user CPU per request, µs", "user_us", "lower"),
+        ("  its system CPU per request, µs", "sys_us", "lower"),
         ("CPU per request at 10k req/s, µs", "cpu_us", "lower"),
         ("latency at 10k req/s, mean ms", "mean_ms", "lower"),
         ("latency at 10k req/s, max ms", "max_ms", "lower"),
