@@ -191,7 +191,7 @@ struct Run: AsyncParsableCommand {
         do {
             let configuration = Self.completed(try ConfigLoader.load(path: path), appCommand: appCommand)
             guard let needsRestart = proxy.reload(configuration) else {
-                logger.warning("configuration reload not applied: the proxy is not serving (starting, or draining)", metadata: ["file": "\(path)"])
+                logger.warning("configuration reload not applied: the proxy is not serving (starting, or stopping after its drain)", metadata: ["file": "\(path)"])
                 return false
             }
             logger.notice("configuration reloaded", metadata: ["file": "\(path)"])

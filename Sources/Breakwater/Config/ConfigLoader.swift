@@ -54,11 +54,12 @@ private struct ConfigSchema {
             config.listen = self.address(text, at: root, "listen") ?? config.listen
         }
         if let text = root.string("upstream") {
-            if case .tcp(let address)? = ConfigUnits.upstream(text), address.port == 0 {
+            switch ConfigUnits.upstream(text) {
+            case .tcp(let address)? where address.port == 0:
                 root.report("upstream", "port 0 in \"\(text)\": give the port the app listens on")
-            } else if let upstream = ConfigUnits.upstream(text) {
+            case let upstream?:
                 config.upstream = upstream
-            } else {
+            case nil:
                 root.report("upstream", "invalid address \"\(text)\": use \"host:port\" or \"unix:/absolute/path\"")
             }
         }

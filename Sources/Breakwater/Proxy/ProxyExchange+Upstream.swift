@@ -90,15 +90,12 @@ extension ProxyExchange: UpstreamConnectionDelegate {
             // The app agreed and closed before the tunnel opened, often in the same read as its
             // 101: a WebSocket server that closes at once, a protocol that answers and hangs
             // up. The tunnel would have carried what it said and then the close; so does this.
-            let pool = self.pool  // before `.finished`, which forgets the worker
-            self.bytesOut += said?.readableBytes ?? 0  // logged as the exchange finishes
-            self.phase = .finished
-            pool.release(connection, reusable: false)
             self.downstream.writeResponsePart(.head(self.clientHead(switchingWith: upgradeHead)))
             if let said {
+                self.bytesOut += said.readableBytes
                 self.downstream.writeResponsePart(.body(.byteBuffer(said)))
             }
-            self.downstream.finishResponse(trailers: nil, closeConnection: true)
+            self.finishResponse(trailers: nil, on: connection)
         case .responding, .upgrading:
             self.cut()
         case .connecting, .finished:
@@ -168,6 +165,9 @@ extension ProxyExchange: UpstreamConnectionDelegate {
         }
         if head.status == .switchingProtocols {
             self.recordOutcome(outcome)
+            // Neither connection carries another request after a switch, tunnel or not (an
+            // earlier attempt's answer may have set these).
+            (self.upstreamKeepAlive, self.clientKeepAlive) = (false, false)
             self.phase = .upgrading(connection, head, said: nil)
             self.cancelDeadline()
             return

@@ -100,9 +100,11 @@ final class ProxyExchange {
     var isRecorded = true
 
     // What the access log and the metrics say of the request once it is over.
-    var answeredStatus = 499
+    var answeredStatus = ProxyExchange.unanswered.status
     /// `ok` when the app answered; else the proxy's reason, `cut` or `client_closed`.
-    var answerReason = "client_closed"
+    var answerReason = ProxyExchange.unanswered.reason
+    /// What a request no answer reached is logged and counted as: the client left.
+    static let unanswered = (status: 499, reason: "client_closed")
     var bytesOut = 0
     var firstForwardedAt: NIODeadline?
     /// When the whole request first reached the app: the route's `timeout` runs from here,
@@ -366,8 +368,7 @@ final class ProxyExchange {
         self.leaveInFlight()
         // Its answer, if it had one, never reached the client: until another does, the
         // request is logged and counted as unanswered.
-        self.answeredStatus = 499
-        self.answerReason = "client_closed"
+        (self.answeredStatus, self.answerReason) = Self.unanswered
         self.responseHeadAt = nil
     }
 

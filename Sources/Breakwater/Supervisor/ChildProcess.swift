@@ -147,17 +147,23 @@ final class ChildProcess: Sendable {
     /// - Returns: false when the children cannot be listed (a kernel without
     ///   `CONFIG_PROC_CHILDREN`).
     static func reapOrphans() -> Bool {
-        // A child belongs to the thread that started it; orphans come to the main thread.
-        let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
-        let lists = threads.map { try? String(contentsOfFile: "/proc/self/task/\($0)/children", encoding: .utf8) }
-        guard lists.contains(where: { $0 != nil }) else { return false }
-        let children = lists.flatMap { ($0 ?? "").split(separator: " ").compactMap { pid_t($0) } }
+        guard let children = Self.children(of: "self") else { return false }
         Self.unreaped.withLockedValue { unreaped in
             for child in children where !unreaped.contains(child) {
                 while waitpid(child, nil, WNOHANG) == -1 && errno == EINTR {}
             }
         }
         return true
+    }
+
+    /// The children of `process` (`self`, or a pid), over all its threads: a child belongs to
+    /// the thread that started it, and orphans come to the main thread. Nil when /proc cannot
+    /// list them (a kernel without `CONFIG_PROC_CHILDREN`).
+    static func children(of process: String) -> [pid_t]? {
+        let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(process)/task")) ?? []
+        let lists = threads.compactMap { try? String(contentsOfFile: "/proc/\(process)/task/\($0)/children", encoding: .utf8) }
+        guard !lists.isEmpty else { return nil }
+        return lists.flatMap { $0.split(separator: " ").compactMap { pid_t($0) } }
     }
 
     private static func withCStrings<Result>(_ strings: [String], _ body: ([UnsafeMutablePointer<CChar>?]) -> Result) -> Result {

@@ -1,3 +1,4 @@
+@testable import Breakwater
 import Foundation
 import NIOCore
 import NIOPosix
@@ -496,12 +497,8 @@ import Testing
         return probe.terminationStatus == 0
     }
 
-    /// The children of `pid`, over all its threads.
     private static func children(of pid: pid_t) -> [pid_t] {
-        let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
-        return threads.flatMap { thread in
-            ((try? String(contentsOfFile: "/proc/\(pid)/task/\(thread)/children", encoding: .utf8)) ?? "").split(separator: " ").compactMap { pid_t($0) }
-        }
+        ChildProcess.children(of: "\(pid)") ?? []
     }
 
     /// A SIGHUP once the drain is over, while the app takes its time to stop, has no proxy
