@@ -31,6 +31,9 @@ final class UpstreamConnection {
 
     var isActive: Bool { self.handler.isActive }
     var isWritable: Bool { self.channel.isWritable }
+    /// A response part is being handed to the exchange: what follows it in the same read is
+    /// yet to be decoded (`UpstreamConnectionPool.takeIdle`).
+    var isHandingOverAPart: Bool { self.handler.isHandingOverAPart }
 
     var delegate: (any UpstreamConnectionDelegate)? {
         get { self.handler.delegate }
@@ -92,6 +95,7 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
     fileprivate var parkedIn: UpstreamConnectionPool?
     fileprivate private(set) var isActive = false
+    fileprivate private(set) var isHandingOverAPart = false
     private var context: ChannelHandlerContext?
     private var readHeld = false
     /// Bytes were written since the last flush. The exchange flushes a request where its head
@@ -140,7 +144,9 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             context.close(promise: nil)
             return
         }
+        self.isHandingOverAPart = true
         delegate.upstreamReceived(self.unwrapInboundIn(data))
+        self.isHandingOverAPart = false
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {

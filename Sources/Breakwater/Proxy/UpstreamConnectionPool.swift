@@ -39,6 +39,12 @@ final class UpstreamConnectionPool {
     ///
     /// Two calls rather than one that takes a completion for both cases: nearly every request
     /// finds a parked connection, and a completion closure would be allocated for each.
+    ///
+    /// A connection parked by the answer it is still reading stays parked: the client's next
+    /// pipelined request starts as that answer ends, inside the app's read, and bytes the app
+    /// sent behind its answer would become the new request's response. Once the read is
+    /// decoded, such bytes close the connection (`UpstreamHandler.channelRead`), as they do
+    /// with no request behind.
     func takeIdle() -> UpstreamConnection? {
         self.eventLoop.preconditionInEventLoop()
         guard let youngest = self.idle.last else { return nil }
@@ -47,10 +53,19 @@ final class UpstreamConnectionPool {
             self.closeExpired()
             return nil
         }
-        while let (connection, _) = self.idle.popLast() {
-            connection.parkedIn = nil
-            if connection.isActive {
-                return connection
+        // At most one: the read under way is one connection's.
+        var stillReading: (connection: UpstreamConnection, parkedAt: NIODeadline)?
+        defer {
+            if let stillReading { self.idle.append(stillReading) }
+        }
+        while let parked = self.idle.popLast() {
+            if parked.connection.isHandingOverAPart {
+                stillReading = parked
+                continue
+            }
+            parked.connection.parkedIn = nil
+            if parked.connection.isActive {
+                return parked.connection
             }
         }
         return nil
@@ -62,7 +77,7 @@ final class UpstreamConnectionPool {
         self.eventLoop.preconditionInEventLoop()
         connection.delegate = nil
         connection.requestsServed += 1
-        guard reusable, connection.isActive, !self.isShutDown else {
+        guard reusable, connection.isActive, !self.isShutDown, self.configuration.maxIdle > 0 else {
             connection.close()
             return
         }

@@ -209,6 +209,24 @@ import Testing
         }
     }
 
+    /// The same, with the client's next request pipelined behind the first: it starts as the
+    /// first answer ends, while the app's read holding the extra bytes is still being decoded,
+    /// and must not be sent on that connection, whose next "response" is already there.
+    @Test(arguments: Self.overlong.indices.filter { !Self.overlong[$0].later })
+    func bytesBeyondContentLengthNeverAnswerAPipelinedRequest(index: Int) async throws {
+        let (name, steps, _) = Self.overlong[index]
+        try await ProxyHarness.with(rawBackend: Self.firstConnectionDoes(steps), configuration: Self.oneAttempt) { proxy, app in
+            let client = try await proxy.connect()
+            try await client.send(get("/first") + get("/second"))
+            let first = try await client.readResponse()
+            #expect(first.status == 200, "\(name)")
+            #expect(first.bodyString == "hello", "\(name): body \(first.bodyString.debugDescription)")
+            let second = try await client.readResponse()
+            #expect(second.status == 200, "\(name): got \(second.status): \(second.bodyString)")
+            #expect(second.bodyString == "fresh 2.0", "\(name): the pipelined request got \(second.bodyString.debugDescription)")
+        }
+    }
+
     // MARK: f. An app that closes kept-alive connections at random
 
     /// After each answer the app keeps the connection, closes it at once, or closes it a few

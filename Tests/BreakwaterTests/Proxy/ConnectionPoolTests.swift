@@ -40,4 +40,30 @@ import Testing
         #expect(coldestClosed)
         try await backend.shutdown()
     }
+
+    /// `max_idle = 0` keeps no connection: one given back is closed, never handed out again.
+    @Test func aPoolWithNoIdleRoomKeepsNothing() async throws {
+        let backend = try await BackendFixture.start()
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let target = try SocketAddress(ipAddress: "127.0.0.1", port: backend.port)
+        let (handedOut, closed) = try await loop.flatSubmit { () -> EventLoopFuture<(Bool, Bool)> in
+            var configuration = UpstreamPoolConfig()
+            configuration.maxIdle = 0
+            let pool = UpstreamConnectionPool(eventLoop: loop, target: target, configuration: configuration)
+            let connected = loop.makePromise(of: UpstreamConnection.self)
+            pool.connect { connected.completeWith($0) }
+            return connected.futureResult.assumeIsolated().flatMap { connection in
+                loop.assumeIsolated().scheduleTask(in: .milliseconds(20)) { () -> (Bool, Bool) in
+                    pool.release(connection, reusable: true)
+                    let handedOut = pool.takeIdle() != nil
+                    let closed = !connection.isActive
+                    pool.shutdown()
+                    return (handedOut, closed)
+                }.futureResult
+            }.nonisolated()
+        }.get()
+        #expect(!handedOut)
+        #expect(closed)
+        try await backend.shutdown()
+    }
 }
