@@ -30,12 +30,15 @@ public struct RetryBudget: Sendable {
 
     /// Takes one retry from the budget if there is one left.
     public mutating func tryAcquireRetry(now: PolicyInstant) -> Bool {
-        let (requests, retries) = self.totals(now)
-        guard Double(retries) < max(Double(self.minimumRetries), self.ratio * Double(requests)) else {
-            return false
-        }
+        guard self.hasRetryLeft(now: now) else { return false }
         self.withBucket(now) { $0.retries += 1 }
         return true
+    }
+
+    /// Whether a retry would be allowed now, taking none.
+    public func hasRetryLeft(now: PolicyInstant) -> Bool {
+        let (requests, retries) = self.totals(now)
+        return Double(retries) < max(Double(self.minimumRetries), self.ratio * Double(requests))
     }
 
     private mutating func withBucket(_ now: PolicyInstant, _ update: (inout Bucket) -> Void) {

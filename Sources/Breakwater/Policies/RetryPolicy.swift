@@ -31,9 +31,11 @@ public struct RetryPolicy: Sendable {
 
     public let configuration: RetryConfig
     public let routeTimeout: Duration
-    /// How long one attempt may wait for a response head. The route's `timeout` covers all
-    /// attempts (Envoy's rule); when timeouts are retried, each attempt gets an equal share of
-    /// it, or a hung first attempt would leave no time for a second.
+    /// How long one attempt may wait for a response head when a timeout could be retried after
+    /// it (`mayRetry`). The route's `timeout` covers all attempts (Envoy's rule); when timeouts
+    /// are retried, each attempt gets an equal share of it, or a hung first attempt would leave
+    /// no time for a second. An attempt nothing could follow waits for what is left of
+    /// `timeout`: cut at its share, it would only fail sooner.
     public let attemptTimeout: Duration
     private let backoff: Backoff
     /// The statuses in `on`, asked of every response.
@@ -70,10 +72,7 @@ public struct RetryPolicy: Sendable {
         elapsed: Duration,
         random: Double
     ) -> Duration? {
-        guard attemptsMade < self.configuration.attempts, let condition = failure.condition, self.configuration.on.contains(condition) else {
-            return nil
-        }
-        guard failure == .connectFailure || (isIdempotent && bodyReplayable) else {
+        guard self.mayRetry(failure, attemptsMade: attemptsMade, isIdempotent: isIdempotent, bodyReplayable: bodyReplayable) else {
             return nil
         }
         let delay = self.backoff.delay(forRetry: attemptsMade, random: random)
@@ -81,5 +80,19 @@ public struct RetryPolicy: Sendable {
             return nil
         }
         return delay
+    }
+
+    /// Whether `failure` of an attempt would be retried by the route's rules, time aside.
+    ///
+    /// - Parameters:
+    ///   - attemptsMade: attempts so far, the one in question included.
+    ///   - isIdempotent: the method may be sent twice; otherwise only a request that never
+    ///     reached the app (a connect failure) is retried.
+    ///   - bodyReplayable: the whole body sent so far is still held.
+    public func mayRetry(_ failure: Failure, attemptsMade: Int, isIdempotent: Bool, bodyReplayable: Bool) -> Bool {
+        guard attemptsMade < self.configuration.attempts, let condition = failure.condition, self.configuration.on.contains(condition) else {
+            return false
+        }
+        return failure == .connectFailure || (isIdempotent && bodyReplayable)
     }
 }

@@ -341,13 +341,25 @@ final class ProxyExchange {
         self.requestForwarded = true
         if case .forwarding = self.phase {
             // The app has `timeout` from the end of the request to answer (Envoy's rule), so a
-            // slow upload is not mistaken for a slow app; a retry gets what is left of it, or
-            // its attempt's share when less.
+            // slow upload is not mistaken for a slow app; a retry gets what is left of it. An
+            // attempt that a retry could follow if it timed out gets no more than its share.
             let now = NIODeadline.now()
             let sentAt = self.requestSentAt ?? now
             self.requestSentAt = sentAt
-            self.downstream.setExchangeDeadline(min(now + self.route.attemptTimeout, sentAt + self.route.timeout))
+            let requestEnds = sentAt + self.route.timeout
+            self.downstream.setExchangeDeadline(self.timeoutMayBeRetried ? min(now + self.route.attemptTimeout, requestEnds) : requestEnds)
         }
+    }
+
+    /// Whether a retry could follow the current attempt if it timed out: by the route's rules,
+    /// and with the retry budget not spent as things stand (it is charged only at a retry).
+    private var timeoutMayBeRetried: Bool {
+        self.route.retryPolicy.mayRetry(
+            .timeout,
+            attemptsMade: self.attempts,
+            isIdempotent: self.request.method.isIdempotent,
+            bodyReplayable: self.replayableBody != nil
+        ) && self.route.hasRetryBudgetLeft(now: .now)
     }
 
     // MARK: Outcomes

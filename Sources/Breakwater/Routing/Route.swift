@@ -14,8 +14,9 @@ final class Route: Sendable {
     /// (`[route.concurrency]` or `[defaults.concurrency]`): the order a request passes them.
     let gates: [ConcurrencyGate]
     let metrics: RouteMetrics
-    /// `body_timeout`, `timeout` (all attempts together) and how long one attempt waits for a
-    /// response head, as the event loop's timers take them: converted once, not per request.
+    /// `body_timeout`, `timeout` (all attempts together) and how long one attempt that a retry
+    /// could follow waits for a response head, as the event loop's timers take them: converted
+    /// once, not per request.
     let bodyTimeout: TimeAmount
     let timeout: TimeAmount
     let attemptTimeout: TimeAmount
@@ -96,6 +97,10 @@ final class Route: Sendable {
 
     func tryAcquireRetry(now: PolicyInstant) -> Bool {
         self.retryBudget.withLockedValue { $0.tryAcquireRetry(now: now) }
+    }
+
+    func hasRetryBudgetLeft(now: PolicyInstant) -> Bool {
+        self.retryBudget.withLockedValue { $0.hasRetryLeft(now: now) }
     }
 
     /// Applies the breaker's recovery time as of `now`, for a scrape of the metrics: the gauge

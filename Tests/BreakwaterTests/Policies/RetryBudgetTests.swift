@@ -13,6 +13,15 @@ import Testing
         #expect(!{ budget.tryAcquireRetry(now: self.start) }())
     }
 
+    /// Asking takes nothing: only a retry that goes ahead is charged.
+    @Test func askingWhetherARetryIsLeftTakesNone() {
+        var budget = RetryBudget(ratio: 0, minimumRetries: 1)
+        #expect(budget.hasRetryLeft(now: self.start))
+        #expect(budget.hasRetryLeft(now: self.start))
+        #expect({ budget.tryAcquireRetry(now: self.start) }())
+        #expect(!budget.hasRetryLeft(now: self.start))
+    }
+
     @Test func retriesStayUnderTheShareOfRequests() {
         var budget = RetryBudget(ratio: 0.2, minimumRetries: 0)
         for _ in 0..<100 { budget.recordRequest(now: self.start) }

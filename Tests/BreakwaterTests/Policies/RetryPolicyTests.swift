@@ -70,4 +70,17 @@ import Testing
         #expect(self.policy().attemptTimeout == .seconds(1))
         #expect(self.policy { $0.on = [.timeout]; $0.attempts = 4 }.attemptTimeout == .milliseconds(250))
     }
+
+    /// Which attempts a timeout could be retried after, and so get only their share.
+    @Test func aTimeoutMayBeRetriedOnlyAfterAnAttemptARetryCouldFollow() {
+        let policy = self.policy { $0.on = [.timeout]; $0.attempts = 3 }
+        func may(_ attemptsMade: Int, idempotent: Bool = true, replayable: Bool = true) -> Bool {
+            policy.mayRetry(.timeout, attemptsMade: attemptsMade, isIdempotent: idempotent, bodyReplayable: replayable)
+        }
+        #expect(may(1) && may(2))
+        #expect(!may(3), "the last attempt")
+        #expect(!may(1, idempotent: false))
+        #expect(!may(1, replayable: false))
+        #expect(!self.policy().mayRetry(.timeout, attemptsMade: 1, isIdempotent: true, bodyReplayable: true), "timeouts not in `on`")
+    }
 }

@@ -46,6 +46,37 @@ import Testing
         }
     }
 
+    /// When timeouts are retried, an attempt waits only for its share of `timeout`, so that a
+    /// hung one leaves time for another. An attempt no retry could follow — a POST, or any
+    /// request once the retry budget is spent — waits for the whole of it: cut at its share it
+    /// would only fail sooner, and a slow app would see its answers thrown away.
+    @Test func anAttemptNoRetryCouldFollowWaitsForTheWholeTimeout() async throws {
+        let configuration = """
+            [defaults]
+            timeout = "3s"
+            [defaults.retry]
+            on = ["timeout", "503"]
+            attempts = 3
+            backoff = "5ms"
+            [defaults.breaker]
+            failure_threshold = 1000
+            """
+        try await ProxyHarness.with(configuration: configuration) { proxy in
+            // 1.5 s is past a GET's 1 s share: that attempt is cut, and retried.
+            let started = ContinuousClock.now
+            let post = try await proxy.request("POST /delay/1500 HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\n\r\nhi")
+            #expect(post.status == 200, "POST: \(post.status) \(post.header("x-breakwater-reason") ?? "") after \(ContinuousClock.now - started)")
+            #expect(post.bodyString == "delayed")
+            // The budget's floor is 3 retries in 10 s: three 503s retried spend it.
+            for key in 0..<3 {
+                #expect(try await proxy.request(get("/flaky/spend\(key)?fail=1")).status == 200)
+            }
+            let get = try await proxy.request(get("/delay/1500"))
+            #expect(get.status == 200, "GET: \(get.status) \(get.header("x-breakwater-reason") ?? "")")
+            #expect(proxy.backend.requestCount(pathPrefix: "/delay/1500") == 2, "one attempt each")
+        }
+    }
+
     /// TRACE is not among the methods retried (SPEC: GET, HEAD, OPTIONS, PUT, DELETE).
     @Test func aTraceRequestIsNotRetried() async throws {
         try await ProxyHarness.with(configuration: "[defaults.retry]\nbackoff = \"5ms\"\n") { proxy in
