@@ -353,8 +353,9 @@ final class ProxyExchange {
 
     /// Whether a retry could follow the current attempt if it timed out: by the route's rules,
     /// and with the retry budget not spent as things stand (it is charged only at a retry).
+    /// Routes that do not retry timeouts (the default) have no share, and ask nothing.
     private var timeoutMayBeRetried: Bool {
-        self.route.retryPolicy.mayRetry(
+        self.route.attemptTimeout < self.route.timeout && self.route.retryPolicy.mayRetry(
             .timeout,
             attemptsMade: self.attempts,
             isIdempotent: self.request.method.isIdempotent,

@@ -43,8 +43,9 @@ final class UpstreamConnectionPool {
     /// A connection parked by the answer it is still reading stays parked: the client's next
     /// pipelined request starts as that answer ends, inside the app's read, and bytes the app
     /// sent behind its answer would become the new request's response. Once the read is
-    /// decoded, such bytes close the connection (`UpstreamHandler.channelRead`), as they do
-    /// with no request behind.
+    /// decoded, such bytes close the connection, as they do with no request behind: as a
+    /// response nobody asked for (`UpstreamHandler.channelRead`) or as bytes no response starts
+    /// with (`errorCaught`).
     func takeIdle() -> UpstreamConnection? {
         self.eventLoop.preconditionInEventLoop()
         guard let youngest = self.idle.last else { return nil }
@@ -53,13 +54,14 @@ final class UpstreamConnectionPool {
             self.closeExpired()
             return nil
         }
-        // At most one: the read under way is one connection's.
+        // At most one: the read under way is one connection's (reads on a loop never nest).
         var stillReading: (connection: UpstreamConnection, parkedAt: NIODeadline)?
         defer {
             if let stillReading { self.idle.append(stillReading) }
         }
         while let parked = self.idle.popLast() {
             if parked.connection.isHandingOverAPart {
+                assert(stillReading == nil, "two connections in the middle of a read")
                 stillReading = parked
                 continue
             }
