@@ -29,7 +29,13 @@ import sys
 import tempfile
 import time
 
-BACKEND_PORT, BREAKWATER_PORT, NGINX_PORT, HAPROXY_PORT, FLOOR_PORT = 18800, 18801, 18802, 18803, 18804
+BACKEND_PORT, BREAKWATER_PORT, NGINX_PORT, HAPROXY_PORT = 18800, 18801, 18802, 18803
+# bench/nio-floor's three measuring sticks: (name, port, its argument, what it has).
+FLOORS = [
+    ("nio-floor", 18804, None, "NIO's HTTP/1 decoders and channels, no proxy logic"),
+    ("nio-llhttp", 18805, "--llhttp", "NIO's channels and llhttp called directly"),
+    ("nio-bytes", 18806, "--bytes", "NIO's channels relaying bytes, no HTTP"),
+]
 ADMIN_PORT, BLACKHOLE_PORT = 18811, 18899
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -208,14 +214,15 @@ def start_breakwater(binary, cpu):
     return Server("breakwater", BREAKWATER_PORT, [binary, "--config", breakwater_config()], cpu)
 
 
-def floor_command(binary, port):
-    """`bench/nio-floor` listening on `port` in front of the backend."""
-    return [binary, str(port), str(BACKEND_PORT)]
+def floor_command(binary, port, mode=None):
+    """`bench/nio-floor` listening on `port` in front of the backend; `mode` is one of FLOORS'."""
+    return [binary, str(port), str(BACKEND_PORT)] + ([mode] if mode else [])
 
 
-def start_floor(binary, cpu):
-    """`bench/nio-floor`: NIO's HTTP/1 decoders and channels with none of Breakwater's work."""
-    return Server("nio-floor", FLOOR_PORT, floor_command(binary, FLOOR_PORT), cpu)
+def start_floors(binary, cpu):
+    """`bench/nio-floor` in each of its modes: what a proxy built on NIO costs before any work of
+    its own, with NIO's HTTP/1 decoders, with llhttp called directly, and with no HTTP at all."""
+    return [Server(name, port, floor_command(binary, port, mode), cpu) for name, port, mode, _ in FLOORS]
 
 
 def start_nginx(cpu):
@@ -354,7 +361,7 @@ def main():
     parser.add_argument("--breakwater", required=True, help="the release binary")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10, help="length of each load run")
-    parser.add_argument("--floor", help="also measure this bench/nio-floor binary")
+    parser.add_argument("--floor", help="also measure this bench/nio-floor binary, in each of its modes")
     args = parser.parse_args()
 
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -370,7 +377,7 @@ def main():
         servers.append(start_nginx(proxy_cpu))
         servers.append(start_haproxy(proxy_cpu))
         if args.floor:
-            servers.append(start_floor(args.floor, proxy_cpu))
+            servers += start_floors(args.floor, proxy_cpu)
         for server in servers:
             for _ in range(10):
                 http_get(server.port, "/")
@@ -421,7 +428,7 @@ def prepare_refusals(breakwater):
 
 def report(samples, idle, args):
     median = {key: statistics.median(values) for key, values in samples.items()}
-    names = ["breakwater", "nginx", "haproxy"] + (["nio-floor"] if args.floor else [])
+    names = ["breakwater", "nginx", "haproxy"] + ([name for name, *_ in FLOORS] if args.floor else [])
     rows = [
         ("throughput, req/s (wrk -c64)", "rps", "higher"),
         ("  its user CPU per request, µs", "user_us", "lower"),
@@ -444,11 +451,13 @@ def report(samples, idle, args):
     print(f"{'RSS idle, MB':40}{cells}{idle['breakwater'] / idle['nginx']:>10.2f}"
           f"{idle['breakwater'] / idle['haproxy']:>11.2f}")
     if args.floor:
+        print("\nbench/nio-floor, no proxy logic, in its three modes:")
+        for name, _, _, has in FLOORS:
+            print(f"  {name:11} ({has}): throughput {median[(name, 'rps')] / median[('nginx', 'rps')]:.2f}"
+                  f" × nginx's, user CPU {median[(name, 'user_us')]:.1f} µs a request at saturation,"
+                  f" CPU at 10k req/s {median[(name, 'cpu_us')] / median[('haproxy', 'cpu_us')]:.2f} × HAProxy's")
         floor_rps, floor_cpu = median[("nio-floor", "rps")], median[("nio-floor", "cpu_us")]
-        print(f"\nNIO's floor (bench/nio-floor, no proxy logic): throughput"
-              f" {floor_rps / median[('nginx', 'rps')]:.2f} × nginx's, CPU per request"
-              f" {floor_cpu / median[('haproxy', 'cpu_us')]:.2f} × HAProxy's; Breakwater has"
-              f" {median[('breakwater', 'rps')] / floor_rps:.2f} × its throughput and"
+        print(f"  Breakwater has {median[('breakwater', 'rps')] / floor_rps:.2f} × nio-floor's throughput and"
               f" {median[('breakwater', 'cpu_us')] / floor_cpu:.2f} × its CPU per request")
     shed, breaker = median[("breakwater", "shed_cpu_us")], median[("breakwater", "breaker_cpu_us")]
     print(f"\nBreakwater's fast refusals at 10k req/s: shed at the hard limit {shed:.1f} µs CPU,"

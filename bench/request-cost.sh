@@ -5,7 +5,8 @@
 #
 #   bench/request-cost.sh [N] [--floor]    (default N = 500, about a minute after the build)
 #
-# `--floor` also counts bench/nio-floor, the least a proxy on NIO's HTTP/1 decoders costs.
+# `--floor` also counts bench/nio-floor in its three modes: the least a proxy on NIO's HTTP/1
+# decoders, on llhttp called directly, and on no HTTP at all costs.
 #
 # Installs what it needs from Debian's packages (valgrind, nginx), builds the release binary,
 # and runs a copy stripped of debug info: valgrind 3.19, Debian 12's, cannot read the DWARF 5

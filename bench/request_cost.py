@@ -12,7 +12,8 @@ one keep-alive connection instead of a load generator:
 Each figure is the difference between a run of N and one of 3N requests, divided by 2N, so
 start-up and warm-up cancel out. Three kinds of request: one proxied to the app, one shed at a
 route's hard limit, and one refused by an open breaker; with --floor, also a request through
-bench/nio-floor, the least a proxy on NIO's HTTP/1 decoders costs.
+each mode of bench/nio-floor (compare.FLOORS): the least a proxy on NIO's HTTP/1 decoders, on
+llhttp called directly, and on no HTTP at all costs.
 """
 
 import argparse
@@ -31,13 +32,14 @@ KINDS = [
 ]
 
 
-def run(args, counter, path, expected, requests, floor=False):
-    """Breakwater (or, with `floor`, NIO's floor) under `counter` ("instructions" or
-    "allocations") while `requests` requests for `path` go through one keep-alive connection:
-    the counter's total, and CPU seconds."""
+def run(args, counter, path, expected, requests, floor=None):
+    """Breakwater (or, with `floor`, one of compare.FLOORS' modes of bench/nio-floor, by name)
+    under `counter` ("instructions" or "allocations") while `requests` requests for `path` go
+    through one keep-alive connection: the counter's total, and CPU seconds."""
     callgrind_out = os.path.join(compare.WORK, "callgrind.out")
     if floor:
-        argv = compare.floor_command(args.floor, compare.BREAKWATER_PORT)
+        mode = next(mode for name, _, mode, _ in compare.FLOORS if name == floor)
+        argv = compare.floor_command(args.floor, compare.BREAKWATER_PORT, mode)
     else:
         argv = [args.breakwater, "--config", compare.breakwater_config()]
     env = None
@@ -76,7 +78,7 @@ def run(args, counter, path, expected, requests, floor=False):
     return int(total.group(1)), cpu
 
 
-def per_request(args, counter, path, expected, floor=False):
+def per_request(args, counter, path, expected, floor=None):
     """(figure over 3N − figure over N) / 2N, for the counter and for CPU seconds."""
     small = run(args, counter, path, expected, args.requests, floor)
     large = run(args, counter, path, expected, 3 * args.requests, floor)
@@ -96,9 +98,9 @@ def main():
     try:
         print(f"requests: {args.requests} and {3 * args.requests} through one keep-alive connection, per request:")
         print(f"{'':34} {'instructions':>14} {'allocations':>12} {'CPU µs (noisy)':>16}")
-        rows = [(path, expected, label, False) for path, expected, label in KINDS]
+        rows = [(path, expected, label, None) for path, expected, label in KINDS]
         if args.floor:
-            rows.append(("/items", 200, "NIO's floor, proxied", True))
+            rows += [("/items", 200, f"{name}, proxied", name) for name, *_ in compare.FLOORS]
         for path, expected, label, floor in rows:
             instructions, _ = per_request(args, "instructions", path, expected, floor)
             allocations, cpu = per_request(args, "allocations", path, expected, floor)  # CPU without valgrind

@@ -5,7 +5,8 @@
 #   bench/run.sh [--rounds N] [--seconds S] [--floor]
 #
 # Defaults: 3 rounds of 10 s runs, about 6 minutes. `--floor` also builds and measures
-# bench/nio-floor, the least a proxy on NIO's HTTP/1 decoders costs (a third longer).
+# bench/nio-floor in its three modes, the least a proxy on NIO's HTTP/1 decoders, on llhttp
+# called directly, and on no HTTP at all costs (about twice as long).
 #
 # Installs what it needs from Debian's packages (nginx, haproxy, wrk, h2load), builds the
 # release binary, and prints medians and ratios. Figures, not pass/fail; CI does not run it.

@@ -1,3 +1,4 @@
+import CNIOLLHTTP
 import Glibc
 import NIOCore
 import NIOHTTP1
@@ -10,11 +11,21 @@ import NIOPosix
 // policies, header rewriting, trace ids, metrics or timeouts, and only bodies framed by length.
 // `bench/run.sh --floor` measures it beside the proxies; README.md ("Benchmarks") has the figures.
 //
-//   nio-floor LISTEN_PORT APP_PORT
+// With `--bytes` it relays bytes with no HTTP at all: the cost of NIO's channels alone, the least
+// any proxy on NIO can cost, whatever parses its HTTP. With `--llhttp` it relays bytes too, but
+// runs each side's messages through llhttp, the parser NIO's HTTP/1 decoders wrap, called
+// directly, and makes each head into NIO's head type as they do: what parsing costs without
+// NIO's decoders around it. (`CNIOLLHTTP` is a module inside swift-nio, not one of its
+// products: fine for a measuring stick, a dependency on NIO's internals for a proxy.)
+//
+//   nio-floor LISTEN_PORT APP_PORT [--bytes | --llhttp]
 
+enum Mode: String { case http = "", bytes = "--bytes", llhttp = "--llhttp" }
 let arguments = CommandLine.arguments
-guard arguments.count == 3, let listenPort = Int(arguments[1]), let appPort = Int(arguments[2]) else {
-    fatalError("usage: nio-floor LISTEN_PORT APP_PORT")
+guard (3...4).contains(arguments.count), let listenPort = Int(arguments[1]), let appPort = Int(arguments[2]),
+      let mode = Mode(rawValue: arguments.count == 4 ? arguments[3] : "")
+else {
+    fatalError("usage: nio-floor LISTEN_PORT APP_PORT [--bytes | --llhttp]")
 }
 // SIGTERM is taken by the main thread below and ends the process with a normal exit, which
 // bench/request-cost.sh's allocation counter needs to report; blocked before any thread starts.
@@ -202,14 +213,149 @@ final class AppHandler: ChannelInboundHandler {
     }
 }
 
+/// `--bytes` and `--llhttp`: one side of a pair of connections relaying whatever they read to
+/// each other, with a flush at the end of each read burst, as a proxy flushes once per message.
+final class ByteRelay: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    private var peer: Channel?
+    private var waiting: [ByteBuffer] = []
+    private var wrote = false
+    /// The app's port on the client's side, which opens the app's on its first read.
+    private let appPort: Int?
+    /// With `--llhttp`, what each side's bytes are parsed with before they are relayed.
+    private let parser: UnsafeMutablePointer<llhttp_t>?
+    private let settings: UnsafeMutablePointer<llhttp_settings_t>?
+    /// The head being parsed, taken from llhttp's callbacks as NIO's decoders take it.
+    private var target = ""
+    private var fieldName = ""
+    private var fields: [(String, String)] = []
+    /// What was made of the heads, kept so that making them is not optimised away.
+    private var headsMade = 0
+
+    init(appPort: Int?, parsing type: llhttp_type_t?) {
+        self.appPort = appPort
+        guard let type else {
+            (self.parser, self.settings) = (nil, nil)
+            return
+        }
+        let settings = UnsafeMutablePointer<llhttp_settings_t>.allocate(capacity: 1)
+        c_nio_llhttp_settings_init(settings)
+        // A piece split across two reads would come in two calls; the floor's messages never are.
+        settings.pointee.on_url = { parser, at, length in
+            ByteRelay.of(parser).target = String(decoding: UnsafeRawBufferPointer(start: at, count: length), as: UTF8.self)
+            return 0
+        }
+        settings.pointee.on_header_field = { parser, at, length in
+            ByteRelay.of(parser).fieldName = String(decoding: UnsafeRawBufferPointer(start: at, count: length), as: UTF8.self)
+            return 0
+        }
+        settings.pointee.on_header_value = { parser, at, length in
+            let relay = ByteRelay.of(parser)
+            relay.fields.append((relay.fieldName, String(decoding: UnsafeRawBufferPointer(start: at, count: length), as: UTF8.self)))
+            return 0
+        }
+        settings.pointee.on_headers_complete = { parser in
+            ByteRelay.of(parser).makeHead(parser!)
+            return 0
+        }
+        let parser = UnsafeMutablePointer<llhttp_t>.allocate(capacity: 1)
+        c_nio_llhttp_init(parser, type, settings)
+        (self.parser, self.settings) = (parser, settings)
+        parser.pointee.data = Unmanaged.passUnretained(self).toOpaque()
+    }
+
+    deinit {
+        self.parser?.deallocate()
+        self.settings?.deallocate()
+    }
+
+    private static func of(_ parser: UnsafeMutablePointer<llhttp_t>?) -> ByteRelay {
+        Unmanaged<ByteRelay>.fromOpaque(parser!.pointee.data).takeUnretainedValue()
+    }
+
+    private func makeHead(_ parser: UnsafeMutablePointer<llhttp_t>) {
+        let headers = HTTPHeaders(self.fields)
+        self.fields.removeAll(keepingCapacity: true)
+        let version = HTTPVersion(major: Int(parser.pointee.http_major), minor: Int(parser.pointee.http_minor))
+        if parser.pointee.type == UInt8(HTTP_REQUEST.rawValue) {
+            let code = parser.pointee.method
+            let method: HTTPMethod = code == UInt8(HTTP_GET.rawValue)
+                ? .GET : HTTPMethod(rawValue: String(cString: c_nio_llhttp_method_name(llhttp_method_t(UInt32(code)))))
+            self.headsMade &+= HTTPRequestHead(version: version, method: method, uri: self.target, headers: headers).headers.count
+        } else {
+            let status = HTTPResponseStatus(statusCode: Int(parser.pointee.status_code))
+            self.headsMade &+= HTTPResponseHead(version: version, status: status, headers: headers).headers.count
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let bytes = self.unwrapInboundIn(data)
+        if let parser = self.parser {
+            let parsed = bytes.withUnsafeReadableBytes { c_nio_llhttp_execute_swift(parser, $0.baseAddress, $0.count) }
+            guard parsed == HPE_OK else {
+                context.close(promise: nil)
+                return
+            }
+        }
+        if let peer = self.peer {
+            peer.write(IOData.byteBuffer(bytes), promise: nil)
+            self.wrote = true
+            return
+        }
+        self.waiting.append(bytes)
+        guard let appPort = self.appPort, self.waiting.count == 1 else { return }
+        let client = context.channel
+        let parses = self.parser != nil
+        ClientBootstrap(group: context.eventLoop)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let relay = ByteRelay(appPort: nil, parsing: parses ? HTTP_RESPONSE : nil)
+                    relay.peer = client
+                    try channel.pipeline.syncOperations.addHandler(relay)
+                }
+            }
+            .connect(host: "127.0.0.1", port: appPort)
+            .assumeIsolated()
+            .whenComplete { result in
+                switch result {
+                case .success(let app):
+                    self.peer = app
+                    for bytes in self.waiting { app.write(IOData.byteBuffer(bytes), promise: nil) }
+                    self.waiting = []
+                    app.flush()
+                case .failure:
+                    client.close(promise: nil)
+                }
+            }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if self.wrote {
+            self.wrote = false
+            self.peer?.flush()
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.peer?.close(promise: nil)
+    }
+}
+
 let server = try ServerBootstrap(group: group)
     .serverChannelOption(.backlog, value: 4096)
     .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
     .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
     .childChannelInitializer { channel in
         channel.eventLoop.makeCompletedFuture {
-            try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
-            try channel.pipeline.syncOperations.addHandler(ClientHandler(appPort: appPort))
+            switch mode {
+            case .bytes, .llhttp:
+                let relay = ByteRelay(appPort: appPort, parsing: mode == .llhttp ? HTTP_REQUEST : nil)
+                try channel.pipeline.syncOperations.addHandler(relay)
+            case .http:
+                try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
+                try channel.pipeline.syncOperations.addHandler(ClientHandler(appPort: appPort))
+            }
         }
     }
     .bind(host: "127.0.0.1", port: listenPort)
