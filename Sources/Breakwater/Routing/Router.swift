@@ -17,7 +17,7 @@ public struct Router: Sendable {
 
     /// The index of the route for `method` and the request target `uri`.
     public func routeIndex(method: String, uri: String) -> Int {
-        let path = Self.path(of: uri)
+        let path = Self.percentDecoded(Self.path(of: uri))
         for index in self.matchers.indices where self.matchers[index].matches(method: method, path: path) {
             return index
         }
@@ -43,6 +43,39 @@ public struct Router: Sendable {
             target = target[..<target.utf8.index(target.utf8.startIndex, offsetBy: queryOffset)]
         }
         return target
+    }
+
+    /// A path as the app reads it: uvicorn percent-decodes the path it hands to the app
+    /// (`urllib.parse.unquote`: `%XX` becomes its byte, a `%` without two hex digits stays, bytes
+    /// that are not UTF-8 become U+FFFD), and Starlette routes on that. Matched as sent,
+    /// `/api/v1%2Fwebhooks/x` or `/api/v1/%77ebhooks/x` would reach the webhooks handler under
+    /// another route's limits, breaker and fallback.
+    static func percentDecoded(_ path: Substring) -> Substring {
+        guard path.utf8.contains(UInt8(ascii: "%")) else { return path }
+        let sent = Array(path.utf8)
+        var decoded: [UInt8] = []
+        decoded.reserveCapacity(sent.count)
+        var index = 0
+        while index < sent.count {
+            if sent[index] == UInt8(ascii: "%"), index + 2 < sent.count,
+               let high = hexValue(sent[index + 1]), let low = hexValue(sent[index + 2]) {
+                decoded.append(high << 4 | low)
+                index += 3
+            } else {
+                decoded.append(sent[index])
+                index += 1
+            }
+        }
+        return Substring(String(decoding: decoded, as: UTF8.self))
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
     }
 }
 
