@@ -250,33 +250,49 @@ public final class AppSupervisor: Service, Sendable {
         self.logger.notice("rolling restart", metadata: ["workers": "\(self.upstreams.members.count)"])
         for worker in self.upstreams.members {
             guard !self.isStopping else { return }
+            // Another worker in the balance first, when there is another (one crashed before
+            // the roll or meanwhile may be in its backoff): taking this one out would leave
+            // none. Waited for as long as a restarted worker is.
+            let othersBy = ContinuousClock.now + self.rejoinTime
+            while self.upstreams.members.count > 1 && !self.upstreams.members.contains(where: { $0 !== worker && $0.isReady }) {
+                guard !self.isStopping else { return }
+                guard ContinuousClock.now < othersBy else {
+                    self.logger.warning("rolling restart stopped: no other worker is in the balance", metadata: ["worker": "\(worker.index)"])
+                    return
+                }
+                try? await Task.sleep(for: .milliseconds(50))
+            }
             // Held out, so that nothing puts it back while its requests finish.
-            self.state.withLockedValue { state in
+            let serving = self.state.withLockedValue { state in
                 state.heldOut.insert(worker.index)
                 self.lifecycle.setInstance(worker, of: self.upstreams, ready: false)
+                return state.children[worker.index]
             }
             let deadline = ContinuousClock.now + self.app.stopTimeout
             while worker.requestsInProgress > 0 && ContinuousClock.now < deadline {
                 try? await Task.sleep(for: .milliseconds(20))
             }
-            // The process running now is the one to stop; if it crashed meanwhile, its
-            // replacement is (a crash keeps its backoff and its restart rule).
-            guard let child = self.state.withLockedValue({ state -> ChildProcess? in
-                guard let child = state.children[worker.index] else {
-                    // Between runs (a restart's backoff): it starts fresh anyway.
+            // The process that was serving is the one to stop. One that crashed meanwhile is
+            // handled as a crash (its backoff, its restart rule); it is between runs or its
+            // replacement already runs, fresh anyway, and the roll only waits for it to be back.
+            // (`serving` is held, so a replacement cannot take its identity.)
+            let child = self.state.withLockedValue { state -> ChildProcess? in
+                guard let child = state.children[worker.index], child === serving else {
                     state.heldOut.remove(worker.index)
                     return nil
                 }
                 state.plannedExits.insert(ObjectIdentifier(child))
                 return child
-            }) else { continue }
-            self.terminate(child)
-            // Back in the balance before the next one leaves it. A replacement that does not
+            }
+            if let child {
+                self.terminate(child)
+            }
+            // Back in the balance before the next one leaves it, however it left: taking the
+            // next one out first could leave no worker serving. A replacement that does not
             // come back (new code that fails its health check, or crashes at start) stops the
             // roll, with the other workers still serving, rather than hold it — and every
-            // later one — forever. It has its stop, then as long as a request would wait for
-            // a ready app (`readiness.hold`).
-            let rejoinBy = ContinuousClock.now + self.app.stopTimeout + (self.readiness ?? ReadinessConfig()).hold
+            // later one — forever.
+            let rejoinBy = ContinuousClock.now + self.rejoinTime
             while !self.isStopping && !(worker.isReady && !self.isHeldOut(worker)) {
                 guard ContinuousClock.now < rejoinBy else {
                     self.logger.warning("rolling restart stopped: the restarted worker is not back in the balance", metadata: ["worker": "\(worker.index)"])
@@ -286,6 +302,12 @@ public final class AppSupervisor: Service, Sendable {
             }
         }
         self.logger.notice("rolling restart done")
+    }
+
+    /// How long a rolling restart waits for a worker to be in the balance: its stop, then as
+    /// long as a request would wait for a ready app (`readiness.hold`).
+    private var rejoinTime: Duration {
+        self.app.stopTimeout + (self.readiness ?? ReadinessConfig()).hold
     }
 
     /// `PORT`, set to where the worker must listen, for apps that read their port from the

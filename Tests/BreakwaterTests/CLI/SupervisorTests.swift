@@ -407,6 +407,40 @@ import Testing
         #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
     }
 
+    /// With two workers, a rolling restart never has both out of the balance: not when the
+    /// worker it reaches has crashed (it waits for the replacement before the next one leaves),
+    /// nor when the other one has (it waits for that one before taking this one out). The
+    /// admin listener's readiness, polled all along, never says that no worker is ready.
+    @Test func aRollingRestartNeverTakesOutTheLastWorkerInTheBalance() async throws {
+        let basePort = try await Self.freePorts(2)
+        let configuration = Self.configuration(command: #"["python3", "\#(Self.appScript)", "{port}"]"#, basePort: basePort, workers: 2)
+            .replacingOccurrences(of: #"restart_backoff = "200ms""#, with: #"restart_backoff = "1500ms""#)
+        let breakwater = try await BreakwaterProcess(configuration: configuration)
+        let (port, admin) = (try #require(breakwater.port), try #require(breakwater.adminPort))
+        try await eventually(timeout: .seconds(10)) { breakwater.log.components(separatedBy: "app ready").count == 3 }
+        func count(_ line: String) -> Int { breakwater.log.components(separatedBy: line).count - 1 }
+        for crashed in [0, 1] {
+            let (rolls, exits) = (count("rolling restart done"), count("app exited"))
+            let pid = try #require(pid_t(try await Self.get(basePort + crashed, "/pid").bodyString))
+            kill(pid, SIGKILL)
+            try await eventually { count("app exited") > exits }
+            breakwater.signal(SIGUSR2)
+            var polls = 0
+            var noneReady = 0
+            let end = ContinuousClock.now + .seconds(20)
+            while count("rolling restart done") == rolls && ContinuousClock.now < end {
+                polls += 1
+                if try await Self.get(admin, "/health/ready").status != 200 { noneReady += 1 }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(count("rolling restart done") > rolls, "worker \(crashed) crashed: the roll did not end: \(breakwater.log)")
+            #expect(noneReady == 0, "worker \(crashed) crashed: no worker in the balance at \(noneReady) of \(polls) polls")
+            try await eventually(timeout: .seconds(10)) { try await Self.pids(port, count: 10).count == 2 }
+        }
+        breakwater.signal(SIGTERM)
+        #expect(await breakwater.waitForExit(timeout: .seconds(10)) == 0)
+    }
+
     /// An app that takes its port from `PORT` (the Heroku and Cloud Run convention) rather than
     /// from `{port}` in its command finds it there.
     @Test func theAppFindsItsPortInThePORTVariable() async throws {
