@@ -40,8 +40,11 @@ public final class Lifecycle: Sendable {
     }
 
     public func setAppReady(_ ready: Bool) {
-        self.readiness.setReady(ready)
-        self.metrics.upstreamReady.record(ready ? 1 : 0)
+        self.updateAppReadiness { ready }
+    }
+
+    private func updateAppReadiness(_ ready: () -> Bool) {
+        self.readiness.setReady(as: ready) { self.metrics.upstreamReady.record($0 ? 1 : 0) }
     }
 
     /// Puts an app instance in or out of the balance, and the app's readiness with it: ready
@@ -53,7 +56,7 @@ public final class Lifecycle: Sendable {
     func setInstance(_ member: UpstreamSet.Member, of upstreams: UpstreamSet, ready: Bool) -> Bool {
         let changed = member.setReady(ready)
         self.metrics.workerReady(member.index, ready)
-        self.setAppReady(upstreams.anyReady)
+        self.updateAppReadiness { upstreams.anyReady }
         return changed
     }
 

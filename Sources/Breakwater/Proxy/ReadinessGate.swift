@@ -35,9 +35,16 @@ final class ReadinessGate: Sendable {
         self.state.withLockedValue { $0.waiters.removeValue(forKey: ticket) != nil }
     }
 
-    func setReady(_ ready: Bool) {
+    /// Sets readiness to what `ready` answers under the gate's lock, and tells `report` in
+    /// the same order. Readiness computed from shared state (whether any worker is in the
+    /// balance) by two threads at once — a probe in the supervisor, an ejection on an event
+    /// loop — would otherwise be written in the wrong order now and then, and the gate left
+    /// shut with a worker ready until the next change, which may never come.
+    func setReady(as ready: () -> Bool, report: (Bool) -> Void) {
         let released: [ConcurrencyGate.Waiter] = self.state.withLockedValue { state in
+            let ready = ready()
             state.isReady = ready
+            report(ready)
             guard ready else { return [] }
             defer { state.waiters.removeAll() }
             return state.waiters.sorted { $0.key < $1.key }.map(\.value)

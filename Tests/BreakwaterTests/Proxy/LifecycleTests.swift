@@ -132,6 +132,27 @@ import Testing
             await client.close()
         }
     }
+
+    /// The same worker put in and out of the balance by two threads at once — the supervisor's
+    /// probe and an ejection after a failed connect — leaves the readiness gate agreeing with
+    /// the balance every time: never shut with the worker in it (every request held until it
+    /// times out, for as long as nothing changes), never open with it out.
+    @Test func readinessFollowsTheBalanceWhenTwoThreadsMoveAWorkerAtOnce() throws {
+        let lifecycle = Lifecycle(appReadyAtStart: false)
+        let upstreams = try UpstreamSet(addresses: [.tcp(HostPort(host: "127.0.0.1", port: 1))], supervised: true)
+        let worker = upstreams.members[0]
+        var disagreements = 0
+        for round in 0..<300_000 {
+            // Alternating which thread sets which, so either order of the two can be last.
+            DispatchQueue.concurrentPerform(iterations: 2) { thread in
+                lifecycle.setInstance(worker, of: upstreams, ready: (thread + round) % 2 == 0)
+            }
+            if lifecycle.isAppReady != upstreams.anyReady {
+                disagreements += 1
+            }
+        }
+        #expect(disagreements == 0, "the gate disagreed with the balance after \(disagreements) of 300,000 rounds")
+    }
 }
 
 @Suite struct PublicReadinessTests {
