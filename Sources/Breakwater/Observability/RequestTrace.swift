@@ -92,10 +92,11 @@ struct RequestTrace {
         return "00" + String(Substring(bytes.dropFirst(2).prefix(53)))
     }
 
-    /// A client's id is kept when it is printable and of a sane length, so it can neither
-    /// break a header nor a log line.
+    /// A client's id is kept when it is printable ASCII (spaces, quotes and backslashes
+    /// included: the access log escapes them) and of a sane length, so it can neither break a
+    /// header nor make a log line unreadable.
     static func isAcceptableRequestID(_ id: String) -> Bool {
-        (1...200).contains(id.utf8.count) && id.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }
+        (1...200).contains(id.utf8.count) && id.utf8.allSatisfy { $0 >= 0x20 && $0 < 0x7F }
     }
 
     /// 32 lowercase hex digits from 128 random bits.
