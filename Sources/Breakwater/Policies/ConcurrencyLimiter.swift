@@ -8,6 +8,10 @@ import DequeModule
 /// A plain value, generic over what a waiter is, so the data path can hand it a callback and
 /// tests a number. A freed slot goes straight to the first waiter: `release` returns it, and
 /// the caller wakes it. Queue timeouts are the caller's timers, which `cancel` a waiter.
+///
+/// A request held somewhere before it asks for a slot here (in a route's bulkhead, before the
+/// proxy's limit) counts toward the hard limit from the start: it `reserve`s its place, and
+/// its `acquire` later takes a slot or queues without being refused.
 public struct ConcurrencyLimiter<Waiter> {
     public enum Admission: Equatable {
         case admitted
@@ -20,6 +24,8 @@ public struct ConcurrencyLimiter<Waiter> {
     public private(set) var hardLimit: Int
     /// Requests holding a slot now (forwarded to the app).
     public private(set) var active = 0
+    /// Requests that reserved a place and have not asked for their slot yet.
+    public private(set) var reserved = 0
     private var queue = Deque<(ticket: UInt64, waiter: Waiter)>()
     private var nextTicket: UInt64 = 0
 
@@ -46,15 +52,34 @@ public struct ConcurrencyLimiter<Waiter> {
     /// Requests waiting for a slot now.
     public var queued: Int { self.queue.count }
 
-    /// - Parameter waiter: made only when the request has to queue, which on the fast path it
-    ///   does not.
-    public mutating func acquire(_ waiter: @autoclosure () -> Waiter) -> Admission {
+    /// Requests held now, in all: with a slot, waiting for one, or with a place reserved.
+    private var held: Int { self.active + self.queue.count + self.reserved }
+
+    /// Takes a place under the hard limit for a request that will ask for its slot later;
+    /// false when there is none (refuse the request).
+    public mutating func reserve() -> Bool {
+        guard self.held < self.hardLimit else { return false }
+        self.reserved += 1
+        return true
+    }
+
+    /// Gives back a reserved place whose request ended before it asked for its slot.
+    public mutating func unreserve() {
+        self.reserved -= 1
+    }
+
+    /// - Parameters:
+    ///   - waiter: made only when the request has to queue, which on the fast path it does not.
+    ///   - reserved: the request reserved its place (`reserve`), so it is never refused.
+    public mutating func acquire(_ waiter: @autoclosure () -> Waiter, reserved: Bool = false) -> Admission {
+        if reserved {
+            self.reserved -= 1
+        } else if self.held >= self.hardLimit {
+            return .rejected
+        }
         if self.active < self.softLimit && self.queue.isEmpty {
             self.active += 1
             return .admitted
-        }
-        guard self.active + self.queue.count < self.hardLimit else {
-            return .rejected
         }
         self.nextTicket += 1
         self.queue.append((self.nextTicket, waiter()))

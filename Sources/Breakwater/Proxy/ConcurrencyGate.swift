@@ -43,9 +43,21 @@ final class ConcurrencyGate: Sendable {
     /// How long a request may wait in the queue (`queue_timeout`).
     var queueTimeout: Duration { self.state.withLockedValue { $0.configuration.queueTimeout } }
 
-    /// - Parameter waiter: made only when the request has to queue.
-    func acquire(_ waiter: @autoclosure () -> Waiter) -> ConcurrencyLimiter<Waiter>.Admission {
-        self.state.withLockedValue { $0.limiter.acquire(waiter()) }
+    /// - Parameters:
+    ///   - waiter: made only when the request has to queue.
+    ///   - reserved: the request reserved its place at admission (`reserve`).
+    func acquire(_ waiter: @autoclosure () -> Waiter, reserved: Bool = false) -> ConcurrencyLimiter<Waiter>.Admission {
+        self.state.withLockedValue { $0.limiter.acquire(waiter(), reserved: reserved) }
+    }
+
+    /// A place under the hard limit for a request that asks for its slot later; false when
+    /// the gate is full.
+    func reserve() -> Bool {
+        self.state.withLockedValue { $0.limiter.reserve() }
+    }
+
+    func unreserve() {
+        self.state.withLockedValue { $0.limiter.unreserve() }
     }
 
     /// Gives a slot back; it goes straight to the first waiter, if any.

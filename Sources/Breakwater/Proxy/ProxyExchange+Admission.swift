@@ -2,7 +2,7 @@ import Atomics
 import NIOCore
 
 /// Admission, between a request's head and its first attempt: wait for the app to be ready,
-/// then take a slot in the proxy's limit and in the route's bulkhead, queueing where one is
+/// then take a slot in the route's bulkhead and in the proxy's limit, queueing where one is
 /// full. Every wait is bounded (`readiness.hold`, `queue_timeout`) and left when the client goes.
 extension ProxyExchange {
     /// A waiter that wakes this exchange, on its event loop, with `action`.
@@ -40,10 +40,23 @@ extension ProxyExchange {
     }
 
     /// Takes a slot in each gate in turn, queueing where one is full, then asks the breaker.
+    ///
+    /// First of all the request takes its place under the later gates' hard limits: a request
+    /// waiting in its route's bulkhead is held by the proxy too, and the proxy's `hard_limit`
+    /// counts every request held, while its `soft_limit` counts only those forwarded.
     func passGates() {
+        if !self.placesReserved {
+            for (index, gate) in self.gates.enumerated().dropFirst() where !gate.reserve() {
+                for reserved in self.gates[1..<index] { reserved.unreserve() }
+                self.respondLocally(.hardLimit)
+                return
+            }
+            self.placesReserved = true
+        }
         while self.slotsHeld < self.gates.count {
             let gate = self.gates[self.slotsHeld]
-            switch gate.acquire(self.waiter { $0.slotGranted() }) {
+            self.gatesAsked = self.slotsHeld + 1
+            switch gate.acquire(self.waiter { $0.slotGranted() }, reserved: self.slotsHeld > 0) {
             case .admitted:
                 self.slotsHeld += 1
             case .queued(let ticket):
@@ -98,6 +111,11 @@ extension ProxyExchange {
         if let ticket = self.readinessTicket {
             _ = self.shared.lifecycle.readiness.cancel(ticket: ticket)
             self.readinessTicket = nil
+        }
+        if self.placesReserved {
+            // The places in gates not asked yet: asking used a gate's place up.
+            for gate in self.gates.dropFirst(max(1, self.gatesAsked)) { gate.unreserve() }
+            self.placesReserved = false
         }
         if let queued = self.queued, self.gates[queued.gate].cancel(ticket: queued.ticket) {
             self.queued = nil

@@ -84,10 +84,15 @@ final class ProxyExchange {
         self.loop.pools[self.member?.index ?? 0]
     }
 
-    /// The proxy's limit and the route's bulkhead, in the order a request passes them.
+    /// The route's bulkhead and the proxy's limit, in the order a request takes their slots.
     var gates: [ConcurrencyGate] { self.route.gates }
     /// How many of `gates` this request holds a slot in.
     var slotsHeld = 0
+    /// The request holds a place under the hard limits of the gates after the first, taken at
+    /// admission; each is used up as the request asks that gate for its slot.
+    var placesReserved = false
+    /// How many of `gates` the request has asked for a slot (holds one, or queued at the last).
+    var gatesAsked = 0
     /// The wait in a gate's queue, while queued: which gate, so that a slot handed over after
     /// the exchange ended (and gave back its other slots) goes back to the gate it came from.
     var queued: (gate: Int, ticket: UInt64)?

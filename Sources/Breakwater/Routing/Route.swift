@@ -10,8 +10,12 @@ import NIOCore
 final class Route: Sendable {
     let configuration: RouteConfig
     let retryPolicy: RetryPolicy
-    /// The proxy's `[concurrency]` limit, then the route's bulkhead when it has one
-    /// (`[route.concurrency]` or `[defaults.concurrency]`): the order a request passes them.
+    /// The route's bulkhead when it has one (`[route.concurrency]` or
+    /// `[defaults.concurrency]`), then the proxy's `[concurrency]` limit: the order a request
+    /// takes their slots in. A request waiting in the bulkhead holds none of the proxy's slots
+    /// (requests forwarded to the app), or a slow route's queue would take them from every
+    /// other route; it holds a place under the proxy's hard limit from admission
+    /// (`ProxyExchange.passGates`).
     let gates: [ConcurrencyGate]
     let metrics: RouteMetrics
     /// `body_timeout`, `timeout` (all attempts together) and how long one attempt that a retry
@@ -28,7 +32,7 @@ final class Route: Sendable {
     private let retryBudget: NIOLockedValueBox<RetryBudget>
 
     /// - Parameters:
-    ///   - proxyLimit: the generation's `[concurrency]`, which every route's requests pass first.
+    ///   - proxyLimit: the generation's `[concurrency]`, which every route's requests pass.
     ///   - previous: the route of the same name before a reload: its bulkhead carries on with
     ///     the new limits, and its breaker state and retry budget when their settings did not
     ///     change.
@@ -59,11 +63,14 @@ final class Route: Sendable {
             self.retryBudget = NIOLockedValueBox(RetryBudget(ratio: configuration.policy.retry.budget))
         }
         if let bulkhead = configuration.policy.concurrency {
-            self.gates = [proxyLimit, .continuing(previous?.gates.dropFirst().first, with: bulkhead)]
+            self.gates = [.continuing(previous?.bulkhead, with: bulkhead), proxyLimit]
         } else {
             self.gates = [proxyLimit]
         }
     }
+
+    /// The route's own limit, when it has one.
+    var bulkhead: ConcurrencyGate? { self.gates.count > 1 ? self.gates[0] : nil }
 
     var name: String { self.configuration.name }
     var policy: RoutePolicy { self.configuration.policy }

@@ -13,6 +13,22 @@ import Testing
         #expect(limiter.queued == 2)
     }
 
+    /// A place reserved counts toward the hard limit until its request asks for its slot,
+    /// which it then gets or queues for, never refused; an unused place is given back.
+    @Test func aReservedPlaceCountsTowardTheHardLimitAndIsNeverRefused() {
+        var limiter = ConcurrencyLimiter<Int>(softLimit: 1, hardLimit: 3)
+        #expect({ limiter.reserve() }())
+        #expect({ limiter.reserve() }())
+        #expect({ limiter.acquire(1) }() == .admitted)
+        #expect({ limiter.acquire(2) }() == .rejected, "1 active and 2 reserved fill the hard limit")
+        #expect(!{ limiter.reserve() }())
+        #expect({ limiter.acquire(3, reserved: true) }() == .queued(ticket: 1))
+        #expect(limiter.reserved == 1)
+        limiter.unreserve()
+        #expect({ limiter.acquire(4) }() == .queued(ticket: 2), "the place given back is free again")
+        #expect(limiter.reserved == 0 && limiter.active == 1 && limiter.queued == 2)
+    }
+
     @Test func aFreedSlotGoesToTheFirstWaiter() {
         var limiter = ConcurrencyLimiter<Int>(softLimit: 1, hardLimit: 3)
         _ = limiter.acquire(1)

@@ -134,6 +134,49 @@ import Testing
         }
     }
 
+    /// A request waiting in its route's bulkhead holds none of the proxy's slots, which count
+    /// requests forwarded to the app, so a slow route's queue cannot take them from the other
+    /// routes; it does count toward the proxy's hard limit, which counts every request held.
+    @Test func requestsWaitingInABulkheadHoldNoneOfTheProxysSlots() async throws {
+        let configuration = """
+            [concurrency]
+            soft_limit = 2
+            hard_limit = 5
+            [[route]]
+            name = "slow"
+            path_prefix = "/delay/"
+            [route.concurrency]
+            soft_limit = 1
+            hard_limit = 3
+            queue_timeout = "10s"
+            """
+        try await ProxyHarness.with(configuration: configuration) { proxy in
+            let queued = { (route: String, count: Int) in
+                proxy.lifecycle.metrics.exposition().contains(#"breakwater_queued_requests{route="\#(route)"} \#(count).0"#)
+            }
+            // One slow request at the app, two waiting in the bulkhead.
+            async let slow = Self.concurrently(3, "/delay/2000", to: proxy)
+            try await eventually { queued("slow", 2) }
+            // The proxy's second slot is another route's at once.
+            let started = ContinuousClock.now
+            #expect(try await proxy.request(get("/status/200")).status == 200)
+            let waited = ContinuousClock.now - started
+            #expect(waited < .milliseconds(1500), "waited \(waited) behind the slow route's queue")
+            // Held now: the 3 slow ones. With a slow answer on the other route too, one more
+            // request waits for the proxy's slot (5 held), and the next is over the hard limit.
+            async let other = proxy.request(get("/flaky/held?fail=1&status=200&delay=2500"))
+            try await eventually { proxy.backend.requestCount(pathPrefix: "/flaky/held") == 1 }
+            async let waiting = proxy.request(get("/status/201"))
+            try await eventually { queued("default", 1) }
+            let refused = try await proxy.request(get("/status/202"))
+            #expect(refused.status == 503)
+            #expect(refused.header("x-breakwater-reason") == "hard_limit")
+            #expect(try await waiting.status == 201)
+            #expect(try await other.status == 200)
+            #expect(try await slow.allSatisfy { $0.response.status == 200 })
+        }
+    }
+
     @Test func aClientThatLeavesTheQueueFreesItsPlace() async throws {
         try await ProxyHarness.with(configuration: "[concurrency]\nsoft_limit = 1\nhard_limit = 2\n") { proxy in
             async let holder = proxy.request(get("/delay/1500"))

@@ -35,19 +35,20 @@ import Testing
         let shared = ProxyShared(configuration: configuration, lifecycle: Lifecycle(appReadyAtStart: true), logger: Logger(label: "test"))
         let route = shared.route(method: "GET", uri: "/")
         #expect(route.name == "bulkhead")
-        let (proxyLimit, bulkhead) = (route.gates[0], route.gates[1])
+        let (bulkhead, proxyLimit) = (route.gates[0], route.gates[1])
         let nobody = ConcurrencyGate.Waiter(eventLoop: loop) {}
 
         // Another request holds a slot of the proxy's and the bulkhead's only slot.
         #expect(proxyLimit.acquire(nobody) == .admitted)
         #expect(bulkhead.acquire(nobody) == .admitted)
 
-        // The client's request takes the proxy's second slot and queues for the bulkhead.
+        // The client's request takes the last place under the proxy's hard limit and queues for
+        // the bulkhead.
         let client = EmbeddedChannel(loop: loop)
         try client.pipeline.syncOperations.addClientHandlers(generation: CurrentGeneration(shared), server: configuration.server, loop: context)
         try client.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 40000)).wait()
         try client.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: test\r\n\r\n"))
-        #expect(proxyLimit.acquire(nobody) == .rejected, "the request holds no slot of the proxy's")
+        #expect(proxyLimit.acquire(nobody) == .rejected, "the request holds no place of the proxy's")
 
         // The other request ends: its bulkhead slot is handed to the queued request ...
         bulkhead.release()
@@ -55,7 +56,7 @@ import Testing
         client.pipeline.fireChannelInactive()
         loop.run()
 
-        // The request gave back the proxy's slot it held, and the bulkhead slot it was handed.
+        // The request gave back the proxy's place it held, and the bulkhead slot it was handed.
         #expect(bulkhead.acquire(nobody) == .admitted, "the bulkhead's slot was lost")
         #expect(proxyLimit.acquire(nobody) == .admitted)
         #expect(proxyLimit.acquire(nobody) == .rejected, "the proxy's limit was given a slot it never lent")
