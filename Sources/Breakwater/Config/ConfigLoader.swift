@@ -172,7 +172,8 @@ private struct ConfigSchema {
         var limits = base
         limits.softLimit = table.int("soft_limit", in: 1...1_000_000) ?? limits.softLimit
         limits.hardLimit = table.int("hard_limit", in: 1...1_000_000) ?? limits.hardLimit
-        limits.queueTimeout = table.duration("queue_timeout") ?? limits.queueTimeout
+        // Zero: a request that finds no free slot is refused at once rather than queued.
+        limits.queueTimeout = table.duration("queue_timeout", allowZero: true) ?? limits.queueTimeout
         table.finish()
         table.keepInOrder(
             "soft_limit", &limits.softLimit, "hard_limit", &limits.hardLimit,
@@ -382,8 +383,9 @@ private struct ConfigSchema {
     private func retry(_ table: TableReader, base: RetryConfig) -> RetryConfig {
         var retry = base
         retry.attempts = table.int("attempts", in: 1...10) ?? retry.attempts
-        retry.backoff = table.duration("backoff") ?? retry.backoff
-        retry.maxBackoff = table.duration("max_backoff") ?? retry.maxBackoff
+        // Zero: retry at once.
+        retry.backoff = table.duration("backoff", allowZero: true) ?? retry.backoff
+        retry.maxBackoff = table.duration("max_backoff", allowZero: true) ?? retry.maxBackoff
         if let conditions = table.strings("on") {
             let parsed = conditions.map { ($0, RetryCondition($0)) }
             if let bad = parsed.first(where: { $0.1 == nil }) {

@@ -343,6 +343,21 @@ import Testing
             == [#"proxy.conf:3: server.idle_timeout: expected a duration string like "2s", got integer 75"#])
     }
 
+    /// Zero is taken where it means something — no queueing, no wait before a retry, no hold,
+    /// no delay — and refused where nothing could work with it.
+    @Test func zeroIsTakenWhereItMeansSomething() throws {
+        let configuration = try ConfigLoader.parse(
+            "upstream = \"127.0.0.1:8000\"\n[concurrency]\nqueue_timeout = \"0s\"\n[defaults.retry]\nbackoff = \"0ms\"\nmax_backoff = \"0ms\"\n",
+            fileName: "proxy.conf"
+        )
+        #expect(configuration.concurrency.queueTimeout == .zero)
+        let retry = try #require(configuration.routes.last).policy.retry
+        #expect(retry.backoff == .zero)
+        #expect(retry.maxBackoff == .zero)
+        #expect(problems("upstream = \"127.0.0.1:8000\"\n[defaults]\ntimeout = \"0s\"\n")
+            == ["proxy.conf:3: defaults.timeout: must be longer than zero"])
+    }
+
     @Test func aBadSizeShowsTheSyntax() {
         #expect(problems("upstream = \"127.0.0.1:8000\"\n[server]\nmax_body_bytes = \"10 parsecs\"\n")
             == [#"proxy.conf:3: server.max_body_bytes: invalid size "10 parsecs": use bytes or a number with a unit, like "64KB" or "10MB""#])

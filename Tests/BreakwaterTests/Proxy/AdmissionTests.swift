@@ -97,6 +97,20 @@ import Testing
         }
     }
 
+    /// `queue_timeout = "0s"`: no queue; a request that finds no free slot is refused at once.
+    @Test func aZeroQueueTimeoutRefusesAtOnce() async throws {
+        try await ProxyHarness.with(configuration: "[concurrency]\nsoft_limit = 1\nhard_limit = 2\nqueue_timeout = \"0s\"\n") { proxy in
+            async let holder = proxy.request(get("/delay/1500"))
+            try await eventually { proxy.backend.requestCount(pathPrefix: "/delay/") == 1 }
+            let started = ContinuousClock.now
+            let refused = try await proxy.request(get("/status/200"))
+            #expect(refused.status == 503)
+            #expect(refused.header("x-breakwater-reason") == "queue_timeout")
+            #expect(ContinuousClock.now - started < .milliseconds(1000))
+            #expect(try await holder.status == 200)
+        }
+    }
+
     @Test func aQueuedRequestGetsTheNextFreeSlot() async throws {
         try await ProxyHarness.with(configuration: "[concurrency]\nsoft_limit = 1\nhard_limit = 2\n") { proxy in
             async let holder = proxy.request(get("/delay/1000"))
