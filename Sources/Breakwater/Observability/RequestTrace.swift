@@ -92,11 +92,12 @@ struct RequestTrace {
         return "00" + String(Substring(bytes.dropFirst(2).prefix(53)))
     }
 
-    /// A client's id is kept when it is printable ASCII (spaces, quotes and backslashes
-    /// included: the access log escapes them) and of a sane length, so it can neither break a
-    /// header nor make a log line unreadable.
+    /// A client's id is kept when it is visible ASCII (quotes and backslashes included: the
+    /// access log escapes them) and of a sane length, so it can neither break a header nor a
+    /// log line. Not a space: the diagnostic log prints metadata as `key=value` pairs, and an
+    /// id `x route=webhooks` would forge a field there.
     static func isAcceptableRequestID(_ id: String) -> Bool {
-        (1...200).contains(id.utf8.count) && id.utf8.allSatisfy { $0 >= 0x20 && $0 < 0x7F }
+        (1...200).contains(id.utf8.count) && id.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F }
     }
 
     /// 32 lowercase hex digits from 128 random bits.

@@ -6,7 +6,7 @@ import NIOConcurrencyHelpers
 final class ProxyShared: Sendable {
     let router: Router
     let routes: [Route]
-    /// `[concurrency]`, which every route's requests pass first.
+    /// `[concurrency]`, which every route's requests pass (after their route's bulkhead).
     let proxyLimit: ConcurrencyGate
     let server: ServerConfig
     /// How long a request waits for the app to become ready; nil without `[readiness]`.

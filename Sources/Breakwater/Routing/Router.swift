@@ -119,8 +119,16 @@ extension RouteMatcher {
 }
 
 extension RouteConfig {
+    /// Its path decoded as a request's is (`Router.percentDecoded`): a path written encoded in
+    /// the file (`/files/my%20docs/`, the only way to write a space there) matches the
+    /// requests the app serves under it, however the client encoded them.
     var matcher: RouteMatcher {
-        RouteMatcher(match: self.match, methods: self.methods)
+        let match: PathMatch = switch self.match {
+        case .any: .any
+        case .exact(let path): .exact(String(Router.percentDecoded(Substring(path))))
+        case .prefix(let prefix): .prefix(String(Router.percentDecoded(Substring(prefix))))
+        }
+        return RouteMatcher(match: match, methods: self.methods)
     }
 }
 

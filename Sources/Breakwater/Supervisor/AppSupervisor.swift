@@ -295,7 +295,7 @@ public final class AppSupervisor: Service, Sendable {
             let rejoinBy = ContinuousClock.now + self.rejoinTime
             while !self.isStopping && !(worker.isReady && !self.isHeldOut(worker)) {
                 guard ContinuousClock.now < rejoinBy else {
-                    self.logger.warning("rolling restart stopped: the restarted worker is not back in the balance", metadata: ["worker": "\(worker.index)"])
+                    self.logger.warning("rolling restart stopped: the worker is not back in the balance", metadata: ["worker": "\(worker.index)"])
                     return
                 }
                 try? await Task.sleep(for: .milliseconds(50))

@@ -24,15 +24,15 @@ import W3CTraceContext
         }
     }
 
-    /// Any printable id of at most 200 bytes is kept; another is replaced by a new one.
+    /// Any id of visible ASCII of at most 200 bytes is kept; another is replaced by a new one.
     @Test func aClientsIDIsKept() async throws {
         try await ProxyHarness.with { proxy in
-            for id in ["client-chosen-42", "job 42", #""quoted" and \back"#, String(repeating: "x", count: 200)] {
+            for id in ["client-chosen-42", #""quoted"\back"#, String(repeating: "x", count: 200)] {
                 let response = try await proxy.request(get("/status/200", headers: ["X-Request-ID: \(id)"]))
                 #expect(response.header("x-request-id") == id)
                 #expect(proxy.backend.requestsReceived.last?.header("x-request-id") == id)
             }
-            for id in [String(repeating: "x", count: 201), "tab\there", "caf\u{E9}"] {
+            for id in [String(repeating: "x", count: 201), "tab\there", "caf\u{E9}", "x route=webhooks"] {
                 let response = try await proxy.request(get("/status/200", headers: ["X-Request-ID: \(id)"]))
                 let replaced = response.header("x-request-id")
                 #expect(replaced != id && replaced?.utf8.count == 32, "\(id.debugDescription) became \(replaced ?? "nothing")")

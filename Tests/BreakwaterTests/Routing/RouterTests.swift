@@ -67,6 +67,16 @@ import Testing
         #expect(Router.percentDecoded("/caf%C3%A9%FF") == "/café\u{FFFD}")
     }
 
+    /// A route's path written encoded in the file (the only way to write a space there) is
+    /// decoded too, and matches however the client encodes the same path.
+    @Test func aPathWrittenEncodedMatchesTheSamePathAnyhowEncoded() {
+        let router = Router(routes: [self.route("docs", .prefix("/files/my%20docs/")), self.route("default", .any)])
+        for uri in ["/files/my%20docs/a", "/files/my%20%64ocs/a"] {
+            #expect(router.routes[router.routeIndex(method: "GET", uri: uri)].name == "docs", "\(uri)")
+        }
+        #expect(router.routes[router.routeIndex(method: "GET", uri: "/files/my%2520docs/a")].name == "default")
+    }
+
     @Test func whatMatchesNothingTakesTheDefaultRoute() {
         #expect(self.name("DELETE", "/") == "default")
         #expect(self.name("GET", "*") == "default")
