@@ -69,19 +69,19 @@ struct Run: AsyncParsableCommand {
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: AdminService(configuration: configuration.admin, server: configuration.server, lifecycle: lifecycle, proxy: proxy, logger: logger))
         ]
-        let supervisor: AppSupervisor?
-        if let app = configuration.app, let workers, let upstreams {
-            supervisor = AppSupervisor(
-                app: app,
-                commands: workers.map(\.command),
-                upstreams: upstreams,
-                readiness: configuration.readiness,
-                lifecycle: lifecycle,
-                logger: logger
-            )
-        } else {
-            supervisor = nil
-        }
+        let supervisor: AppSupervisor? =
+            if let app = configuration.app, let workers, let upstreams {
+                AppSupervisor(
+                    app: app,
+                    commands: workers.map(\.command),
+                    upstreams: upstreams,
+                    readiness: configuration.readiness,
+                    lifecycle: lifecycle,
+                    logger: logger
+                )
+            } else {
+                nil
+            }
         if let supervisor {
             services.append(.init(service: supervisor))
             lifecycle.onRollingRestartRequested {

@@ -251,16 +251,13 @@ public final class AppSupervisor: Service, Sendable {
         for worker in self.upstreams.members {
             guard !self.isStopping else { return }
             // Another worker in the balance first, when there is another (one crashed before
-            // the roll or meanwhile may be in its backoff): taking this one out would leave
-            // none. Waited for as long as a restarted worker is.
-            let othersBy = ContinuousClock.now + self.rejoinTime
-            while self.upstreams.members.count > 1 && !self.upstreams.members.contains(where: { $0 !== worker && $0.isReady }) {
-                guard !self.isStopping else { return }
-                guard ContinuousClock.now < othersBy else {
-                    self.logger.warning("rolling restart stopped: no other worker is in the balance", metadata: ["worker": "\(worker.index)"])
-                    return
-                }
-                try? await Task.sleep(for: .milliseconds(50))
+            // the roll or meanwhile may be in its backoff): taking this one out would leave none.
+            let othersServe = await self.waitDuringRoll {
+                self.upstreams.members.count == 1 || self.upstreams.members.contains { $0 !== worker && $0.isReady }
+            }
+            guard othersServe else {
+                self.logStop(of: worker, "rolling restart stopped: no other worker is in the balance")
+                return
             }
             // Held out, so that nothing puts it back while its requests finish.
             let serving = self.state.withLockedValue { state in
@@ -292,22 +289,30 @@ public final class AppSupervisor: Service, Sendable {
             // come back (new code that fails its health check, or crashes at start) stops the
             // roll, with the other workers still serving, rather than hold it — and every
             // later one — forever.
-            let rejoinBy = ContinuousClock.now + self.rejoinTime
-            while !self.isStopping && !(worker.isReady && !self.isHeldOut(worker)) {
-                guard ContinuousClock.now < rejoinBy else {
-                    self.logger.warning("rolling restart stopped: the worker is not back in the balance", metadata: ["worker": "\(worker.index)"])
-                    return
-                }
-                try? await Task.sleep(for: .milliseconds(50))
+            guard await self.waitDuringRoll({ worker.isReady && !self.isHeldOut(worker) }) else {
+                self.logStop(of: worker, "rolling restart stopped: the worker is not back in the balance")
+                return
             }
         }
         self.logger.notice("rolling restart done")
     }
 
-    /// How long a rolling restart waits for a worker to be in the balance: its stop, then as
-    /// long as a request would wait for a ready app (`readiness.hold`).
-    private var rejoinTime: Duration {
-        self.app.stopTimeout + (self.readiness ?? ReadinessConfig()).hold
+    /// Polls until `condition` holds, for as long as a rolling restart waits for a worker to be
+    /// in the balance: its stop, then as long as a request would wait for a ready app
+    /// (`readiness.hold`). False when that ran out, or the app is stopping.
+    private func waitDuringRoll(_ condition: () -> Bool) async -> Bool {
+        let deadline = ContinuousClock.now + self.app.stopTimeout + (self.readiness ?? ReadinessConfig()).hold
+        while !condition() {
+            guard !self.isStopping, ContinuousClock.now < deadline else { return false }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return true
+    }
+
+    /// A roll's wait ran out (`waitDuringRoll`); one cut short by a stop says nothing.
+    private func logStop(of worker: UpstreamSet.Member, _ message: Logger.Message) {
+        guard !self.isStopping else { return }
+        self.logger.warning(message, metadata: ["worker": "\(worker.index)"])
     }
 
     /// `PORT`, set to where the worker must listen, for apps that read their port from the

@@ -6,6 +6,11 @@ import Testing
 @Suite struct AdmissionTests {
     /// Sends `count` requests at once, each on its own connection, and returns each answer
     /// with how long it took.
+    /// Whether `breakwater_queued_requests` shows `count` waiting on `route` now.
+    private static func queued(_ count: Int, on route: String = "default", in proxy: ProxyHarness) -> Bool {
+        proxy.lifecycle.metrics.exposition().contains(#"breakwater_queued_requests{route="\#(route)"} \#(count).0"#)
+    }
+
     private static func concurrently(
         _ count: Int,
         _ path: String,
@@ -116,9 +121,7 @@ import Testing
             async let holder = proxy.request(get("/delay/1000"))
             try await eventually { proxy.backend.requestCount(pathPrefix: "/delay/") == 1 }
             async let queued = proxy.request(get("/status/201"))
-            try await eventually {
-                proxy.lifecycle.metrics.exposition().contains(#"breakwater_queued_requests{route="default"} 1.0"#)
-            }
+            try await eventually { Self.queued(1, in: proxy) }
             #expect(try await queued.status == 201)
             #expect(try await holder.status == 200)
         }
@@ -165,12 +168,9 @@ import Testing
             queue_timeout = "10s"
             """
         try await ProxyHarness.with(configuration: configuration) { proxy in
-            let queued = { (route: String, count: Int) in
-                proxy.lifecycle.metrics.exposition().contains(#"breakwater_queued_requests{route="\#(route)"} \#(count).0"#)
-            }
             // One slow request at the app, two waiting in the bulkhead.
             async let slow = Self.concurrently(3, "/delay/2000", to: proxy)
-            try await eventually { queued("slow", 2) }
+            try await eventually { Self.queued(2, on: "slow", in: proxy) }
             // The proxy's second slot is another route's at once.
             let started = ContinuousClock.now
             #expect(try await proxy.request(get("/status/200")).status == 200)
@@ -181,7 +181,7 @@ import Testing
             async let other = proxy.request(get("/flaky/held?fail=1&status=200&delay=2500"))
             try await eventually { proxy.backend.requestCount(pathPrefix: "/flaky/held") == 1 }
             async let waiting = proxy.request(get("/status/201"))
-            try await eventually { queued("default", 1) }
+            try await eventually { Self.queued(1, in: proxy) }
             let refused = try await proxy.request(get("/status/202"))
             #expect(refused.status == 503)
             #expect(refused.header("x-breakwater-reason") == "hard_limit")
@@ -195,14 +195,11 @@ import Testing
         try await ProxyHarness.with(configuration: "[concurrency]\nsoft_limit = 1\nhard_limit = 2\n") { proxy in
             async let holder = proxy.request(get("/delay/1500"))
             try await eventually { proxy.backend.requestCount(pathPrefix: "/delay/") == 1 }
-            let queued = { (count: Int) in
-                proxy.lifecycle.metrics.exposition().contains(#"breakwater_queued_requests{route="default"} \#(count).0"#)
-            }
             let leaver = try await proxy.connect()
             try await leaver.send(get("/status/200"))
-            try await eventually { queued(1) }
+            try await eventually { Self.queued(1, in: proxy) }
             await leaver.close()
-            try await eventually { queued(0) }
+            try await eventually { Self.queued(0, in: proxy) }
             // Its place in the queue is free again: this one waits instead of being refused.
             let next = try await proxy.request(get("/status/202"))
             #expect(next.status == 202)
