@@ -29,6 +29,9 @@ struct MessageFields {
     /// The names `Connection` lists, bar `close` and `keep-alive`: hop-by-hop for this message.
     /// Nearly every message lists nothing else, and then nothing is allocated.
     let nominated: [Substring]
+    /// `Connection` said `close`, or `keep-alive` more than once; and `keep-alive` once.
+    private let saysClose: Bool
+    private let saysKeepAlive: Bool
     let hasUpgrade: Bool
     /// `Expect: 100-continue`, which the proxy answers itself.
     let expectsContinue: Bool
@@ -49,6 +52,7 @@ struct MessageFields {
         var contentLength: Int?
         var hasUnreadableLength = false
         var nominated: [Substring] = []
+        var (closes, keepAlives) = (false, 0)
         var hasUpgrade = false
         var expectsContinue = false
         var requestID: String?
@@ -71,11 +75,21 @@ struct MessageFields {
                 contentLength = Int(Self.trimmed(value))
                 hasUnreadableLength = contentLength == nil
             case .connection:
-                if value.equalsASCIICaseInsensitive("keep-alive") || value.equalsASCIICaseInsensitive("close") {
-                    continue  // what nearly every message says
-                }
-                nominated += Self.tokens(of: value).filter {
-                    !$0.equalsASCIICaseInsensitive("close") && !$0.equalsASCIICaseInsensitive("keep-alive")
+                // What nearly every message says first, with no list to split.
+                if value.equalsASCIICaseInsensitive("keep-alive") {
+                    keepAlives += 1
+                } else if value.equalsASCIICaseInsensitive("close") {
+                    closes = true
+                } else {
+                    for token in Self.tokens(of: value) {
+                        if token.equalsASCIICaseInsensitive("close") {
+                            closes = true
+                        } else if token.equalsASCIICaseInsensitive("keep-alive") {
+                            keepAlives += 1
+                        } else {
+                            nominated.append(token)
+                        }
+                    }
                 }
             case .upgrade:
                 hasUpgrade = true
@@ -93,7 +107,17 @@ struct MessageFields {
         (self.hostCount, self.declaresChunked, self.contentLength, self.nominated) = (hostCount, declaresChunked, contentLength, nominated)
         (self.hasOtherTransferCoding, self.hasUnreadableLength) = (hasOtherTransferCoding, hasUnreadableLength)
         (self.hasUpgrade, self.expectsContinue) = (hasUpgrade, expectsContinue)
+        (self.saysClose, self.saysKeepAlive) = (closes || keepAlives > 1, keepAlives == 1)
         (self.requestID, self.traceparent, self.tracestate) = (requestID, traceparent, tracestate)
+    }
+
+    /// Whether the connection carries another message after this one, as NIO's
+    /// `HTTPHeaders.isKeepAlive` reads `Connection` (a `close`, or `keep-alive` twice, closes;
+    /// HTTP/1.1 keeps alive unless told otherwise, HTTP/1.0 only when told to). Asked of a
+    /// head made by `HTTPParser`, NIO's own reading would split and lowercase every
+    /// `Connection` field again: llhttp's verdict cannot be handed to it.
+    func keepsAlive(version: HTTPVersion) -> Bool {
+        !self.saysClose && (self.saysKeepAlive || (version.major == 1 && version.minor >= 1))
     }
 
     /// How the body is delimited, when the fields say: `chunked` when a `Transfer-Encoding`

@@ -103,8 +103,8 @@ extension ProxyExchange: UpstreamConnectionDelegate {
         }
     }
 
-    /// What the app sent behind its 101 and before its close, which NIO's decoder would drop
-    /// (`UpstreamResponseDecoder.decodeLast`): kept for the client. A body part in any other
+    /// What the app sent behind its 101 and before its close (`UpstreamHandler.channelInactive`):
+    /// kept for the client. A body part in any other
     /// phase is the rest of an answer being dropped for a retry.
     private func keepBytesBehindSwitch(_ bytes: ByteBuffer) {
         guard case .upgrading(let connection, let head, var said) = self.phase else { return }
@@ -125,10 +125,10 @@ extension ProxyExchange: UpstreamConnectionDelegate {
         )
     }
 
-    /// An error of the response decoder: the app did answer, in bytes no HTTP reader takes, so
+    /// An error of the response parser: the app did answer, in bytes no HTTP reader takes, so
     /// the request reached it.
     private static func isMalformedResponse(_ error: (any Error)?) -> Bool {
-        error is HTTPParserError || error is ByteToMessageDecoderError
+        error is HTTPParserError
     }
 
     /// How an attempt whose answer ended with its connection (and `error`) failed: an answer
@@ -177,9 +177,9 @@ extension ProxyExchange: UpstreamConnectionDelegate {
         // client's) may have stopped parsing HTTP, even when the answer refused the switch: neither
         // connection is trusted with another request then. An answer that comes before the
         // request is whole keeps the client only if the rest of the body can be dropped.
-        self.upstreamKeepAlive = head.isKeepAlive && self.responseFraming != .untilClose && !self.isUpgrade
+        self.upstreamKeepAlive = fields.keepsAlive(version: head.version) && self.responseFraming != .untilClose && !self.isUpgrade
         self.clientKeepAlive =
-            self.request.isKeepAlive && self.clientConnectionOutlivesAnswer && !self.isUpgrade && !self.downstream.isQuiescing
+            self.clientAsksKeepAlive && self.clientConnectionOutlivesAnswer && !self.isUpgrade && !self.downstream.isQuiescing
             && (self.request.version.speaksChunked || self.responseFraming != .untilClose)
             && (self.request.version.speaksChunked || self.responseFraming != .chunked)
         self.phase = .responding(connection)

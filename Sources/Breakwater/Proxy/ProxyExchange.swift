@@ -49,6 +49,8 @@ final class ProxyExchange {
     var toldToContinue = false
     /// The client asked to be told to go on and has not been: it may be holding its body back.
     var mayAwaitContinue: Bool { self.expectsContinue && !self.toldToContinue }
+    /// The client's `Connection` (or its version) lets the connection carry another request.
+    let clientAsksKeepAlive: Bool
     /// The names the client's `Connection` listed, which are not forwarded.
     let nominatedByClient: [Substring]
     let clientAddress: String?
@@ -173,6 +175,7 @@ final class ProxyExchange {
         self.isUpgrade = fields.requestsUpgrade
         self.isForwardable = fields.isForwardable(version: request.version)
         self.expectsContinue = fields.expectsContinue
+        self.clientAsksKeepAlive = fields.keepsAlive(version: request.version)
         self.nominatedByClient = fields.nominated
         self.clientAddress = clientAddress
         self.shared = shared
@@ -510,7 +513,7 @@ final class ProxyExchange {
         self.phase = .finished
         self.waitTimer?.cancel()
         self.cancelDeadline()
-        let closeConnection = response.closesConnection || !self.clientConnectionOutlivesAnswer || !self.request.isKeepAlive || self.isUpgrade
+        let closeConnection = response.closesConnection || !self.clientConnectionOutlivesAnswer || !self.clientAsksKeepAlive || self.isUpgrade
             || self.downstream.isQuiescing
         self.downstream.respond(response, version: self.request.version, withBody: !isHead, closeConnection: closeConnection)
     }

@@ -5,10 +5,11 @@ import NIOHTTP1
 enum Tunnel {
     /// Replaces the HTTP handlers of both channels with a pair of `TunnelHandler`s.
     ///
-    /// The tunnel handlers go in first and the decoders come out last, so bytes that arrived
-    /// behind the 101 (a WebSocket frame sent straight after the upgrade, say) are forwarded by
-    /// the decoders as they leave instead of being lost. A decoder leaves on the next loop tick;
-    /// once both are gone, the leftovers are flushed and both sides read on.
+    /// The tunnel handlers go in first and the HTTP readers come out last, so bytes that
+    /// arrived behind the upgrade and the 101 (a WebSocket frame sent straight after them, say)
+    /// are forwarded by the readers as they leave instead of being lost. The client's decoder
+    /// leaves on the next loop tick; once both are gone, the leftovers are flushed and both
+    /// sides read on.
     ///
     /// - Parameters:
     ///   - writeTimeout: how long a side may take to accept the last bytes once its partner
@@ -25,11 +26,10 @@ enum Tunnel {
 
         try clientPipeline.remove(DownstreamHandler.self)
         try clientPipeline.remove(ClientConnectionGuard.self)
-        try upstreamPipeline.remove(UpstreamHandler.self)
 
-        let upstreamDecoder = try upstreamPipeline.handler(type: ByteToMessageHandler<UpstreamResponseDecoder>.self)
+        let upstreamHandler = try upstreamPipeline.handler(type: UpstreamHandler.self)
         let clientDecoder = try clientPipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
-        upstreamPipeline.removeHandler(upstreamDecoder)
+        upstreamPipeline.removeHandler(upstreamHandler)
             .assumeIsolated()
             .flatMap { client.pipeline.syncOperations.removeHandler(clientDecoder) }
             .whenComplete { result in

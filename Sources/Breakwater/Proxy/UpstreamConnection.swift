@@ -80,12 +80,25 @@ final class UpstreamConnection {
 }
 
 /// The channel handler behind `UpstreamConnection`: writes requests as HTTP/1.1 bytes
-/// (`HTTPMessageEncoder`, as `DownstreamHandler` writes responses), forwards response parts to
-/// the delegate, and holds reads while the delegate's client cannot take more.
+/// (`HTTPMessageEncoder`, as `DownstreamHandler` writes responses), parses responses
+/// (`HTTPParser`) and hands their parts to the delegate, and holds reads while the delegate's
+/// client cannot take more.
 final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPClientResponsePart
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
     typealias OutboundIn = IOData
     typealias OutboundOut = IOData
+
+    /// What the bytes read are.
+    private enum Reading {
+        /// Responses.
+        case http
+        /// Whatever the app speaks after its 101, kept until the tunnel opens (or, if the app
+        /// closes first, for the client).
+        case switched(said: ByteBuffer?)
+        /// Bytes that were not a response within the limits: the connection is closing.
+        case failed
+    }
 
     /// The exchange leasing the connection; nil while it idles in the pool. A read held for the
     /// last one's slow client is re-decided for the next: an idle connection always reads, so
@@ -104,18 +117,23 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// so only a flush with something to send goes to it.
     private var hasUnflushedWrites = false
     private var encoder = HTTPMessageEncoder()
-    private let responseDecoder: UpstreamResponseDecoder
-
-    init(responseDecoder: UpstreamResponseDecoder) {
-        self.responseDecoder = responseDecoder
-    }
+    private let parser = HTTPParser(kind: .response, limits: .proxyLimits)
+    private var reading = Reading.http
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         self.isActive = context.channel.isActive
+        self.parser.delegate = self
     }
 
+    /// Bytes the app sent behind its 101 go on to the tunnel, which is in place behind this
+    /// handler when the splice removes it.
     func handlerRemoved(context: ChannelHandlerContext) {
+        if case .switched(let said?) = self.reading {
+            self.reading = .switched(said: nil)
+            context.fireChannelRead(self.wrapInboundOut(said))
+        }
+        self.parser.delegate = nil
         self.context = nil
     }
 
@@ -124,8 +142,26 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         context.fireChannelActive()
     }
 
+    /// The app's close ends a response framed by it, or cuts one short (reported as the
+    /// parser's `invalidEOFState`). Bytes it sent behind a 101 before closing are the client's:
+    /// they go to the exchange as body while it still holds the connection
+    /// (`ProxyExchange.keepBytesBehindSwitch`).
     func channelInactive(context: ChannelHandlerContext) {
         self.isActive = false
+        switch self.reading {
+        case .http:
+            do {
+                try self.handingOverParts { try self.parser.finish() }
+            } catch {
+                self.reading = .failed
+                self.reportClosed(error: error)
+            }
+        case .switched(let said?):
+            self.reading = .switched(said: nil)
+            self.delegate?.upstreamReceived(.body(said))
+        case .switched, .failed:
+            break
+        }
         self.reportClosed(error: nil)
         context.fireChannelInactive()
     }
@@ -137,16 +173,49 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard let delegate = self.delegate else {
-            // Bytes from the app while nobody asked: the connection's framing can no longer be
-            // trusted, so it must never carry another request.
-            self.isActive = false
-            context.close(promise: nil)
-            return
+        let bytes = self.unwrapInboundIn(data)
+        switch self.reading {
+        case .http:
+            guard self.delegate != nil else {
+                self.closeOnStrayBytes(context: context)
+                return
+            }
+            do {
+                switch try self.handingOverParts({ try self.parser.parse(bytes) }) {
+                case .needMoreBytes, .messageEnded(rest: nil):
+                    break
+                case .messageEnded(rest: .some):
+                    // More after a whole answer, to a request that had one: nobody asked.
+                    self.closeOnStrayBytes(context: context)
+                case .switched(let rest):
+                    self.reading = .switched(said: rest)
+                }
+            } catch {
+                self.reading = .failed
+                self.errorCaught(context: context, error: error)
+            }
+        case .switched(var said):
+            said.setOrWriteImmutableBuffer(bytes)
+            self.reading = .switched(said: said)
+        case .failed:
+            break
         }
+    }
+
+    /// Runs `body`, during which response parts are handed to the exchange: what follows a
+    /// part in the same read is yet to be parsed (`UpstreamConnectionPool.takeIdle`).
+    private func handingOverParts<Result>(_ body: () throws -> Result) rethrows -> Result {
         self.isHandingOverAPart = true
-        delegate.upstreamReceived(self.unwrapInboundIn(data))
-        self.isHandingOverAPart = false
+        defer { self.isHandingOverAPart = false }
+        return try body()
+    }
+
+    /// Bytes from the app while nobody asked: the connection's framing can no longer be
+    /// trusted, so it must never carry another request.
+    private func closeOnStrayBytes(context: ChannelHandlerContext) {
+        self.isActive = false
+        self.reading = .failed
+        context.close(promise: nil)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -177,7 +246,7 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     fileprivate func write(_ part: OutgoingHTTPPart, method: HTTPMethod? = nil) {
         guard let context else { return }
         if let method {
-            self.responseDecoder.requestSent(method: method)
+            self.parser.expectResponse(to: method)
         }
         if self.encoder.write(part, context: context, promise: nil) {
             self.hasUnflushedWrites = true
@@ -199,4 +268,27 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             pool.parkedConnectionClosed()
         }
     }
+}
+
+extension UpstreamHandler: HTTPParserDelegate {
+    func parsedHead(_ head: HTTPParser.Head) {
+        let response = HTTPResponseHead(version: head.version, status: HTTPResponseStatus(statusCode: head.status), headers: head.headers)
+        self.delegate?.upstreamReceived(.head(response))
+    }
+
+    func parsedBody(_ body: ByteBuffer) {
+        self.delegate?.upstreamReceived(.body(body))
+    }
+
+    func parsedEnd(trailers: HTTPHeaders?) {
+        self.delegate?.upstreamReceived(.end(trailers))
+    }
+}
+
+extension HTTPParser.Limits {
+    /// At most 100 header fields in a message either way, as HAProxy (101) and Envoy (100)
+    /// allow: 5,000 tiny headers fit in `max_header_bytes` but cost the app (and the proxy's
+    /// rewriting) far more than their bytes suggest. More is refused with 431 (a request) or
+    /// 502 (a response). A response's head may be up to 80 KB, NIO's default.
+    static let proxyLimits = Self(maxPieceBytes: 80 * 1024, maxHeadBytes: 80 * 1024, maxFields: 100)
 }

@@ -156,13 +156,8 @@ final class UpstreamConnectionPool {
 }
 
 extension ChannelPipeline.SynchronousOperations {
-    /// An app connection's pipeline, from the socket inwards: NIO's response decoder, then the
-    /// handler, which encodes requests itself and tells the decoder of each.
+    /// An app connection's pipeline: one handler, which encodes requests and parses responses.
     func addUpstreamHandlers() throws {
-        let decoder = UpstreamResponseDecoder()
-        try self.addHandlers([
-            ByteToMessageHandler(decoder),
-            UpstreamHandler(responseDecoder: decoder),
-        ])
+        try self.addHandler(UpstreamHandler())
     }
 }
