@@ -13,13 +13,13 @@ enum ClientConnectionEvent {
     case closing
 }
 
-/// Guards a client connection at the byte level, below the HTTP decoder, where a request head
+/// Guards a client connection at the byte level, below the HTTP parser, where a request head
 /// that never completes is still visible: a head must arrive within `header_read_timeout`
 /// (a slowloris client is cut off on time, however slowly it trickles) and within
 /// `max_header_bytes` (request line included), and a keep-alive connection with no request
 /// is closed after `idle_timeout`.
 ///
-/// The decoder knows nothing of time, and the exchange knows nothing of the bytes before a head,
+/// The parser knows nothing of time, and the exchange knows nothing of the bytes before a head,
 /// so this handler sits first in the pipeline and learns about heads and finished exchanges
 /// from `DownstreamHandler`, which holds it and calls `note(_:)`: both live on the connection's
 /// event loop, and an outbound user event would cost a dynamic cast and a walk through the

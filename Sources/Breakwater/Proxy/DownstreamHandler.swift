@@ -1,8 +1,8 @@
 import NIOCore
 import NIOHTTP1
 
-/// The client side of a proxied connection: turns decoded requests into `ProxyExchange`s, one
-/// at a time, and writes what they answer.
+/// The client side of a proxied connection: parses its requests (`HTTPParser`), turns them
+/// into `ProxyExchange`s, one at a time, and writes what they answer.
 ///
 /// Pipelined requests wait here, in order, until the answer before them is done. This is what
 /// NIO's `HTTPServerPipelineHandler` does, but that handler also stops reading while any answer
@@ -14,9 +14,21 @@ import NIOHTTP1
 /// the request body (the app is slow to read it), and writability changes are passed to the
 /// exchange so that a slow client slows down reads from the app.
 final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
     typealias OutboundIn = Never
     typealias OutboundOut = IOData
+
+    /// What the bytes read are.
+    private enum Reading {
+        /// Requests.
+        case http
+        /// Whatever the client sends after a request to switch protocols (or `CONNECT`): kept
+        /// for the tunnel, if the app agrees, and reads held until then.
+        case switched(rest: ByteBuffer?)
+        /// Bytes that were not a request within the limits: answered, and nothing more is read.
+        case failed
+    }
 
     /// What arrived for a request behind the current one.
     private enum Pipelined {
@@ -26,7 +38,9 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private let generation: CurrentGeneration
     private let loop: EventLoopContext
-    /// The byte-level guard below the decoder, told of each head and each finished answer.
+    private let parser: HTTPParser
+    private var reading = Reading.http
+    /// The byte-level guard below the parser, told of each head and each finished answer.
     private let connectionGuard: ClientConnectionGuard
     /// The answers' bytes, written from this handler's own context: as a handler of its own,
     /// the encoder was one more stop for every write, flush and read of every request, and each
@@ -58,14 +72,16 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// connection.
     static let maxDiscardedBodyBytes = 64 * 1024
 
-    init(generation: CurrentGeneration, loop: EventLoopContext, connectionGuard: ClientConnectionGuard) {
+    init(generation: CurrentGeneration, loop: EventLoopContext, connectionGuard: ClientConnectionGuard, limits: HTTPParser.Limits) {
         self.generation = generation
         self.loop = loop
         self.connectionGuard = connectionGuard
+        self.parser = HTTPParser(kind: .request, limits: limits)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        self.parser.delegate = self
         self.clientAddress = context.channel.remoteAddress?.ipAddress
         // Held strongly until `handlerRemoved` (see `ClientConnectionGuard.handlerAdded`).
         self.exchangeDeadline = MovableDeadline(eventLoop: context.eventLoop) {
@@ -73,7 +89,14 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// Bytes the client sent behind its request to switch go on to the tunnel, which is in place
+    /// behind this handler when the splice removes it.
     func handlerRemoved(context: ChannelHandlerContext) {
+        if case .switched(let rest?) = self.reading {
+            self.reading = .switched(rest: nil)
+            context.fireChannelRead(self.wrapInboundOut(rest))
+        }
+        self.parser.delegate = nil
         self.context = nil
         self.exchangeDeadline?.cancel()
         self.exchangeDeadline = nil
@@ -101,7 +124,35 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.closing else { return }
-        let part = self.unwrapInboundIn(data)
+        let bytes = self.unwrapInboundIn(data)
+        switch self.reading {
+        case .http:
+            var next: ByteBuffer? = bytes
+            while let bytes = next, !self.closing {
+                next = nil
+                do {
+                    switch try self.parser.parse(bytes) {
+                    case .needMoreBytes: break
+                    case .messageEnded(let rest): next = rest  // a pipelined request
+                    case .switched(let rest): self.reading = .switched(rest: rest)
+                    }
+                } catch {
+                    // One answer to a malformed stream is enough; nothing after it is read.
+                    self.reading = .failed
+                    self.parseFailed(error as! HTTPParserError)
+                }
+            }
+        case .switched(var rest):
+            rest.setOrWriteImmutableBuffer(bytes)
+            self.reading = .switched(rest: rest)
+        case .failed:
+            break
+        }
+    }
+
+    /// A request part, as the parser finds it.
+    private func received(_ part: HTTPServerRequestPart) {
+        guard !self.closing else { return }
         if case .end = part {
             self.connectionGuard.note(.requestEnded)
         }
@@ -262,21 +313,14 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         )
     }
 
+    /// Resets and other I/O errors: the client is gone.
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if case .dataReceivedInErrorState = error as? ByteToMessageDecoderError {
-            // Bytes that came after a malformed head, which was reported once and is answered
-            // in its turn (after the answers before it): nothing more to do.
-            return
-        }
-        guard let parserError = error as? HTTPParserError else {
-            // Resets and other I/O errors: the client is gone.
-            context.close(promise: nil)
-            return
-        }
-        if self.closing || !context.channel.isActive {
-            // One answer to a malformed stream is enough. And a head cut
-            // short by the connection's close (the guard's 408 or 431, a client that left)
-            // can no longer be answered.
+        context.close(promise: nil)
+    }
+
+    private func parseFailed(_ parserError: HTTPParserError) {
+        guard !self.closing, let context, context.channel.isActive else {
+            // A stream the connection's close cut short can no longer be answered.
             return
         }
         if !self.pipelined.isEmpty || (self.exchange?.requestEnded ?? false) {
@@ -340,6 +384,9 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// take more body yet.
     private var shouldHoldReads: Bool {
         if !self.pipelined.isEmpty { return true }
+        // What follows a switch is the tunnel's to read, if the app agrees; and if it does
+        // not, the connection closes after the answer without reading it.
+        if case .switched = self.reading, !self.closing { return true }
         if let exchange = self.exchange { return !exchange.wantsClientReads }
         return false
     }
@@ -430,6 +477,20 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             self.exchange = nil
             exchange.abandon()
         }
+    }
+}
+
+extension DownstreamHandler: HTTPParserDelegate {
+    func parsedHead(_ head: HTTPParser.Head) {
+        self.received(.head(HTTPRequestHead(version: head.version, method: head.method, uri: head.uri, headers: head.headers)))
+    }
+
+    func parsedBody(_ body: ByteBuffer) {
+        self.received(.body(body))
+    }
+
+    func parsedEnd(trailers: HTTPHeaders?) {
+        self.received(.end(trailers))
     }
 }
 

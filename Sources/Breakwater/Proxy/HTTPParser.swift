@@ -58,6 +58,14 @@ final class HTTPParser {
         var maxPieceBytes: Int
         var maxHeadBytes: Int
         var maxFields: Int
+
+        /// A head of up to `maxHeadBytes` (any piece of it as long), with at most 100 header
+        /// fields, as HAProxy (101) and Envoy (100) allow: 5,000 tiny headers fit in
+        /// `max_header_bytes` but cost the app (and the proxy's rewriting) far more than their
+        /// bytes suggest. More is refused with 431 (a request) or 502 (a response).
+        static func proxyLimits(maxHeadBytes: Int) -> Self {
+            Self(maxPieceBytes: maxHeadBytes, maxHeadBytes: maxHeadBytes, maxFields: 100)
+        }
     }
 
     unowned(unsafe) var delegate: (any HTTPParserDelegate)?

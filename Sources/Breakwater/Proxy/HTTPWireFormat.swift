@@ -101,7 +101,7 @@ struct HeadWriter {
     }
 
     /// `name: value`. The names are either the proxy's own literals or came through NIO's
-    /// decoder, which holds them to RFC 9110's token characters, and values through the decoder
+    /// parser, which holds them to RFC 9110's token characters, and values through the parser
     /// too, which refuses line breaks in them: so they are copied as they are.
     mutating func field(_ name: some StringProtocol, _ value: some StringProtocol) {
         if !self.sawTransferEncoding, name.utf8.count == 17, name.equalsASCIICaseInsensitive("transfer-encoding") {

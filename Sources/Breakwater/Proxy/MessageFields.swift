@@ -11,7 +11,7 @@ import NIOHTTP1
 struct MessageFields {
     /// `Host` fields: RFC 9112 §3.2 wants exactly one in an HTTP/1.1 request.
     let hostCount: Int
-    /// A `Transfer-Encoding` is present: the decoder accepts one only with a final `chunked`.
+    /// A `Transfer-Encoding` is present: the parser accepts one only with a final `chunked`.
     let declaresChunked: Bool
     /// The `Transfer-Encoding` says more than a single `chunked` (`gzip, chunked`). The proxy frames
     /// each body anew for the next hop, so it would drop the other coding and hand on bytes the
@@ -19,10 +19,10 @@ struct MessageFields {
     /// response with 502.
     let hasOtherTransferCoding: Bool
     /// The `Content-Length`, blanks after it trimmed: they are not part of the value
-    /// (RFC 9110 §5.5), and llhttp passes them on. The decoder refuses conflicting lengths
+    /// (RFC 9110 §5.5), and llhttp passes them on. The parser refuses conflicting lengths
     /// and non-numbers.
     let contentLength: Int?
-    /// A `Content-Length` past `Int.max`, which the decoder accepts (it reads 64 unsigned
+    /// A `Content-Length` past `Int.max`, which the parser accepts (it reads 64 unsigned
     /// bits). Nobody sends such a body; sent on without its length, what follows would be
     /// read as the next message.
     let hasUnreadableLength: Bool

@@ -12,7 +12,7 @@ enum MessageFraming: Equatable {
     /// Only for responses: the body runs until the sender closes (HTTP/1.0 style).
     case untilClose
 
-    /// Framing of a request as the (strict) decoder accepted it: llhttp has already rejected
+    /// Framing of a request as the (strict) parser accepted it: llhttp has already rejected
     /// Content-Length together with Transfer-Encoding, conflicting lengths and codings other
     /// than a final `chunked`.
     init(request fields: MessageFields) {

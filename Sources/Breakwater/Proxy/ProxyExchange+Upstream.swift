@@ -13,7 +13,7 @@ extension ProxyExchange: UpstreamConnectionDelegate {
         return self.downstream.isWritable
     }
 
-    /// Parts out of order cannot come from the decoder; a part the phase has no use for (the
+    /// Parts out of order cannot come from the parser; a part the phase has no use for (the
     /// rest of an answer being dropped for a retry) is ignored.
     func upstreamReceived(_ part: HTTPClientResponsePart) {
         // Switched on the part, then the phase: a switch on the pair copies both, with a retain
@@ -38,8 +38,8 @@ extension ProxyExchange: UpstreamConnectionDelegate {
                 self.releaseHeldHead()
                 self.finishResponse(trailers: trailers, on: connection)
             case .upgrading(let connection, let upgradeHead, _):
-                // Switch once the decoder that delivered this has returned: it is removed in the
-                // splice, and bytes behind the 101 must leave through it. An app that closed
+                // Switch once the parse that delivered this has returned: its handler is removed
+                // in the splice, and bytes behind the 101 leave through it. An app that closed
                 // before then has been answered for already (`upstreamClosed`).
                 connection.channel.eventLoop.assumeIsolated().execute {
                     guard case .upgrading = self.phase else { return }
@@ -132,8 +132,8 @@ extension ProxyExchange: UpstreamConnectionDelegate {
     }
 
     /// How an attempt whose answer ended with its connection (and `error`) failed: an answer
-    /// the decoder refuses is malformed, and not retried; one cut off by the close (the
-    /// decoder's complaint is only the early end) broke, like a reset.
+    /// the parser refuses is malformed, and not retried; one cut off by the close (the
+    /// parser's complaint is only the early end) broke, like a reset.
     private static func failure(closedWith error: (any Error)?) -> RetryPolicy.Failure {
         guard Self.isMalformedResponse(error), error as? HTTPParserError != .invalidEOFState else { return .reset }
         return .malformedResponse
@@ -144,7 +144,7 @@ extension ProxyExchange: UpstreamConnectionDelegate {
     private func receivedResponseHead(_ head: HTTPResponseHead, on connection: UpstreamConnection) {
         let fields = MessageFields(head.headers)
         if fields.hasUnforwardableFraming(version: head.version) || (head.status == .switchingProtocols && !self.isUpgrade) {
-            // A broken answer, like one the decoder refuses: re-framed as plain `chunked`, a
+            // A broken answer, like one the parser refuses: re-framed as plain `chunked`, a
             // body in another coding would reach the client still encoded with nothing to say
             // so, a length past `Int.max` could not be told to the client, and a switch nobody
             // asked for leaves no HTTP to read after it.

@@ -170,34 +170,22 @@ public enum ProxyServerError: Error, CustomStringConvertible {
 extension ChannelPipeline.SynchronousOperations {
     /// A client connection's pipeline, from the socket inwards.
     ///
-    /// Built by hand rather than with `configureHTTPServerPipeline`: the decoder must forward
-    /// the bytes after an upgrade (for tunnels), the guard must see raw bytes before the decoder,
-    /// protocol errors are answered by `DownstreamHandler` with SPEC's JSON bodies, and
-    /// `DownstreamHandler` orders pipelined requests itself (see there why).
+    /// Built by hand rather than with `configureHTTPServerPipeline`: the guard must see raw
+    /// bytes, `DownstreamHandler` parses requests itself (`HTTPParser`) and answers protocol
+    /// errors with SPEC's JSON bodies, and it orders pipelined requests itself (see there why).
     func addClientHandlers(generation: CurrentGeneration, server: ServerConfig, loop: EventLoopContext) throws {
-        var limits = NIOHTTPDecoderLimitConfiguration.proxyLimits
-        limits.maxHeaderFieldSize = server.maxHeaderBytes
-        limits.maxHeaderListSize = server.maxHeaderBytes
         let connectionGuard = ClientConnectionGuard(configuration: server) { reason, client, duration in
             generation.value.recordUnreadRequest(reason, client: client, duration: duration, loop: loop)
         }
         try self.addHandlers([
             connectionGuard,
-            ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: limits)),
-            DownstreamHandler(generation: generation, loop: loop, connectionGuard: connectionGuard),
+            DownstreamHandler(
+                generation: generation,
+                loop: loop,
+                connectionGuard: connectionGuard,
+                limits: .proxyLimits(maxHeadBytes: server.maxHeaderBytes)
+            ),
         ])
-    }
-}
-
-extension NIOHTTPDecoderLimitConfiguration {
-    /// At most 100 header fields in a message either way, as HAProxy (101) and Envoy (100)
-    /// allow: 5,000 tiny headers fit in `max_header_bytes` but cost the app (and the proxy's
-    /// rewriting) far more than their bytes suggest. More is refused with 431 (a request) or
-    /// 502 (a response).
-    static var proxyLimits: Self {
-        var limits = Self()
-        limits.maxHeaderFieldCount = 100
-        return limits
     }
 }
 

@@ -5,11 +5,10 @@ import NIOHTTP1
 enum Tunnel {
     /// Replaces the HTTP handlers of both channels with a pair of `TunnelHandler`s.
     ///
-    /// The tunnel handlers go in first and the HTTP readers come out last, so bytes that
-    /// arrived behind the upgrade and the 101 (a WebSocket frame sent straight after them, say)
-    /// are forwarded by the readers as they leave instead of being lost. The client's decoder
-    /// leaves on the next loop tick; once both are gone, the leftovers are flushed and both
-    /// sides read on.
+    /// The tunnel handlers go in first and the HTTP handlers come out after, so bytes that
+    /// arrived behind the upgrade request and the 101 (a WebSocket frame sent straight after
+    /// them, say) are forwarded by the handlers as they leave instead of being lost; then the
+    /// leftovers are flushed and both sides read on.
     ///
     /// - Parameters:
     ///   - writeTimeout: how long a side may take to accept the last bytes once its partner
@@ -24,29 +23,17 @@ enum Tunnel {
         try clientPipeline.addHandler(clientSide)
         try upstreamPipeline.addHandler(upstreamSide)
 
-        try clientPipeline.remove(DownstreamHandler.self)
         try clientPipeline.remove(ClientConnectionGuard.self)
-
-        let upstreamHandler = try upstreamPipeline.handler(type: UpstreamHandler.self)
-        let clientDecoder = try clientPipeline.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
-        upstreamPipeline.removeHandler(upstreamHandler)
-            .assumeIsolated()
-            .flatMap { client.pipeline.syncOperations.removeHandler(clientDecoder) }
-            .whenComplete { result in
-                guard case .success = result else {
-                    client.close(promise: nil)
-                    upstream.close(promise: nil)
-                    return
-                }
-                client.flush()
-                upstream.flush()
-                if draining {
-                    clientSide.closeAfterWrites()
-                    return
-                }
-                client.read()
-                upstream.read()
-            }
+        try clientPipeline.remove(DownstreamHandler.self)
+        try upstreamPipeline.remove(UpstreamHandler.self)
+        client.flush()
+        upstream.flush()
+        if draining {
+            clientSide.closeAfterWrites()
+            return
+        }
+        client.read()
+        upstream.read()
     }
 }
 

@@ -40,7 +40,7 @@ final class UpstreamConnection {
         set { self.handler.delegate = newValue }
     }
 
-    /// Sends a request's head; the response decoder is told its method first, since the answer
+    /// Sends a request's head; the response parser is told its method first, since the answer
     /// to a `HEAD` announces a body it does not carry.
     func writeHead(_ head: EncodedHead, method: HTTPMethod) {
         self.handler.write(.head(head), method: method)
@@ -117,7 +117,8 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// so only a flush with something to send goes to it.
     private var hasUnflushedWrites = false
     private var encoder = HTTPMessageEncoder()
-    private let parser = HTTPParser(kind: .response, limits: .proxyLimits)
+    /// A response's head may be up to 80 KB, NIO's default.
+    private let parser = HTTPParser(kind: .response, limits: .proxyLimits(maxHeadBytes: 80 * 1024))
     private var reading = Reading.http
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -285,10 +286,3 @@ extension UpstreamHandler: HTTPParserDelegate {
     }
 }
 
-extension HTTPParser.Limits {
-    /// At most 100 header fields in a message either way, as HAProxy (101) and Envoy (100)
-    /// allow: 5,000 tiny headers fit in `max_header_bytes` but cost the app (and the proxy's
-    /// rewriting) far more than their bytes suggest. More is refused with 431 (a request) or
-    /// 502 (a response). A response's head may be up to 80 KB, NIO's default.
-    static let proxyLimits = Self(maxPieceBytes: 80 * 1024, maxHeadBytes: 80 * 1024, maxFields: 100)
-}

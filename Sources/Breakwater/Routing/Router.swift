@@ -133,7 +133,7 @@ extension RouteConfig {
 }
 
 extension Substring {
-    /// Whether these bytes begin with `prefix`'s. Both are native UTF-8 (the decoder made one,
+    /// Whether these bytes begin with `prefix`'s. Both are native UTF-8 (the parser made one,
     /// the configuration the other), so they are compared in place: walking two `UTF8View`s
     /// index by index cost more than the rest of routing together.
     fileprivate func hasBytePrefix(_ prefix: String) -> Bool {

@@ -67,6 +67,28 @@ import Testing
         }
     }
 
+    /// Bytes an app sends after a whole answer were asked for by nobody: the start of a second
+    /// head, say, which would become the front of the next request's answer on that connection.
+    /// The connection is closed at once, never parked with them.
+    @Test func anAppConnectionWithBytesAfterItsAnswerIsNotReused() async throws {
+        let script: RawScript = { request in
+            request.connection == 1
+                ? [.text("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\nContent-Le")]
+                : [.text("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh")]
+        }
+        try await ProxyHarness.with(rawBackend: script) { proxy, app in
+            let client = try await proxy.connect()
+            try await client.send(get("/first"))
+            #expect(try await client.readResponse(timeout: .seconds(5)).bodyString == "hello")
+            try await client.send(get("/second"))
+            let second = try await client.readResponse(timeout: .seconds(5))
+            #expect(second.status == 200)
+            #expect(second.bodyString == "fresh")
+            #expect(app.connections.first?.requestLines == ["GET /first HTTP/1.1"])
+            await client.close()
+        }
+    }
+
     /// The pipelining handler hands over the next request as the refusal ends; it must die with
     /// the connection, not reach the app.
     @Test func aRequestPipelinedBehindARefusedOneNeverReachesTheApp() async throws {

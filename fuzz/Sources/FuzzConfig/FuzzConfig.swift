@@ -116,10 +116,7 @@ private func checkRuntime(_ config: ProxyConfig) {
     for duration in durations {
         _ = NIODeadline.now() + TimeAmount(duration)
     }
-    var limits = NIOHTTPDecoderLimitConfiguration()
-    limits.maxHeaderFieldSize = config.server.maxHeaderBytes
-    limits.maxHeaderListSize = config.server.maxHeaderBytes
-    _ = HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: limits)
+    _ = HTTPParser(kind: .request, limits: .proxyLimits(maxHeadBytes: config.server.maxHeaderBytes))
 }
 
 /// A route's fallback is what clients get while its breaker is open: it must be an HTTP response
