@@ -139,7 +139,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 } catch {
                     // One answer to a malformed stream is enough; nothing after it is read.
                     self.reading = .failed
-                    self.parseFailed(error as! HTTPParserError)
+                    self.parseFailed(error)
                 }
             }
         case .switched(var rest):

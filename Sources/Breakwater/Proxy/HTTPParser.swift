@@ -120,7 +120,7 @@ final class HTTPParser {
     ///
     /// - Throws: `HTTPParserError` for bytes that are not HTTP/1 within the limits; the parser
     ///   is not to be used again.
-    func parse(_ bytes: ByteBuffer) throws -> Outcome {
+    func parse(_ bytes: ByteBuffer) throws(HTTPParserError) -> Outcome {
         precondition(!self.isParsing, "HTTPParser.parse re-entered from its own delegate")
         self.isParsing = true
         defer { self.isParsing = false }
@@ -156,7 +156,7 @@ final class HTTPParser {
     /// The connection's end, which ends a response framed by it.
     ///
     /// - Throws: `HTTPParserError.invalidEOFState` when a message was cut short.
-    func finish() throws {
+    func finish() throws(HTTPParserError) {
         guard !self.isParsing, c_nio_llhttp_get_errno(self.parser) == HPE_OK else { return }
         self.isParsing = true
         defer { self.isParsing = false }

@@ -65,6 +65,23 @@ import Testing
         #expect(MessageFields(HTTPHeaders([("Transfer-Encoding", "chunked"), ("Transfer-Encoding", "chunked")])).hasOtherTransferCoding)
     }
 
+    /// Read as NIO's `HTTPHeaders.isKeepAlive` reads it, for every `Connection` a test can
+    /// think of; heads made by `HTTPParser` carry no verdict of llhttp's to ask instead.
+    @Test func keepAliveIsReadAsNIOReadsIt() {
+        let connections: [[String]] = [
+            [], ["close"], ["keep-alive"], ["Keep-Alive"], ["CLOSE"], ["close, keep-alive"], ["keep-alive, close"],
+            ["keep-alive", "keep-alive"], ["keep-alive, keep-alive"], ["upgrade"], ["Upgrade, Keep-Alive"],
+            ["x-hop, close"], ["close", "x-hop"], [" keep-alive "], ["keep-alive;q=1"],
+        ]
+        for connection in connections {
+            let headers = HTTPHeaders(connection.map { ("Connection", $0) })
+            for version in [HTTPVersion.http1_0, .http1_1] {
+                let nio = HTTPRequestHead(version: version, method: .GET, uri: "/", headers: headers).isKeepAlive
+                #expect(MessageFields(headers).keepsAlive(version: version) == nio, "\(connection) \(version)")
+            }
+        }
+    }
+
     @Test func hostMustBeThereOnceInHTTP11() {
         #expect(!MessageFields(["Host": "a", "host": "b"]).hasValidHost(version: .http1_1))
         #expect(!MessageFields([:]).hasValidHost(version: .http1_1))
