@@ -168,26 +168,21 @@ import Testing
             removeDecoder = { channel.pipeline.syncOperations.removeHandler(handler, promise: nil) }
         }
         var events: [Event] = []
-        func drain() throws {
-            while let part = try channel.readInbound(as: HTTPServerRequestPart.self) {
+        /// The parts NIO delivered so far, each head told as `describeHead` tells it.
+        func drain<Head>(_ type: HTTPPart<Head, ByteBuffer>.Type, describeHead: (Head) -> String) throws {
+            while let part = try channel.readInbound(as: type) {
                 switch part {
-                case .head(let head): append(.head("\(head.method.rawValue) \(head.uri) " + describe(head.version, head.headers)), to: &events)
-                case .body(let body): append(.body(Array(body.readableBytesView)), to: &events)
-                case .end(let trailers): append(.end(describe(trailers)), to: &events)
-                }
-            }
-        }
-        func drainResponses() throws {
-            while let part = try channel.readInbound(as: HTTPClientResponsePart.self) {
-                switch part {
-                case .head(let head): append(.head("\(head.status.code) " + describe(head.version, head.headers)), to: &events)
+                case .head(let head): append(.head(describeHead(head)), to: &events)
                 case .body(let body): append(.body(Array(body.readableBytesView)), to: &events)
                 case .end(let trailers): append(.end(describe(trailers)), to: &events)
                 }
             }
         }
         func read() throws {
-            if kind == .request { try drain() } else { try drainResponses() }
+            switch kind {
+            case .request: try drain(HTTPServerRequestPart.self) { "\($0.method.rawValue) \($0.uri) " + describe($0.version, $0.headers) }
+            case .response: try drain(HTTPClientResponsePart.self) { "\($0.status.code) " + describe($0.version, $0.headers) }
+            }
         }
         for piece in Self.pieces(of: bytes, splitAt: split) {
             do {
