@@ -19,17 +19,6 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundIn = Never
     typealias OutboundOut = IOData
 
-    /// What the bytes read are.
-    private enum Reading {
-        /// Requests.
-        case http
-        /// Whatever the client sends after a request to switch protocols (or `CONNECT`): kept
-        /// for the tunnel, if the app agrees, and reads held until then.
-        case switched(rest: ByteBuffer?)
-        /// Bytes that were not a request within the limits: answered, and nothing more is read.
-        case failed
-    }
-
     /// What arrived for a request behind the current one.
     private enum Pipelined {
         case part(HTTPServerRequestPart)
@@ -38,8 +27,9 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private let generation: CurrentGeneration
     private let loop: EventLoopContext
+    /// Past a request to switch protocols (or `CONNECT`), it keeps what the client sends for
+    /// the tunnel, if the app agrees, and reads are held until then.
     private let parser: HTTPParser
-    private var reading = Reading.http
     /// The byte-level guard below the parser, told of each head and each finished answer.
     private let connectionGuard: ClientConnectionGuard
     /// The answers' bytes, written from this handler's own context: as a handler of its own,
@@ -92,8 +82,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Bytes the client sent behind its request to switch go on to the tunnel, which is in place
     /// behind this handler when the splice removes it.
     func handlerRemoved(context: ChannelHandlerContext) {
-        if case .switched(let rest?) = self.reading {
-            self.reading = .switched(rest: nil)
+        if let rest = self.parser.takeBytesAfterSwitch() {
             context.fireChannelRead(self.wrapInboundOut(rest))
         }
         self.parser.delegate = nil
@@ -124,29 +113,16 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.closing else { return }
-        let bytes = self.unwrapInboundIn(data)
-        switch self.reading {
-        case .http:
-            var next: ByteBuffer? = bytes
-            while let bytes = next, !self.closing {
-                next = nil
-                do {
-                    switch try self.parser.parse(bytes) {
-                    case .needMoreBytes: break
-                    case .messageEnded(let rest): next = rest  // a pipelined request
-                    case .switched(let rest): self.reading = .switched(rest: rest)
-                    }
-                } catch {
-                    // One answer to a malformed stream is enough; nothing after it is read.
-                    self.reading = .failed
-                    self.parseFailed(error)
+        var next: ByteBuffer? = self.unwrapInboundIn(data)
+        while let bytes = next, !self.closing {
+            next = nil
+            do {
+                if case .messageEnded(let rest) = try self.parser.parse(bytes) {
+                    next = rest  // a pipelined request
                 }
+            } catch {
+                self.parseFailed(error)
             }
-        case .switched(var rest):
-            rest.setOrWriteImmutableBuffer(bytes)
-            self.reading = .switched(rest: rest)
-        case .failed:
-            break
         }
     }
 
@@ -386,7 +362,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if !self.pipelined.isEmpty { return true }
         // What follows a switch is the tunnel's to read, if the app agrees; and if it does
         // not, the connection closes after the answer without reading it.
-        if case .switched = self.reading, !self.closing { return true }
+        if self.parser.hasSwitched, !self.closing { return true }
         if let exchange = self.exchange { return !exchange.wantsClientReads }
         return false
     }

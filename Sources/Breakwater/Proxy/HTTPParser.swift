@@ -24,7 +24,9 @@ protocol HTTPParserDelegate: AnyObject {
 ///
 /// Parsing stops after each message (`Outcome.messageEnded`), so the reader decides what the
 /// bytes behind it are: the next pipelined request, or stray bytes from an app that had
-/// nothing more to say. It stops for good after a protocol switch (`Outcome.switched`).
+/// nothing more to say. It stops for good after a protocol switch (`Outcome.switched`), and
+/// keeps what follows for the tunnel (`takeBytesAfterSwitch`); and after a failure, when it
+/// drops what follows (`Outcome.dropped`): one answer to a malformed stream is enough.
 final class HTTPParser {
     enum Kind {
         case request
@@ -41,14 +43,17 @@ final class HTTPParser {
     }
 
     /// Where a call to `parse` stopped.
-    enum Outcome {
+    enum Outcome: Equatable {
         /// Every byte was taken; the message in progress (if any) continues in the next read.
         case needMoreBytes
         /// A message ended; `rest` is what followed it in these bytes.
         case messageEnded(rest: ByteBuffer?)
-        /// A message that switched protocols ended (a request to upgrade, a 101): nothing
-        /// after it is HTTP, and `rest` is what followed it in these bytes.
-        case switched(rest: ByteBuffer?)
+        /// A message that switched protocols ended (a request to upgrade, a 101), in these
+        /// bytes or before: nothing after it is HTTP. What follows it is kept, for whoever
+        /// reads on (`takeBytesAfterSwitch`).
+        case switched
+        /// The parser failed before: the bytes are dropped.
+        case dropped
     }
 
     /// The head limits: a piece (the target, a field's name, its value) and all of them
@@ -97,6 +102,8 @@ final class HTTPParser {
     @exclusivity(unchecked) private var inputStart = UnsafeRawPointer(bitPattern: 1)!
     @exclusivity(unchecked) private var failure: HTTPParserError?
     private var isParsing = false
+    /// What followed a switch of protocols, so far.
+    private var bytesAfterSwitch: ByteBuffer?
 
     init(kind: Kind, limits: Limits) {
         self.kind = kind
@@ -116,17 +123,36 @@ final class HTTPParser {
         self.answersHEAD = method == .HEAD
     }
 
+    /// A message switched protocols: what follows is not HTTP.
+    var hasSwitched: Bool {
+        c_nio_llhttp_get_errno(self.parser) == HPE_PAUSED_UPGRADE
+    }
+
+    /// What followed the switch of protocols, for the tunnel; nil when nothing did (yet).
+    func takeBytesAfterSwitch() -> ByteBuffer? {
+        defer { self.bytesAfterSwitch = nil }
+        return self.bytesAfterSwitch
+    }
+
     /// Parses `bytes` up to the end of the next message, delivering its parts to `delegate`.
     ///
-    /// - Throws: `HTTPParserError` for bytes that are not HTTP/1 within the limits; the parser
-    ///   is not to be used again.
+    /// - Throws: `HTTPParserError` for bytes that are not HTTP/1 within the limits; what
+    ///   follows is dropped.
     func parse(_ bytes: ByteBuffer) throws(HTTPParserError) -> Outcome {
         precondition(!self.isParsing, "HTTPParser.parse re-entered from its own delegate")
+        switch c_nio_llhttp_get_errno(self.parser) {
+        case HPE_OK:
+            break
+        case HPE_PAUSED:
+            c_nio_llhttp_resume(self.parser)
+        case HPE_PAUSED_UPGRADE:
+            self.bytesAfterSwitch.setOrWriteImmutableBuffer(bytes)
+            return .switched
+        default:
+            return .dropped
+        }
         self.isParsing = true
         defer { self.isParsing = false }
-        if c_nio_llhttp_get_errno(self.parser) == HPE_PAUSED {
-            c_nio_llhttp_resume(self.parser)
-        }
         self.input = bytes
         defer { self.input = ByteBuffer() }
         let (errno, stoppedAt) = bytes.withUnsafeReadableBytes { memory -> (llhttp_errno_t, Int) in
@@ -147,13 +173,15 @@ final class HTTPParser {
         case HPE_PAUSED:
             return .messageEnded(rest: Self.rest(of: bytes, after: stoppedAt))
         case HPE_PAUSED_UPGRADE:
-            return .switched(rest: Self.rest(of: bytes, after: stoppedAt))
+            self.bytesAfterSwitch = Self.rest(of: bytes, after: stoppedAt)
+            return .switched
         default:
             throw self.failure ?? HTTPParserError(errno)
         }
     }
 
-    /// The connection's end, which ends a response framed by it.
+    /// The connection's end, which ends a response framed by it (after a switch or a
+    /// failure, it ends nothing).
     ///
     /// - Throws: `HTTPParserError.invalidEOFState` when a message was cut short.
     func finish() throws(HTTPParserError) {

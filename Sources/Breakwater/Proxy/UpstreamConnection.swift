@@ -89,17 +89,6 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundIn = IOData
     typealias OutboundOut = IOData
 
-    /// What the bytes read are.
-    private enum Reading {
-        /// Responses.
-        case http
-        /// Whatever the app speaks after its 101, kept until the tunnel opens (or, if the app
-        /// closes first, for the client).
-        case switched(said: ByteBuffer?)
-        /// Bytes that were not a response within the limits: the connection is closing.
-        case failed
-    }
-
     /// The exchange leasing the connection; nil while it idles in the pool. A read held for the
     /// last one's slow client is re-decided for the next: an idle connection always reads, so
     /// that the app's close (or stray bytes) is seen at once.
@@ -117,9 +106,9 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// so only a flush with something to send goes to it.
     private var hasUnflushedWrites = false
     private var encoder = HTTPMessageEncoder()
-    /// A response's head may be up to 80 KB, NIO's default.
+    /// A response's head may be up to 80 KB, NIO's default. Past a 101, it keeps what the app
+    /// says until the tunnel opens (or, if the app closes first, for the client).
     private let parser = HTTPParser(kind: .response, limits: .proxyLimits(maxHeadBytes: 80 * 1024))
-    private var reading = Reading.http
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -130,8 +119,7 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Bytes the app sent behind its 101 go on to the tunnel, which is in place behind this
     /// handler when the splice removes it.
     func handlerRemoved(context: ChannelHandlerContext) {
-        if case .switched(let said?) = self.reading {
-            self.reading = .switched(said: nil)
+        if let said = self.parser.takeBytesAfterSwitch() {
             context.fireChannelRead(self.wrapInboundOut(said))
         }
         self.parser.delegate = nil
@@ -149,19 +137,13 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// (`ProxyExchange.keepBytesBehindSwitch`).
     func channelInactive(context: ChannelHandlerContext) {
         self.isActive = false
-        switch self.reading {
-        case .http:
-            do {
-                try self.handingOverParts { try self.parser.finish() }
-            } catch {
-                self.reading = .failed
-                self.reportClosed(error: error)
-            }
-        case .switched(let said?):
-            self.reading = .switched(said: nil)
+        if let said = self.parser.takeBytesAfterSwitch() {
             self.delegate?.upstreamReceived(.body(said))
-        case .switched, .failed:
-            break
+        }
+        do {
+            try self.handingOverParts { try self.parser.finish() }
+        } catch {
+            self.reportClosed(error: error)
         }
         self.reportClosed(error: nil)
         context.fireChannelInactive()
@@ -174,32 +156,20 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let bytes = self.unwrapInboundIn(data)
-        switch self.reading {
-        case .http:
-            guard self.delegate != nil else {
+        guard self.delegate != nil || self.parser.hasSwitched else {
+            self.closeOnStrayBytes(context: context)
+            return
+        }
+        do {
+            switch try self.handingOverParts({ try self.parser.parse(self.unwrapInboundIn(data)) }) {
+            case .needMoreBytes, .messageEnded(rest: nil), .switched, .dropped:
+                break
+            case .messageEnded(rest: .some):
+                // More after a whole answer, to a request that had one: nobody asked.
                 self.closeOnStrayBytes(context: context)
-                return
             }
-            do {
-                switch try self.handingOverParts({ try self.parser.parse(bytes) }) {
-                case .needMoreBytes, .messageEnded(rest: nil):
-                    break
-                case .messageEnded(rest: .some):
-                    // More after a whole answer, to a request that had one: nobody asked.
-                    self.closeOnStrayBytes(context: context)
-                case .switched(let rest):
-                    self.reading = .switched(said: rest)
-                }
-            } catch {
-                self.reading = .failed
-                self.errorCaught(context: context, error: error)
-            }
-        case .switched(var said):
-            said.setOrWriteImmutableBuffer(bytes)
-            self.reading = .switched(said: said)
-        case .failed:
-            break
+        } catch {
+            self.errorCaught(context: context, error: error)
         }
     }
 
@@ -215,7 +185,6 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// trusted, so it must never carry another request.
     private func closeOnStrayBytes(context: ChannelHandlerContext) {
         self.isActive = false
-        self.reading = .failed
         context.close(promise: nil)
     }
 

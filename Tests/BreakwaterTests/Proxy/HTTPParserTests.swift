@@ -100,6 +100,21 @@ import Testing
         #expect(events == [.head("GET /path HTTP/1.1 [Host: example.com] [X-Long-Name: a longer value]"), .end(nil)])
     }
 
+    /// One answer to a malformed stream is enough: a well-formed request read after the
+    /// failure is dropped, not delivered, and the connection's end reports nothing more.
+    @Test func nothingIsParsedAfterAFailure() throws {
+        let recorder = Recorder()
+        let parser = HTTPParser(kind: .request, limits: Self.limits)
+        parser.delegate = recorder
+        #expect(throws: HTTPParserError.invalidMethod) {
+            try parser.parse(ByteBuffer(string: "G@T / HTTP/1.1\r\nHost: a\r\n\r\n"))
+        }
+        let after = try parser.parse(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: a\r\n\r\n"))
+        #expect(after == .dropped)
+        try parser.finish()
+        #expect(recorder.events.isEmpty)
+    }
+
     // MARK: What each reader delivers
 
     enum Event: Equatable, CustomStringConvertible {
@@ -220,25 +235,19 @@ import Testing
         parser.delegate = recorder
         var methods = methods[...]
         if let first = methods.popFirst() { parser.expectResponse(to: first) }
-        var switched = false
         for piece in Self.pieces(of: bytes, splitAt: split) {
-            if switched {
-                append(.rest(Array(piece.readableBytesView)), to: &recorder.events)
-                continue
-            }
             var next: ByteBuffer? = piece
             do {
                 while let bytes = next {
                     next = nil
                     switch try parser.parse(bytes) {
-                    case .needMoreBytes:
+                    case .needMoreBytes, .switched:
                         break
                     case .messageEnded(let rest):
                         if let method = methods.popFirst() { parser.expectResponse(to: method) }
                         next = rest
-                    case .switched(let rest):
-                        switched = true
-                        if let rest { append(.rest(Array(rest.readableBytesView)), to: &recorder.events) }
+                    case .dropped:
+                        append(.error("parsed after its failure"), to: &recorder.events)
                     }
                 }
             } catch {
@@ -246,12 +255,13 @@ import Testing
                 return recorder.events
             }
         }
-        if !switched {
-            do {
-                try parser.finish()
-            } catch {
-                append(.error("\(error)"), to: &recorder.events)
-            }
+        if let rest = parser.takeBytesAfterSwitch() {
+            append(.rest(Array(rest.readableBytesView)), to: &recorder.events)
+        }
+        do {
+            try parser.finish()
+        } catch {
+            append(.error("\(error)"), to: &recorder.events)
         }
         return recorder.events
     }
