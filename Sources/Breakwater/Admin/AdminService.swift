@@ -81,7 +81,7 @@ public struct AdminService: Service {
                         // The proxy's guard: a head within `header_read_timeout` and
                         // `max_header_bytes`, a kept-alive connection closed after `idle_timeout`.
                         // Its refusals are the admin listener's own, not the proxy's traffic.
-                        let connectionGuard = ClientConnectionGuard(configuration: server, recordRefusal: { _, _, _ in nil })
+                        let connectionGuard = ClientConnectionGuard(configuration: server, clock: EventClock(), recordRefusal: { _, _, _ in nil })
                         let pipeline = channel.pipeline.syncOperations
                         try pipeline.addHandler(ReadsOnlyWhileWritable())
                         try pipeline.addHandler(connectionGuard)

@@ -58,8 +58,17 @@ final class ClientConnectionGuard: ChannelInboundHandler, RemovableChannelHandle
     /// (`recordUnreadRequest`).
     private let recordRefusal: (ProxyReason, _ client: String?, _ duration: Duration) -> (name: String, value: String)?
 
-    /// - Parameter recordRefusal: returns the request id header the answer carries, if any.
-    init(configuration: ServerConfig, recordRefusal: @escaping (ProxyReason, _ client: String?, _ duration: Duration) -> (name: String, value: String)?) {
+    private let clock: EventClock
+
+    /// - Parameters:
+    ///   - clock: the loop's (`EventLoopContext.clock`).
+    ///   - recordRefusal: returns the request id header the answer carries, if any.
+    init(
+        configuration: ServerConfig,
+        clock: EventClock,
+        recordRefusal: @escaping (ProxyReason, _ client: String?, _ duration: Duration) -> (name: String, value: String)?
+    ) {
+        self.clock = clock
         self.headerReadTimeout = TimeAmount(configuration.headerReadTimeout)
         self.idleTimeout = TimeAmount(configuration.idleTimeout)
         self.maxHeaderBytes = configuration.maxHeaderBytes
@@ -93,21 +102,26 @@ final class ClientConnectionGuard: ChannelInboundHandler, RemovableChannelHandle
         context.fireChannelInactive()
     }
 
+    /// The first handler to see a client's bytes: everything they set off, down to the
+    /// exchange, the app connection's write and a refusal's answer, is one event of the loop's
+    /// `clock`.
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let count = self.unwrapInboundIn(data).readableBytes
-        switch self.state {
-        case .idle:
-            self.state = .awaitingHead(bytes: count)
-            self.headStarted()
-        case .awaitingHead(let bytes):
-            if bytes == 0 { self.headStartedAt = .now() }
-            self.state = .awaitingHead(bytes: bytes + count)
-        case .busy(let exchanges, _):
-            self.state = .busy(exchanges: exchanges, bytesArrived: true)
-        case .closed:
-            return
+        self.clock.during {
+            let count = self.unwrapInboundIn(data).readableBytes
+            switch self.state {
+            case .idle:
+                self.state = .awaitingHead(bytes: count)
+                self.headStarted()
+            case .awaitingHead(let bytes):
+                if bytes == 0 { self.headStartedAt = self.clock.now() }
+                self.state = .awaitingHead(bytes: bytes + count)
+            case .busy(let exchanges, _):
+                self.state = .busy(exchanges: exchanges, bytesArrived: true)
+            case .closed:
+                return
+            }
+            context.fireChannelRead(data)
         }
-        context.fireChannelRead(data)
         // A head that fits decodes during the read above and moves us to `.busy`.
         if case .awaitingHead(let bytes) = self.state, bytes > self.maxHeaderBytes {
             self.reject(context: context, with: .headerTooLarge)
@@ -143,7 +157,7 @@ final class ClientConnectionGuard: ChannelInboundHandler, RemovableChannelHandle
                 self.headStarted()
             } else {
                 self.state = .idle
-                self.timer?.set(in: self.idleTimeout)
+                self.timer?.set(self.clock.now() + self.idleTimeout)
             }
         case (.awaitingHead, .exchangeFinished), (.idle, .exchangeFinished), (.closed, _):
             break  // a local answer to a head that never decoded; the connection is closing
@@ -153,7 +167,7 @@ final class ClientConnectionGuard: ChannelInboundHandler, RemovableChannelHandle
     /// A head begins to arrive on a connection that has served a request: its header timeout
     /// starts with it.
     private func headStarted() {
-        let now = NIODeadline.now()
+        let now = self.clock.now()
         self.headStartedAt = now
         self.timer?.set(now + self.headerReadTimeout)
     }
@@ -165,7 +179,7 @@ final class ClientConnectionGuard: ChannelInboundHandler, RemovableChannelHandle
 
     /// How long the head now awaited has been arriving: zero before its first byte.
     var timeSinceHeadStarted: Duration {
-        self.headStartedAt.map { .nanoseconds((NIODeadline.now() - $0).nanoseconds) } ?? .zero
+        self.headStartedAt.map { .nanoseconds((self.clock.now() - $0).nanoseconds) } ?? .zero
     }
 
     private func cancelTimer() {

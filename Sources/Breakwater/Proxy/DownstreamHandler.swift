@@ -187,7 +187,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// than the dropping's end.
     private func awaitNextDiscardedPiece() {
         guard let discarding = self.discarding else { return }
-        self.exchangeDeadline?.set(min(.now() + discarding.bodyTimeout, discarding.endsBy))
+        self.exchangeDeadline?.set(min(self.loop.clock.now() + discarding.bodyTimeout, discarding.endsBy))
     }
 
     /// The answered request's end came: the connection carries the next request.
@@ -398,7 +398,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if let finished, !finished.clientStreamPositionKnown {
             // Answered before the request's end: the connection takes the next request once the
             // rest of the body has been read (and dropped), and the guard hears of the end then.
-            self.discarding = (0, finished.route.bodyTimeout, .now() + finished.route.timeout)
+            self.discarding = (0, finished.route.bodyTimeout, self.loop.clock.now() + finished.route.timeout)
             self.awaitNextDiscardedPiece()
         } else {
             self.connectionGuard.note(.exchangeFinished)

@@ -11,6 +11,8 @@ final class EventLoopContext {
     /// What heads are written into: NIO's default, which every channel on the loop uses too
     /// (no bootstrap sets another), asked for without a trip through a channel.
     let allocator = ByteBufferAllocator()
+    /// The time of the event being handled, for everything on this loop.
+    let clock: EventClock
     /// Request and trace ids for this loop's requests.
     var identifiers = IdentifierGenerator()
     /// Each counter with the route it counts for, held so that the route's metrics object
@@ -40,7 +42,9 @@ final class EventLoopContext {
     init(eventLoop: any EventLoop, upstreams: UpstreamSet, configuration: UpstreamPoolConfig) {
         self.eventLoop = eventLoop
         self.upstreams = upstreams
-        self.pools = upstreams.members.map { UpstreamConnectionPool(eventLoop: eventLoop, target: $0.target, configuration: configuration) }
+        let clock = EventClock()
+        self.clock = clock
+        self.pools = upstreams.members.map { UpstreamConnectionPool(eventLoop: eventLoop, clock: clock, target: $0.target, configuration: configuration) }
     }
 
     /// `breakwater_requests_total` for one label combination, made the first time this loop

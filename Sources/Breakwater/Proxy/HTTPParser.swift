@@ -200,8 +200,11 @@ final class HTTPParser {
 
     // MARK: llhttp's callbacks
 
-    private static func of(_ parser: UnsafeMutablePointer<llhttp_t>?) -> HTTPParser {
-        Unmanaged<HTTPParser>.fromOpaque(parser!.pointee.data).takeUnretainedValue()
+    /// Calls `callback` on the parser whose llhttp state this is, without retaining it: it
+    /// is alive, inside its own `parse`, and a retain and release around each of the dozens of
+    /// callbacks a message makes are atomic operations for nothing.
+    private static func with(_ parser: UnsafeMutablePointer<llhttp_t>?, _ callback: (HTTPParser) -> Int32) -> Int32 {
+        Unmanaged<HTTPParser>.fromOpaque(parser!.pointee.data)._withUnsafeGuaranteedRef(callback)
     }
 
     /// One set for every parser: llhttp finds its parser's Swift object in `data`. Written
@@ -209,16 +212,16 @@ final class HTTPParser {
     nonisolated(unsafe) private static let settings: UnsafeMutablePointer<llhttp_settings_t> = {
         let settings = UnsafeMutablePointer<llhttp_settings_t>.allocate(capacity: 1)
         c_nio_llhttp_settings_init(settings)
-        settings.pointee.on_message_begin = { HTTPParser.of($0).messageBegan() }
-        settings.pointee.on_url = { HTTPParser.of($0).receivedPiece($1, $2) }
-        settings.pointee.on_url_complete = { HTTPParser.of($0).uriEnded() }
-        settings.pointee.on_header_field = { HTTPParser.of($0).receivedPiece($1, $2) }
-        settings.pointee.on_header_field_complete = { HTTPParser.of($0).fieldNameEnded() }
-        settings.pointee.on_header_value = { HTTPParser.of($0).receivedPiece($1, $2) }
-        settings.pointee.on_header_value_complete = { HTTPParser.of($0).fieldValueEnded() }
-        settings.pointee.on_headers_complete = { HTTPParser.of($0).headEnded() }
-        settings.pointee.on_body = { HTTPParser.of($0).receivedBody($1, $2) }
-        settings.pointee.on_message_complete = { HTTPParser.of($0).messageEnded() }
+        settings.pointee.on_message_begin = { HTTPParser.with($0) { $0.messageBegan() } }
+        settings.pointee.on_url = { parser, at, length in HTTPParser.with(parser) { $0.receivedPiece(at, length) } }
+        settings.pointee.on_url_complete = { HTTPParser.with($0) { $0.uriEnded() } }
+        settings.pointee.on_header_field = { parser, at, length in HTTPParser.with(parser) { $0.receivedPiece(at, length) } }
+        settings.pointee.on_header_field_complete = { HTTPParser.with($0) { $0.fieldNameEnded() } }
+        settings.pointee.on_header_value = { parser, at, length in HTTPParser.with(parser) { $0.receivedPiece(at, length) } }
+        settings.pointee.on_header_value_complete = { HTTPParser.with($0) { $0.fieldValueEnded() } }
+        settings.pointee.on_headers_complete = { HTTPParser.with($0) { $0.headEnded() } }
+        settings.pointee.on_body = { parser, at, length in HTTPParser.with(parser) { $0.receivedBody(at, length) } }
+        settings.pointee.on_message_complete = { HTTPParser.with($0) { $0.messageEnded() } }
         return settings
     }()
 

@@ -152,7 +152,7 @@ extension ProxyExchange: UpstreamConnectionDelegate {
             return
         }
         let status = Int(head.status.code)
-        self.responseHeadAt = .now()
+        self.responseHeadAt = self.now
         self.answeredStatus = status
         self.answerReason = "ok"
         let outcome: CircuitBreaker.Outcome = self.route.isFailure(status: status) ? .failure : .success
@@ -235,7 +235,7 @@ extension ProxyExchange: UpstreamConnectionDelegate {
     /// streams. The timer is the connection's (`DownstreamHandler.setExchangeDeadline`), so a
     /// body streaming thousands of pieces costs a clock read per piece, not a timer.
     func resetDeadline(in delay: TimeAmount) {
-        self.downstream.setExchangeDeadline(.now() + delay)
+        self.downstream.setExchangeDeadline(self.now + delay)
     }
 
     func cancelDeadline() {

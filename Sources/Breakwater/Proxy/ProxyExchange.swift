@@ -60,7 +60,7 @@ final class ProxyExchange {
     let downstream: DownstreamHandler
     let route: Route
     let trace: RequestTrace
-    let startedAt = NIODeadline.now()
+    let startedAt: NIODeadline
 
     var phase = Phase.connecting {
         didSet {
@@ -180,11 +180,15 @@ final class ProxyExchange {
         self.clientAddress = clientAddress
         self.shared = shared
         self.loop = loop
+        self.startedAt = loop.clock.now()
         self.downstream = downstream
         self.route = shared.route(method: request.method.rawValue, uri: request.uri)
         self.trace = RequestTrace(presented: fields, configuration: shared.trace, generator: &loop.identifiers)
         shared.lifecycle.requestsInFlight.wrappingIncrement(ordering: .relaxed)
     }
+
+    /// The time of the event being handled, read once for all of it (`EventClock`).
+    var now: NIODeadline { self.loop.clock.now() }
 
     var hasStartedResponse: Bool {
         switch self.phase {
@@ -233,14 +237,14 @@ final class ProxyExchange {
             self.respondLocally(.draining)
             return
         }
-        self.route.recordRequest(now: .now)
+        self.route.recordRequest(now: PolicyInstant(self.now))
         self.waitForReadiness { $0.passGates() }
     }
 
     /// Asks the route's breaker; while it is open the client gets the route's fallback (or
     /// SPEC's 503) at once and nothing reaches the app.
     func admittedByBreaker() -> Bool {
-        switch self.route.admit(now: .now) {
+        switch self.route.admit(now: PolicyInstant(self.now)) {
         case .admitted(let probe):
             self.probe = probe
             return true
@@ -307,7 +311,7 @@ final class ProxyExchange {
             traceConfiguration: self.shared.trace,
             allocator: self.loop.allocator
         )
-        self.firstForwardedAt = self.firstForwardedAt ?? .now()
+        self.firstForwardedAt = self.firstForwardedAt ?? self.now
         connection.writeHead(head, method: self.request.method)
         let queued = self.pendingBody
         self.pendingBody = []
@@ -351,7 +355,7 @@ final class ProxyExchange {
             // The app has `timeout` from the end of the request to answer (Envoy's rule), so a
             // slow upload is not mistaken for a slow app; a retry gets what is left of it. An
             // attempt that a retry could follow if it timed out gets no more than its share.
-            let now = NIODeadline.now()
+            let now = self.now
             let sentAt = self.requestSentAt ?? now
             self.requestSentAt = sentAt
             let requestEnds = sentAt + self.route.timeout
@@ -368,14 +372,14 @@ final class ProxyExchange {
             attemptsMade: self.attempts,
             isIdempotent: self.request.method.isIdempotent,
             bodyReplayable: self.replayableBody != nil
-        ) && self.route.hasRetryBudgetLeft(now: .now)
+        ) && self.route.hasRetryBudgetLeft(now: PolicyInstant(self.now))
     }
 
     // MARK: Outcomes
 
     /// Tells the breaker how the attempt went; a probe's slot is settled with it.
     func recordOutcome(_ outcome: CircuitBreaker.Outcome) {
-        self.route.record(outcome, probe: self.probe, now: .now)
+        self.route.record(outcome, probe: self.probe, now: PolicyInstant(self.now))
         self.probe = nil
     }
 
@@ -443,7 +447,7 @@ final class ProxyExchange {
     /// The wait before retrying after `failure`, if the route's rules and its retry budget
     /// allow one.
     func retryDelay(after failure: RetryPolicy.Failure) -> Duration? {
-        let elapsed = self.requestSentAt.map { NIODeadline.now() - $0 } ?? .zero
+        let elapsed = self.requestSentAt.map { self.now - $0 } ?? .zero
         let delay = self.route.retryPolicy.delayBeforeRetry(
             after: failure,
             attemptsMade: self.attempts,
@@ -452,7 +456,7 @@ final class ProxyExchange {
             elapsed: .nanoseconds(elapsed.nanoseconds),
             random: Double.random(in: 0..<1)
         )
-        guard let delay, self.route.tryAcquireRetry(now: .now) else { return nil }
+        guard let delay, self.route.tryAcquireRetry(now: PolicyInstant(self.now)) else { return nil }
         return delay
     }
 

@@ -174,7 +174,7 @@ extension ChannelPipeline.SynchronousOperations {
     /// bytes, `DownstreamHandler` parses requests itself (`HTTPParser`) and answers protocol
     /// errors with SPEC's JSON bodies, and it orders pipelined requests itself (see there why).
     func addClientHandlers(generation: CurrentGeneration, server: ServerConfig, loop: EventLoopContext) throws {
-        let connectionGuard = ClientConnectionGuard(configuration: server) { reason, client, duration in
+        let connectionGuard = ClientConnectionGuard(configuration: server, clock: loop.clock) { reason, client, duration in
             generation.value.recordUnreadRequest(reason, client: client, duration: duration, loop: loop)
         }
         try self.addHandlers([

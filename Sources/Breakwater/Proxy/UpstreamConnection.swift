@@ -106,9 +106,14 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// so only a flush with something to send goes to it.
     private var hasUnflushedWrites = false
     private var encoder = HTTPMessageEncoder()
+    private let clock: EventClock
     /// A response's head may be up to 80 KB, NIO's default. Past a 101, it keeps what the app
     /// says until the tunnel opens (or, if the app closes first, for the client).
     private let parser = HTTPParser(kind: .response, limits: .proxyLimits(maxHeadBytes: 80 * 1024))
+
+    init(clock: EventClock) {
+        self.clock = clock
+    }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -155,13 +160,18 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         context.close(promise: nil)
     }
 
+    /// An event of the loop's `clock`: the answer's parts are handled at one time.
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        self.clock.during { self.read(self.unwrapInboundIn(data), context: context) }
+    }
+
+    private func read(_ bytes: ByteBuffer, context: ChannelHandlerContext) {
         guard self.delegate != nil || self.parser.hasSwitched else {
             self.closeOnStrayBytes(context: context)
             return
         }
         do {
-            switch try self.handingOverParts({ try self.parser.parse(self.unwrapInboundIn(data)) }) {
+            switch try self.handingOverParts({ try self.parser.parse(bytes) }) {
             case .needMoreBytes, .messageEnded(rest: nil), .switched, .dropped:
                 break
             case .messageEnded(rest: .some):

@@ -18,12 +18,14 @@ final class UpstreamConnectionPool {
     /// `configuration.idleTimeout` as the event loop's clock takes it: converted once, not on
     /// every request that takes a parked connection.
     private let idleTimeout: TimeAmount
+    private let clock: EventClock
     private var idle = CircularBuffer<(connection: UpstreamConnection, parkedAt: NIODeadline)>()
     private var sweep: Scheduled<Void>?
     private var isShutDown = false
 
-    init(eventLoop: any EventLoop, target: SocketAddress, configuration: UpstreamPoolConfig) {
+    init(eventLoop: any EventLoop, clock: EventClock, target: SocketAddress, configuration: UpstreamPoolConfig) {
         self.eventLoop = eventLoop
+        self.clock = clock
         self.target = target
         self.configuration = configuration
         self.idleTimeout = TimeAmount(configuration.idleTimeout)
@@ -31,7 +33,7 @@ final class UpstreamConnectionPool {
 
     /// Connections parked before this have been idle past `idleTimeout`.
     private var expiryCutoff: NIODeadline {
-        NIODeadline.now() - self.idleTimeout
+        self.clock.now() - self.idleTimeout
     }
 
     /// A parked connection ready for one request, the most recently parked live one; nil when
@@ -89,7 +91,7 @@ final class UpstreamConnectionPool {
             coldest.connection.close()
         }
         connection.parkedIn = self
-        self.idle.append((connection, .now()))
+        self.idle.append((connection, self.clock.now()))
         self.scheduleSweepIfNeeded()
     }
 
@@ -112,11 +114,12 @@ final class UpstreamConnectionPool {
     /// Hands `completion` a new connection once it is connected.
     func connect(_ completion: @escaping (Result<UpstreamConnection, any Error>) -> Void) {
         let isTCP = self.target.protocol != .unix
+        let clock = NIOLoopBound(self.clock, eventLoop: self.eventLoop)  // the connection's loop
         var bootstrap = ClientBootstrap(group: self.eventLoop)
             .connectTimeout(TimeAmount(self.configuration.connectTimeout))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addUpstreamHandlers()
+                    try channel.pipeline.syncOperations.addUpstreamHandlers(clock: clock.value)
                 }
             }
         if isTCP {
@@ -157,7 +160,7 @@ final class UpstreamConnectionPool {
 
 extension ChannelPipeline.SynchronousOperations {
     /// An app connection's pipeline: one handler, which encodes requests and parses responses.
-    func addUpstreamHandlers() throws {
-        try self.addHandler(UpstreamHandler())
+    func addUpstreamHandlers(clock: EventClock) throws {
+        try self.addHandler(UpstreamHandler(clock: clock))
     }
 }
