@@ -21,7 +21,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// What arrived for a request behind the current one.
     private enum Pipelined {
-        case part(HTTPServerRequestPart)
+        case part(RequestPart)
         case parseError(HTTPParserError)
     }
 
@@ -127,7 +127,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// A request part, as the parser finds it.
-    private func received(_ part: HTTPServerRequestPart) {
+    private func received(_ part: RequestPart) {
         guard !self.closing else { return }
         if case .end = part {
             self.connectionGuard.note(.requestEnded)
@@ -142,7 +142,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Hands a request part to its exchange; a part of a request that was already answered
     /// (early, before its body was read) has none, and is dropped (`discard`).
-    private func deliver(_ part: HTTPServerRequestPart) {
+    private func deliver(_ part: RequestPart) {
         switch part {
         case .head(let head):
             self.connectionGuard.note(.requestHeadReceived)
@@ -458,7 +458,7 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
 extension DownstreamHandler: HTTPParserDelegate {
     func parsedHead(_ head: HTTPParser.Head) {
-        self.received(.head(HTTPRequestHead(version: head.version, method: head.method, uri: head.uri, headers: head.headers)))
+        self.received(.head(RequestHead(version: head.version, method: head.method, uri: head.uri, headers: head.headers)))
     }
 
     func parsedBody(_ body: ByteBuffer) {
@@ -470,7 +470,7 @@ extension DownstreamHandler: HTTPParserDelegate {
     }
 }
 
-extension HTTPServerRequestPart {
+extension RequestPart {
     fileprivate var isHead: Bool {
         if case .head = self { return true }
         return false

@@ -14,7 +14,7 @@ enum HeaderRewriting {
     ///   - app: where the request goes; its address is the `Host` of a request that has none
     ///     (HTTP/1.0 allows that, the request goes on as HTTP/1.1, and some apps refuse it).
     static func upstreamRequest(
-        _ head: HTTPRequestHead,
+        _ head: RequestHead,
         app: UpstreamAddress,
         nominated: [Substring],
         framing: MessageFraming,
@@ -130,7 +130,7 @@ enum HeaderRewriting {
     ///   - fields: what the app's fields said (`MessageFields(head.headers)`).
     ///   - requestID: the request id header, which replaces any the app sent.
     static func clientResponse(
-        _ head: HTTPResponseHead,
+        _ head: ResponseHead,
         fields: MessageFields,
         framing: MessageFraming,
         clientVersion: HTTPVersion,

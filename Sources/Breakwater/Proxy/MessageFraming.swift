@@ -20,7 +20,7 @@ enum MessageFraming: Equatable {
     }
 
     /// Framing of a response from the app, for a request with `method`.
-    init(response head: HTTPResponseHead, fields: MessageFields, requestMethod: HTTPMethod) {
+    init(response head: ResponseHead, fields: MessageFields, requestMethod: HTTPMethod) {
         let code = head.status.code
         if requestMethod == .HEAD || (100..<200).contains(code) || code == 204 || code == 304 {
             self = .noBody

@@ -15,7 +15,7 @@ extension ProxyExchange: UpstreamConnectionDelegate {
 
     /// Parts out of order cannot come from the parser; a part the phase has no use for (the
     /// rest of an answer being dropped for a retry) is ignored.
-    func upstreamReceived(_ part: HTTPClientResponsePart) {
+    func upstreamReceived(_ part: ResponsePart) {
         // Switched on the part, then the phase: a switch on the pair copies both, with a retain
         // and release of the connection and of the head or body, for every part.
         switch part {
@@ -113,7 +113,7 @@ extension ProxyExchange: UpstreamConnectionDelegate {
     }
 
     /// The 101 as the client gets it.
-    private func clientHead(switchingWith upgradeHead: HTTPResponseHead) -> EncodedHead {
+    private func clientHead(switchingWith upgradeHead: ResponseHead) -> EncodedHead {
         HeaderRewriting.clientResponse(
             upgradeHead,
             fields: MessageFields(upgradeHead.headers),
@@ -141,7 +141,7 @@ extension ProxyExchange: UpstreamConnectionDelegate {
 
     // MARK: The response
 
-    private func receivedResponseHead(_ head: HTTPResponseHead, on connection: UpstreamConnection) {
+    private func receivedResponseHead(_ head: ResponseHead, on connection: UpstreamConnection) {
         let fields = MessageFields(head.headers)
         if fields.hasUnforwardableFraming(version: head.version) || (head.status == .switchingProtocols && !self.isUpgrade) {
             // A broken answer, like one the parser refuses: re-framed as plain `chunked`, a

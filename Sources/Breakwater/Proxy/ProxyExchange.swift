@@ -25,7 +25,7 @@ final class ProxyExchange {
         case responding(UpstreamConnection)
         /// The app answered 101: the connection is about to become a tunnel. `said` is what
         /// the app sent behind the 101 before it closed, if it closed first.
-        case upgrading(UpstreamConnection, HTTPResponseHead, said: ByteBuffer?)
+        case upgrading(UpstreamConnection, ResponseHead, said: ByteBuffer?)
         case finished
     }
 
@@ -35,7 +35,7 @@ final class ProxyExchange {
     /// client alone (a stream that starts slowly).
     static let headHold = TimeAmount.milliseconds(50)
 
-    let request: HTTPRequestHead
+    let request: RequestHead
     // What the request's fields said (`MessageFields`, surveyed once on arrival).
     let requestFraming: MessageFraming
     let isUpgrade: Bool
@@ -163,7 +163,7 @@ final class ProxyExchange {
     var clientKeepAlive = false
 
     init(
-        request: HTTPRequestHead,
+        request: RequestHead,
         clientAddress: String?,
         shared: ProxyShared,
         loop: EventLoopContext,

@@ -6,7 +6,7 @@ protocol UpstreamConnectionDelegate: AnyObject {
     /// Whether the connection may read more of the response now: false while the client is
     /// not writable, which is how a slow client slows the app down instead of filling memory.
     var wantsUpstreamReads: Bool { get }
-    func upstreamReceived(_ part: HTTPClientResponsePart)
+    func upstreamReceived(_ part: ResponsePart)
     func upstreamReadComplete()
     func upstreamWritabilityChanged(isWritable: Bool)
     /// The connection closed or failed; `nil` is a clean close by the app.
@@ -252,7 +252,7 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
 extension UpstreamHandler: HTTPParserDelegate {
     func parsedHead(_ head: HTTPParser.Head) {
-        let response = HTTPResponseHead(version: head.version, status: HTTPResponseStatus(statusCode: head.status), headers: head.headers)
+        let response = ResponseHead(version: head.version, status: HTTPResponseStatus(statusCode: head.status), headers: head.headers)
         self.delegate?.upstreamReceived(.head(response))
     }
 

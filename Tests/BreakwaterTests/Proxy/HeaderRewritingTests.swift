@@ -93,7 +93,7 @@ import Testing
         #expect(MessageFields(["Transfer-Encoding": "chunked", "Content-Length": "5"]).declaredFraming == .chunked)
         #expect(MessageFields(["X-Other": "1"]).declaredFraming == nil)
         #expect(MessageFraming(request: MessageFields([:])) == .noBody)
-        let head = HTTPResponseHead(version: .http1_1, status: .ok)
+        let head = ResponseHead(version: .http1_1, status: .ok, headers: [:])
         #expect(MessageFraming(response: head, fields: MessageFields([:]), requestMethod: .GET) == .untilClose)
         #expect(MessageFraming(response: head, fields: MessageFields(["content-length": "7"]), requestMethod: .HEAD) == .noBody)
     }
@@ -122,7 +122,7 @@ import Testing
     // MARK: The heads written from it
 
     @Test func aResponseLosesWhatItsConnectionNominatedAndTheAppsRequestID() {
-        let head = HTTPResponseHead(
+        let head = ResponseHead(
             version: .http1_1,
             status: .ok,
             headers: [
@@ -135,14 +135,14 @@ import Testing
     }
 
     @Test func aHeadResponseKeepsTheLengthItAnnounces() {
-        let head = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["Content-Length": "5000", "content-length": "5000"])
+        let head = ResponseHead(version: .http1_1, status: .ok, headers: ["Content-Length": "5000", "content-length": "5000"])
         #expect(Self.clientResponse(head, framing: .noBody) == "HTTP/1.1 200 OK\r\nX-Request-ID: id-1\r\ncontent-length: 5000\r\n\r\n")
-        let noContent = HTTPResponseHead(version: .http1_1, status: .noContent, headers: ["Content-Length": "0"])
+        let noContent = ResponseHead(version: .http1_1, status: .noContent, headers: ["Content-Length": "0"])
         #expect(Self.clientResponse(noContent, framing: .noBody) == "HTTP/1.1 204 No Content\r\nX-Request-ID: id-1\r\n\r\n")
     }
 
     @Test func aRequestLosesItsHopsAndTakesTheProxysTrace() {
-        let head = HTTPRequestHead(
+        let head = RequestHead(
             version: .http1_1,
             method: .POST,
             uri: "/x",
@@ -174,7 +174,7 @@ import Testing
         )
     }
 
-    private static func clientResponse(_ head: HTTPResponseHead, framing: MessageFraming) -> String {
+    private static func clientResponse(_ head: ResponseHead, framing: MessageFraming) -> String {
         let written = HeaderRewriting.clientResponse(
             head,
             fields: MessageFields(head.headers),

@@ -171,9 +171,9 @@ import Testing
 
 /// An exchange that records what its app connection hands it.
 private final class RecordingExchange: UpstreamConnectionDelegate {
-    var parts: [HTTPClientResponsePart] = []
+    var parts: [ResponsePart] = []
     var wantsUpstreamReads: Bool { true }
-    func upstreamReceived(_ part: HTTPClientResponsePart) { self.parts.append(part) }
+    func upstreamReceived(_ part: ResponsePart) { self.parts.append(part) }
     func upstreamReadComplete() {}
     func upstreamWritabilityChanged(isWritable: Bool) {}
     func upstreamClosed(error: (any Error)?) {}
