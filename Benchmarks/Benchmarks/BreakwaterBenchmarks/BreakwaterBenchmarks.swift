@@ -216,7 +216,7 @@ enum Fixtures {
     ]
 
     /// What Chrome sends for a navigation, cookie included.
-    static let browserRequest = HTTPRequestHead(
+    static let browserRequest = RequestHead(
         version: .http1_1,
         method: .GET,
         uri: "/api/v1/orders/8412?expand=items",
@@ -238,7 +238,7 @@ enum Fixtures {
         ]
     )
 
-    static let appResponse = HTTPResponseHead(
+    static let appResponse = ResponseHead(
         version: .http1_1,
         status: .ok,
         headers: [
