@@ -106,22 +106,24 @@ final class ClientConnectionGuard: ChannelInboundHandler, RemovableChannelHandle
     /// exchange, the app connection's write and a refusal's answer, is one event of the loop's
     /// `clock`.
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        self.clock.during {
-            let count = self.unwrapInboundIn(data).readableBytes
-            switch self.state {
-            case .idle:
-                self.state = .awaitingHead(bytes: count)
-                self.headStarted()
-            case .awaitingHead(let bytes):
-                if bytes == 0 { self.headStartedAt = self.clock.now() }
-                self.state = .awaitingHead(bytes: bytes + count)
-            case .busy(let exchanges, _):
-                self.state = .busy(exchanges: exchanges, bytesArrived: true)
-            case .closed:
-                return
-            }
-            context.fireChannelRead(data)
+        self.clock.during { self.received(data, context: context) }
+    }
+
+    private func received(_ data: NIOAny, context: ChannelHandlerContext) {
+        let count = self.unwrapInboundIn(data).readableBytes
+        switch self.state {
+        case .idle:
+            self.state = .awaitingHead(bytes: count)
+            self.headStarted()
+        case .awaitingHead(let bytes):
+            if bytes == 0 { self.headStartedAt = self.clock.now() }
+            self.state = .awaitingHead(bytes: bytes + count)
+        case .busy(let exchanges, _):
+            self.state = .busy(exchanges: exchanges, bytesArrived: true)
+        case .closed:
+            return
         }
+        context.fireChannelRead(data)
         // A head that fits decodes during the read above and moves us to `.busy`.
         if case .awaitingHead(let bytes) = self.state, bytes > self.maxHeaderBytes {
             self.reject(context: context, with: .headerTooLarge)

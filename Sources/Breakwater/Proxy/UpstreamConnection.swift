@@ -162,10 +162,10 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// An event of the loop's `clock`: the answer's parts are handled at one time.
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        self.clock.during { self.read(self.unwrapInboundIn(data), context: context) }
+        self.clock.during { self.received(self.unwrapInboundIn(data), context: context) }
     }
 
-    private func read(_ bytes: ByteBuffer, context: ChannelHandlerContext) {
+    private func received(_ bytes: ByteBuffer, context: ChannelHandlerContext) {
         guard self.delegate != nil || self.parser.hasSwitched else {
             self.closeOnStrayBytes(context: context)
             return
