@@ -37,14 +37,14 @@ extension ProxyExchange: UpstreamConnectionDelegate {
             case .responding(let connection):
                 self.releaseHeldHead()
                 self.finishResponse(trailers: trailers, on: connection)
-            case .upgrading(let connection, let upgradeHead, _):
+            case .upgrading(let upgrade):
                 // Switch once the parse that delivered this has returned: its handler is removed
                 // in the splice, and bytes behind the 101 leave through it. An app that closed
                 // before then has been answered for already (`upstreamClosed`).
-                connection.channel.eventLoop.assumeIsolated().execute {
+                upgrade.connection.channel.eventLoop.assumeIsolated().execute {
                     guard case .upgrading = self.phase else { return }
                     self.phase = .finished
-                    self.downstream.startTunnel(response: self.clientHead(switchingWith: upgradeHead), upstream: connection)
+                    self.downstream.startTunnel(response: self.clientHead(switchingWith: upgrade.head), upstream: upgrade.connection)
                 }
             case .connecting, .forwarding, .finished:
                 break
@@ -86,16 +86,16 @@ extension ProxyExchange: UpstreamConnectionDelegate {
             // The app's way of ending a body without a length.
             self.upstreamKeepAlive = false
             self.finishResponse(trailers: nil, on: connection)
-        case .upgrading(let connection, let upgradeHead, let said) where error == nil:
+        case .upgrading(let upgrade) where error == nil:
             // The app agreed and closed before the tunnel opened, often in the same read as its
             // 101: a WebSocket server that closes at once, a protocol that answers and hangs
             // up. The tunnel would have carried what it said and then the close; so does this.
-            self.downstream.writeResponsePart(.head(self.clientHead(switchingWith: upgradeHead)))
-            if let said {
+            self.downstream.writeResponsePart(.head(self.clientHead(switchingWith: upgrade.head)))
+            if let said = upgrade.said {
                 self.bytesOut += said.readableBytes
                 self.downstream.writeResponsePart(.body(.byteBuffer(said)))
             }
-            self.finishResponse(trailers: nil, on: connection)
+            self.finishResponse(trailers: nil, on: upgrade.connection)
         case .responding, .upgrading:
             self.cut()
         case .connecting, .finished:
@@ -107,9 +107,8 @@ extension ProxyExchange: UpstreamConnectionDelegate {
     /// kept for the client. A body part in any other
     /// phase is the rest of an answer being dropped for a retry.
     private func keepBytesBehindSwitch(_ bytes: ByteBuffer) {
-        guard case .upgrading(let connection, let head, var said) = self.phase else { return }
-        said.setOrWriteImmutableBuffer(bytes)
-        self.phase = .upgrading(connection, head, said: said)
+        guard case .upgrading(let upgrade) = self.phase else { return }
+        upgrade.said.setOrWriteImmutableBuffer(bytes)
     }
 
     /// The 101 as the client gets it.
@@ -168,7 +167,7 @@ extension ProxyExchange: UpstreamConnectionDelegate {
             // Neither connection carries another request after a switch, tunnel or not (an
             // earlier attempt's answer may have set these).
             (self.upstreamKeepAlive, self.clientKeepAlive) = (false, false)
-            self.phase = .upgrading(connection, head, said: nil)
+            self.phase = .upgrading(ProtocolSwitch(connection: connection, head: head))
             self.cancelDeadline()
             return
         }

@@ -23,10 +23,25 @@ final class ProxyExchange {
         case forwarding(UpstreamConnection)
         /// The response head went to the client; its body is streaming.
         case responding(UpstreamConnection)
-        /// The app answered 101: the connection is about to become a tunnel. `said` is what
-        /// the app sent behind the 101 before it closed, if it closed first.
-        case upgrading(UpstreamConnection, ResponseHead, said: ByteBuffer?)
+        /// The app answered 101: the connection is about to become a tunnel.
+        case upgrading(ProtocolSwitch)
         case finished
+    }
+
+    /// The `upgrading` phase's state, in a box of its own: every payload of `Phase` is then one
+    /// reference, and the copy each switch over the phase makes is one retain, not a copy of a
+    /// head and a buffer.
+    final class ProtocolSwitch {
+        let connection: UpstreamConnection
+        /// The app's 101.
+        let head: ResponseHead
+        /// What the app sent behind the 101 before it closed, if it closed first.
+        var said: ByteBuffer?
+
+        init(connection: UpstreamConnection, head: ResponseHead) {
+            self.connection = connection
+            self.head = head
+        }
     }
 
     /// Bodies up to this size are kept for replay (Linkerd's limit); larger ones are not retried.
@@ -536,8 +551,10 @@ final class ProxyExchange {
     /// another request.
     func abandon() {
         switch self.phase {
-        case .forwarding(let connection), .responding(let connection), .upgrading(let connection, _, _):
+        case .forwarding(let connection), .responding(let connection):
             connection.close()
+        case .upgrading(let upgrade):
+            upgrade.connection.close()
         case .connecting, .finished:
             break
         }
