@@ -458,7 +458,8 @@ final class DownstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
 extension DownstreamHandler: HTTPParserDelegate {
     func parsedHead(_ head: HTTPParser.Head) {
-        self.received(.head(RequestHead(version: head.version, method: head.method, uri: head.uri, headers: head.headers)))
+        guard case .request(let request) = head else { preconditionFailure("a request parser read a response") }
+        self.received(.head(request))
     }
 
     func parsedBody(_ body: ByteBuffer) {

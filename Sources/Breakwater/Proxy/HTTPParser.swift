@@ -33,13 +33,10 @@ final class HTTPParser {
         case response
     }
 
-    /// A message's head: for a request its method and target, for a response its status.
-    struct Head {
-        var version: HTTPVersion
-        var method: HTTPMethod
-        var uri: String
-        var status: Int
-        var headers: HTTPHeaders
+    /// A message's head, as the parser's kind reads it: the head the data path carries on.
+    enum Head {
+        case request(RequestHead)
+        case response(ResponseHead)
     }
 
     /// Where a call to `parse` stopped.
@@ -295,15 +292,13 @@ final class HTTPParser {
         self.fields.removeAll(keepingCapacity: true)
         self.headDelivered = true
         if !self.isInformational {
-            self.delegate?.parsedHead(
-                Head(
-                    version: HTTPVersion(major: Int(parser.http_major), minor: Int(parser.http_minor)),
-                    method: self.kind == .request ? HTTPMethod(llhttp: parser.method) : .GET,
-                    uri: self.uri,
-                    status: status,
-                    headers: headers
-                )
-            )
+            let version = HTTPVersion(major: Int(parser.http_major), minor: Int(parser.http_minor))
+            switch self.kind {
+            case .request:
+                self.delegate?.parsedHead(.request(RequestHead(version: version, method: HTTPMethod(llhttp: parser.method), uri: self.uri, headers: headers)))
+            case .response:
+                self.delegate?.parsedHead(.response(ResponseHead(version: version, status: HTTPResponseStatus(statusCode: status), headers: headers)))
+            }
         }
         self.uri = ""
         return hasNoBody ? 1 : 0

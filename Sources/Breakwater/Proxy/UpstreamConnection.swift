@@ -252,7 +252,7 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
 extension UpstreamHandler: HTTPParserDelegate {
     func parsedHead(_ head: HTTPParser.Head) {
-        let response = ResponseHead(version: head.version, status: HTTPResponseStatus(statusCode: head.status), headers: head.headers)
+        guard case .response(let response) = head else { preconditionFailure("a response parser read a request") }
         self.delegate?.upstreamReceived(.head(response))
     }
 

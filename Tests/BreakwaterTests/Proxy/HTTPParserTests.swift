@@ -269,8 +269,11 @@ import Testing
     final class Recorder: HTTPParserDelegate {
         var events: [Event] = []
         func parsedHead(_ head: HTTPParser.Head) {
-            let first = head.uri.isEmpty ? "\(head.status)" : "\(head.method.rawValue) \(head.uri)"
-            HTTPParserTests.append(.head(first + " " + HTTPParserTests.describe(head.version, head.headers)), to: &self.events)
+            let described = switch head {
+            case .request(let head): "\(head.method.rawValue) \(head.uri) " + HTTPParserTests.describe(head.version, head.headers)
+            case .response(let head): "\(head.status.code) " + HTTPParserTests.describe(head.version, head.headers)
+            }
+            HTTPParserTests.append(.head(described), to: &self.events)
         }
         func parsedBody(_ body: ByteBuffer) {
             HTTPParserTests.append(.body(Array(body.readableBytesView)), to: &self.events)
