@@ -172,9 +172,10 @@ let benchmarks: @Sendable () -> Void = {
 
     // The clients' fields as `ProxyExchange` surveys them on arrival.
     let withoutTraceparent = MessageFields(Fixtures.browserRequest.headers, requestIDHeader: traceConfiguration.requestIDHeader)
-    var tracedHeaders = Fixtures.browserRequest.headers
-    tracedHeaders.add(name: "traceparent", value: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-    tracedHeaders.add(name: "tracestate", value: "congo=t61rcWkgMzE")
+    var tracedFields = Fixtures.browserRequest.headers.httpHeaders
+    tracedFields.add(name: "traceparent", value: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    tracedFields.add(name: "tracestate", value: "congo=t61rcWkgMzE")
+    let tracedHeaders = HeaderFields(tracedFields)
     let withTraceparent = MessageFields(tracedHeaders, requestIDHeader: traceConfiguration.requestIDHeader)
 
     Benchmark("trace: new request id + traceparent (none incoming)") { benchmark in

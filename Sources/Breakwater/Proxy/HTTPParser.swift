@@ -81,13 +81,13 @@ final class HTTPParser {
     // would cost more here than the parsing, some 90 instructions on each of the dozens of
     // callbacks a message makes. Everywhere else the check stays on.
     @exclusivity(unchecked) private var piece = Piece()
+    /// The bytes of the target, or of the field name or value, being read.
     @exclusivity(unchecked) private var pieceBytes = 0
     @exclusivity(unchecked) private var headBytes = 0
     @exclusivity(unchecked) private var fieldCount = 0
     @exclusivity(unchecked) private var uri = ""
-    @exclusivity(unchecked) private var fieldName = ""
-    @exclusivity(unchecked) private var fields: [(String, String)] = []
-    @exclusivity(unchecked) private var trailers: [(String, String)]?
+    /// The head's fields, or after it the trailers, as they arrive.
+    @exclusivity(unchecked) private var fields = HeaderFields.Builder()
     @exclusivity(unchecked) private var headDelivered = false
     /// A 1xx other than 101: the real answer follows, so nothing of it is delivered.
     @exclusivity(unchecked) private var isInformational = false
@@ -108,7 +108,6 @@ final class HTTPParser {
         self.parser = .allocate(capacity: 1)
         c_nio_llhttp_init(self.parser, kind == .request ? HTTP_REQUEST : HTTP_RESPONSE, Self.settings)
         self.parser.pointee.data = Unmanaged.passUnretained(self).toOpaque()
-        self.fields.reserveCapacity(16)
     }
 
     deinit {
@@ -156,8 +155,9 @@ final class HTTPParser {
             let start = memory.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!
             self.inputStart = start
             let errno = c_nio_llhttp_execute(self.parser, start.assumingMemoryBound(to: CChar.self), memory.count)
-            // A piece that runs on into the next read is copied out before its bytes go.
+            // A head that runs on into the next read is copied out before its bytes go.
             self.piece.copyOut()
+            self.fields.keepPieces()
             guard errno == HPE_PAUSED || errno == HPE_PAUSED_UPGRADE, let position = c_nio_llhttp_get_error_pos(self.parser)
             else {
                 return (errno, memory.count)
@@ -210,11 +210,11 @@ final class HTTPParser {
         let settings = UnsafeMutablePointer<llhttp_settings_t>.allocate(capacity: 1)
         c_nio_llhttp_settings_init(settings)
         settings.pointee.on_message_begin = { HTTPParser.with($0) { $0.messageBegan() } }
-        settings.pointee.on_url = { parser, at, length in HTTPParser.with(parser) { $0.receivedPiece(at, length) } }
+        settings.pointee.on_url = { parser, at, length in HTTPParser.with(parser) { $0.receivedTargetPiece(at, length) } }
         settings.pointee.on_url_complete = { HTTPParser.with($0) { $0.uriEnded() } }
-        settings.pointee.on_header_field = { parser, at, length in HTTPParser.with(parser) { $0.receivedPiece(at, length) } }
+        settings.pointee.on_header_field = { parser, at, length in HTTPParser.with(parser) { $0.receivedFieldPiece(at, length) } }
         settings.pointee.on_header_field_complete = { HTTPParser.with($0) { $0.fieldNameEnded() } }
-        settings.pointee.on_header_value = { parser, at, length in HTTPParser.with(parser) { $0.receivedPiece(at, length) } }
+        settings.pointee.on_header_value = { parser, at, length in HTTPParser.with(parser) { $0.receivedFieldPiece(at, length) } }
         settings.pointee.on_header_value_complete = { HTTPParser.with($0) { $0.fieldValueEnded() } }
         settings.pointee.on_headers_complete = { HTTPParser.with($0) { $0.headEnded() } }
         settings.pointee.on_body = { parser, at, length in HTTPParser.with(parser) { $0.receivedBody(at, length) } }
@@ -230,8 +230,18 @@ final class HTTPParser {
         return 0
     }
 
-    private func receivedPiece(_ at: UnsafePointer<CChar>?, _ length: Int) -> Int32 {
+    private func receivedTargetPiece(_ at: UnsafePointer<CChar>?, _ length: Int) -> Int32 {
         self.piece.append(UnsafeRawPointer(at!), length)
+        return self.count(length)
+    }
+
+    private func receivedFieldPiece(_ at: UnsafePointer<CChar>?, _ length: Int) -> Int32 {
+        self.fields.append(UnsafeRawBufferPointer(start: at, count: length))
+        return self.count(length)
+    }
+
+    /// Counts a piece's bytes against the head limits.
+    private func count(_ length: Int) -> Int32 {
         self.pieceBytes += length
         self.headBytes += length
         if self.pieceBytes > self.limits.maxPieceBytes || self.headBytes > self.limits.maxHeadBytes {
@@ -252,19 +262,13 @@ final class HTTPParser {
         if self.fieldCount > self.limits.maxFields {
             return self.fail(.headerOverflow)
         }
-        self.fieldName = self.piece.take()
         // llhttp takes an empty name; NIO's decoder does not, and neither does this one.
-        return self.fieldName.isEmpty ? self.fail(.invalidHeaderToken) : 0
+        return self.fields.endName() == 0 ? self.fail(.invalidHeaderToken) : 0
     }
 
     private func fieldValueEnded() -> Int32 {
         self.pieceBytes = 0
-        let value = self.piece.take()
-        if self.headDelivered {
-            self.trailers = (self.trailers ?? []) + [(self.fieldName, value)]
-        } else {
-            self.fields.append((self.fieldName, value))
-        }
+        self.fields.endValue()
         return 0
     }
 
@@ -288,8 +292,7 @@ final class HTTPParser {
                 self.answersHEAD = false
             }
         }
-        let headers = HTTPHeaders(self.fields)
-        self.fields.removeAll(keepingCapacity: true)
+        let headers = self.fields.build()
         self.headDelivered = true
         if !self.isInformational {
             let version = HTTPVersion(major: Int(parser.http_major), minor: Int(parser.http_minor))
@@ -318,9 +321,9 @@ final class HTTPParser {
         if self.isInformational {
             return 0
         }
-        let trailers = self.trailers
-        self.trailers = nil
-        self.delegate?.parsedEnd(trailers: trailers.map(HTTPHeaders.init))
+        // Trailers are rare: they go on in NIO's type.
+        let trailers = self.fields.build()
+        self.delegate?.parsedEnd(trailers: trailers.count > 0 ? trailers.httpHeaders : nil)
         return self.parser.pointee.upgrade != 0 ? 0 : Int32(HPE_PAUSED.rawValue)
     }
 
@@ -331,9 +334,9 @@ final class HTTPParser {
 }
 
 extension HTTPParser {
-    /// The piece of a head being read, which comes in more than one callback when it spans
-    /// reads. Usually it does not, and is read in place; only a piece that runs on into the
-    /// next read is copied.
+    /// The request target being read, which comes in more than one callback when it spans
+    /// reads. Usually it does not, and is read in place; only a target that runs on into the
+    /// next read is copied. (The fields gather in a `HeaderFields.Builder`.)
     private struct Piece {
         private var start: UnsafeRawPointer?
         private var count = 0

@@ -92,7 +92,7 @@ struct HeadWriter {
     }
 
     /// `GET /path HTTP/1.1`.
-    mutating func requestLine(method: HTTPMethod, target: some StringProtocol, version: HTTPVersion) {
+    mutating func requestLine(method: HTTPMethod, target: some HeadText, version: HTTPVersion) {
         self.speaksChunked = version.speaksChunked
         self.append(method.rawValue)
         self.append(" ")
@@ -100,18 +100,26 @@ struct HeadWriter {
         self.append(version.isHTTP10 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n")
     }
 
-    /// `name: value`. The names are either the proxy's own literals or came through NIO's
+    /// `name: value`. The names are either the proxy's own literals or came through the
     /// parser, which holds them to RFC 9110's token characters, and values through the parser
     /// too, which refuses line breaks in them: so they are copied as they are.
-    mutating func field(_ name: some StringProtocol, _ value: some StringProtocol) {
-        if !self.sawTransferEncoding, name.utf8.count == 17, name.equalsASCIICaseInsensitive("transfer-encoding") {
+    mutating func field(_ name: some HeadText, _ value: some HeadText) {
+        name.withHeadBytes { name in
+            value.withHeadBytes { value in
+                self.field(FieldBytes(name), FieldBytes(value))
+            }
+        }
+    }
+
+    mutating func field(_ name: FieldBytes, _ value: FieldBytes) {
+        if !self.sawTransferEncoding, name.equalsASCIICaseInsensitive("transfer-encoding") {
             // The first one decides, as `HTTPHeaders.first(name:)` would.
             self.sawTransferEncoding = true
-            self.declaresChunked = value == "chunked"
+            self.declaresChunked = value.bytes.elementsEqual("chunked".utf8)
         }
-        self.append(name)
+        self.append(name.bytes)
         self.append(": ")
-        self.append(value)
+        self.append(value.bytes)
         self.append("\r\n")
     }
 
@@ -134,12 +142,12 @@ struct HeadWriter {
         self.append(UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
     }
 
-    mutating func append(_ text: some StringProtocol) {
-        let copied: Void? = text.utf8.withContiguousStorageIfAvailable { self.append(UnsafeRawBufferPointer($0)) }
-        if copied == nil {
-            var text = String(text)  // a bridged string: made native, once, to be read in place
-            text.withUTF8 { self.append(UnsafeRawBufferPointer($0)) }
-        }
+    mutating func append(_ text: some HeadText) {
+        text.withHeadBytes { self.append($0) }
+    }
+
+    mutating func append(_ text: FieldBytes) {
+        self.append(text.bytes)
     }
 
     mutating func append(decimal value: UInt) {
@@ -170,6 +178,30 @@ struct HeadWriter {
 extension HTTPVersion {
     fileprivate var isHTTP10: Bool { self.major == 1 && self.minor == 0 }
 }
+
+/// What a head is written from: the proxy's own strings, or fields in place.
+protocol HeadText {
+    func withHeadBytes<Result>(_ body: (UnsafeRawBufferPointer) -> Result) -> Result
+}
+
+extension FieldBytes: HeadText {
+    func withHeadBytes<Result>(_ body: (UnsafeRawBufferPointer) -> Result) -> Result {
+        body(self.bytes)
+    }
+}
+
+extension StringProtocol {
+    func withHeadBytes<Result>(_ body: (UnsafeRawBufferPointer) -> Result) -> Result {
+        if let result = self.utf8.withContiguousStorageIfAvailable({ body(UnsafeRawBufferPointer($0)) }) {
+            return result
+        }
+        var text = String(self)  // a bridged string: made native, once, to be read in place
+        return text.withUTF8 { body(UnsafeRawBufferPointer($0)) }
+    }
+}
+
+extension String: HeadText {}
+extension Substring: HeadText {}
 
 /// A part of a message on its way out: the head already bytes, the body as it comes.
 typealias OutgoingHTTPPart = HTTPPart<EncodedHead, IOData>

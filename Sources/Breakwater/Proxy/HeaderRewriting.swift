@@ -30,15 +30,15 @@ enum HeaderRewriting {
         let (forwardsClient, client) = (clientAddress != nil, clientAddress ?? "")
         let requestIDHeader = traceConfiguration.requestIDHeader
         let replacesTraceContext = trace.replacesTraceContext
-        return EncodedHead(allocator: allocator) { out in
+        return head.headers.withFields { fields in EncodedHead(allocator: allocator) { out in
             out.requestLine(method: head.method, target: target, version: .http1_1)
             // The client's X-Forwarded-For goes on as one field, the client's address last.
             var forwardedForLines = 0
-            var forwardedFor = ""
+            var forwardedFor: FieldBytes?
             var hasForwardedProto = false
             var hasHost = false
-            for (name, value) in head.headers {
-                if name.utf8.count == requestIDHeader.utf8.count && name.equalsASCIICaseInsensitive(requestIDHeader) {
+            for (name, value) in fields {
+                if name.equalsASCIICaseInsensitive(requestIDHeader) {
                     continue  // the trace's id replaces it
                 }
                 let known = FieldName(name)
@@ -78,11 +78,11 @@ enum HeaderRewriting {
                 out.append("x-forwarded-for: ")
                 if forwardedForLines > 1 {
                     // Rare enough to walk the fields again rather than collect them every time.
-                    for (index, (_, value)) in head.headers.filter({ FieldName($0.name) == .xForwardedFor }).enumerated() {
+                    for (index, (_, value)) in fields.filter({ FieldName($0.name) == .xForwardedFor }).enumerated() {
                         if index > 0 { out.append(", ") }
                         out.append(value)
                     }
-                } else {
+                } else if let forwardedFor {
                     out.append(forwardedFor)
                 }
                 if forwardsClient {
@@ -107,7 +107,7 @@ enum HeaderRewriting {
             case .noBody, .untilClose: break
             }
             out.endHead()
-        }
+        } }
     }
 
     /// An absolute-form target (`GET http://host/path?q`) as the authority it names and the
@@ -141,11 +141,11 @@ enum HeaderRewriting {
         let isUpgrade = head.status == .switchingProtocols
         // Read out here: the writing below captures these rather than a copy of the survey.
         let (nominated, announcedLength) = (fields.nominated, fields.contentLength)
-        return EncodedHead(allocator: allocator) { out in
+        return head.headers.withFields { fields in EncodedHead(allocator: allocator) { out in
             out.statusLine(version: clientVersion, status: head.status)
-            for (name, value) in head.headers {
+            for (name, value) in fields {
                 if FieldName(name).isHopByHop(keepingUpgrade: isUpgrade) || nominated.nominates(name, keepingUpgrade: isUpgrade)
-                    || (name.utf8.count == requestID.name.utf8.count && name.equalsASCIICaseInsensitive(requestID.name))
+                    || name.equalsASCIICaseInsensitive(requestID.name)
                 {
                     continue
                 }
@@ -173,7 +173,7 @@ enum HeaderRewriting {
                 out.field("connection", "keep-alive")
             }
             out.endHead()
-        }
+        } }
     }
 }
 
@@ -196,10 +196,6 @@ extension StringProtocol {
         if let inPlace = inPlace ?? nil { return inPlace }
         return zip(self.utf8, other.utf8).allSatisfy { $0 == $1 || $0.lowercasedASCII == $1.lowercasedASCII }
     }
-}
-
-extension UInt8 {
-    fileprivate var lowercasedASCII: UInt8 { self &- UInt8(ascii: "A") < 26 ? self | 0x20 : self }
 }
 
 extension HTTPResponseStatus {

@@ -2,7 +2,7 @@ import NIOHTTP1
 
 /// What the proxy needs to know of a message's header fields, learned in one pass over them.
 ///
-/// Each pass over `HTTPHeaders` retains and releases every name and value it visits, and those
+/// Passes over `HTTPHeaders` retained and released every name and value they visited, and those
 /// atomic operations cost more than the comparisons: a request used to be walked seven times
 /// (framing, `Host`, `Upgrade`, `Expect`, the trace, `Connection`, the rewrite) and a response
 /// three. Now each message is surveyed once when its head arrives and walked once more when
@@ -43,7 +43,7 @@ struct MessageFields {
     let tracestate: String?
 
     /// - Parameter requestIDHeader: the request id's header, for a request; nil for a response.
-    init(_ headers: HTTPHeaders, requestIDHeader: String? = nil) {
+    init(_ headers: HeaderFields, requestIDHeader: String? = nil) {
         // Gathered in locals and stored once: filling `self` field by field in the loop made
         // the compiler copy the whole survey, strings and all.
         var hostCount = 0
@@ -58,50 +58,50 @@ struct MessageFields {
         var requestID: String?
         var traceparent: String?
         var tracestate: String?
-        for (name, value) in headers {
-            if let requestIDHeader, requestID == nil, name.utf8.count == requestIDHeader.utf8.count,
-                name.equalsASCIICaseInsensitive(requestIDHeader)
-            {
-                requestID = value
-                continue
-            }
-            switch FieldName(name) {
-            case .host:
-                hostCount += 1
-            case .transferEncoding:
-                hasOtherTransferCoding = hasOtherTransferCoding || declaresChunked || !Self.trimmed(value).equalsASCIICaseInsensitive("chunked")
-                declaresChunked = true
-            case .contentLength where contentLength == nil:
-                contentLength = Int(Self.trimmed(value))
-                hasUnreadableLength = contentLength == nil
-            case .connection:
-                // What nearly every message says first, with no list to split.
-                if value.equalsASCIICaseInsensitive("keep-alive") {
-                    keepAlives += 1
-                } else if value.equalsASCIICaseInsensitive("close") {
-                    closes = true
-                } else {
-                    for token in Self.tokens(of: value) {
-                        if token.equalsASCIICaseInsensitive("close") {
-                            closes = true
-                        } else if token.equalsASCIICaseInsensitive("keep-alive") {
-                            keepAlives += 1
-                        } else {
-                            nominated.append(token)
+        headers.withFields { fields in
+            for (name, value) in fields {
+                if let requestIDHeader, requestID == nil, name.equalsASCIICaseInsensitive(requestIDHeader) {
+                    requestID = value.string
+                    continue
+                }
+                switch FieldName(name) {
+                case .host:
+                    hostCount += 1
+                case .transferEncoding:
+                    hasOtherTransferCoding = hasOtherTransferCoding || declaresChunked || !value.trimmed.equalsASCIICaseInsensitive("chunked")
+                    declaresChunked = true
+                case .contentLength where contentLength == nil:
+                    contentLength = value.trimmed.decimal
+                    hasUnreadableLength = contentLength == nil
+                case .connection:
+                    // What nearly every message says, with no list to split.
+                    if value.equalsASCIICaseInsensitive("keep-alive") {
+                        keepAlives += 1
+                    } else if value.equalsASCIICaseInsensitive("close") {
+                        closes = true
+                    } else {
+                        for token in Self.tokens(of: value.string) {
+                            if token.equalsASCIICaseInsensitive("close") {
+                                closes = true
+                            } else if token.equalsASCIICaseInsensitive("keep-alive") {
+                                keepAlives += 1
+                            } else {
+                                nominated.append(token)
+                            }
                         }
                     }
+                case .upgrade:
+                    hasUpgrade = true
+                case .expect:
+                    expectsContinue = expectsContinue || Self.tokens(of: value.string).contains { $0.equalsASCIICaseInsensitive("100-continue") }
+                case .traceparent:
+                    traceparent = traceparent == nil ? value.trimmed.string : ""
+                case .tracestate:
+                    // One list, however many lines carry it (RFC 9110 §5.3; W3C Trace Context).
+                    tracestate = tracestate.map { "\($0),\(value.string)" } ?? value.string
+                default:
+                    continue
                 }
-            case .upgrade:
-                hasUpgrade = true
-            case .expect:
-                expectsContinue = expectsContinue || Self.tokens(of: value).contains { $0.equalsASCIICaseInsensitive("100-continue") }
-            case .traceparent:
-                traceparent = traceparent == nil ? String(Self.trimmed(value)) : ""
-            case .tracestate:
-                // One list, however many lines carry it (RFC 9110 §5.3; W3C Trace Context).
-                tracestate = tracestate.map { "\($0),\(value)" } ?? value
-            default:
-                continue
             }
         }
         (self.hostCount, self.declaresChunked, self.contentLength, self.nominated) = (hostCount, declaresChunked, contentLength, nominated)
@@ -168,10 +168,6 @@ struct MessageFields {
         return value[first..<bytes.index(after: last)]
     }
 
-    private static func trimmed(_ value: String) -> Substring {
-        Self.trimmed(value[...])
-    }
-
     /// The comma-separated tokens of a list field, blanks trimmed, empty ones skipped
     /// (RFC 9110 §5.6.1).
     private static func tokens(of value: String) -> [Substring] {
@@ -194,10 +190,10 @@ extension [Substring] {
     /// Whether `Connection`'s names (`MessageFields.nominated`) made the field `name`
     /// hop-by-hop. `Upgrade` survives a message that switches protocols, since the next hop
     /// needs it too.
-    func nominates(_ name: String, keepingUpgrade: Bool) -> Bool {
+    func nominates(_ name: FieldBytes, keepingUpgrade: Bool) -> Bool {
         guard !self.isEmpty else { return false }
         if keepingUpgrade && name.equalsASCIICaseInsensitive("upgrade") { return false }
-        return self.contains { $0.equalsASCIICaseInsensitive(name) }
+        return self.contains { name.equalsASCIICaseInsensitive($0) }
     }
 }
 
@@ -225,6 +221,10 @@ enum FieldName {
     init(_ name: String) {
         self = name.utf8.withContiguousStorageIfAvailable { Self(bytes: $0) }
             ?? Array(name.utf8).withUnsafeBufferPointer { Self(bytes: $0) }
+    }
+
+    init(_ name: FieldBytes) {
+        self.init(bytes: name.bytes.assumingMemoryBound(to: UInt8.self))
     }
 
     private init(bytes name: UnsafeBufferPointer<UInt8>) {

@@ -120,7 +120,7 @@ import W3CTraceContext
         let (trace, parent) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7")
         func forwarded(_ fields: [(String, String)]) throws -> String {
             var generator = IdentifierGenerator(seed: 7)
-            let presented = MessageFields(HTTPHeaders(fields))
+            let presented = MessageFields(HeaderFields(HTTPHeaders(fields)))
             let written = RequestTrace(presented: presented, configuration: TraceConfig(), generator: &generator)
             let head = HeadWriter.written(allocator: ByteBufferAllocator()) { written.write(to: &$0, configuration: TraceConfig()) }
             let line = try #require(String(buffer: head.bytes).split(separator: "\r\n").first { $0.hasPrefix("traceparent: ") })

@@ -270,8 +270,8 @@ import Testing
         var events: [Event] = []
         func parsedHead(_ head: HTTPParser.Head) {
             let described = switch head {
-            case .request(let head): "\(head.method.rawValue) \(head.uri) " + HTTPParserTests.describe(head.version, head.headers)
-            case .response(let head): "\(head.status.code) " + HTTPParserTests.describe(head.version, head.headers)
+            case .request(let head): "\(head.method.rawValue) \(head.uri) " + HTTPParserTests.describe(head.version, head.headers.httpHeaders)
+            case .response(let head): "\(head.status.code) " + HTTPParserTests.describe(head.version, head.headers.httpHeaders)
             }
             HTTPParserTests.append(.head(described), to: &self.events)
         }

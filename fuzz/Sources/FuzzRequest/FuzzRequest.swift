@@ -469,7 +469,7 @@ struct Session {
         // which the connection cannot carry another (Connection: close, HTTP/1.0 without
         // keep-alive, a protocol switch).
         func refused(_ request: ReadRequest) -> Bool {
-            !MessageFields(request.head.headers).isForwardable(version: request.head.version) || request.head.method == .CONNECT
+            !MessageFields(HeaderFields(request.head.headers)).isForwardable(version: request.head.version) || request.head.method == .CONNECT
                 || (request.head.headers.first(name: "content-length").flatMap(Int.init).map { $0 > server.maxBodyBytes } ?? false)
         }
         func endsConnection(_ request: ReadRequest) -> Bool {
@@ -664,7 +664,7 @@ private func expectedHost(_ sent: HTTPRequestHead) -> [String] {
 
 /// What the proxy takes for a protocol switch.
 private func isUpgrade(_ head: HTTPRequestHead) -> Bool {
-    MessageFields(head.headers).requestsUpgrade
+    MessageFields(HeaderFields(head.headers)).requestsUpgrade
 }
 
 /// What llhttp takes for one: CONNECT, or Upgrade named in Connection.
