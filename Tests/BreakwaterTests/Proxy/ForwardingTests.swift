@@ -231,4 +231,28 @@ import Testing
             #expect(response.bodyString == "hello")
         }
     }
+
+    /// Field values may carry obs-text (RFC 9110 §5.5: bytes 0x80–0xFF, such as a Latin-1
+    /// file name), which is not UTF-8: the proxy passes them on byte for byte, both ways, as
+    /// nginx and HAProxy do, rather than replacing them with U+FFFD as a decoder into `String`
+    /// would.
+    @Test func obsTextInFieldValuesPassesByteForByte() async throws {
+        let latin1 = Array("attachment; filename=caf".utf8) + [0xE9, 0xFF] + Array(".txt".utf8)
+        let script: RawScript = { request in
+            guard request.isComplete else { return nil }
+            return [.write(Array("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Disposition: ".utf8) + latin1 + Array("\r\n\r\nok".utf8))]
+        }
+        try await ProxyHarness.with(rawBackend: script) { proxy, app in
+            let client = try await proxy.connect()
+            try await client.send(Array("GET / HTTP/1.1\r\nHost: a\r\nX-Name: ".utf8) + latin1 + Array("\r\n\r\n".utf8))
+            var answer: [UInt8] = []
+            while answer.firstRange(of: Array("\r\n\r\nok".utf8)) == nil {
+                answer += try await client.readAvailable()
+            }
+            #expect(answer.starts(with: Array("HTTP/1.1 200 OK\r\n".utf8)))
+            #expect(answer.firstRange(of: Array("\r\nContent-Disposition: ".utf8) + latin1 + Array("\r\n".utf8)) != nil)
+            let received = try #require(app.connection(1)).received
+            #expect(received.firstRange(of: Array("\r\nX-Name: ".utf8) + latin1 + Array("\r\n".utf8)) != nil)
+        }
+    }
 }
