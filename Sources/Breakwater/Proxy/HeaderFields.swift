@@ -128,7 +128,7 @@ struct HeaderFields: @unchecked Sendable {
                 self.write(piece)
             } else if !self.isInPiece {
                 self.spans.append(piece)
-            } else if let last = self.spans.last, last.baseAddress! + last.count == piece.baseAddress {
+            } else if let last = self.spans.last, let start = last.baseAddress, start + last.count == piece.baseAddress {
                 // More of the same piece in the same bytes (llhttp does not, today, split one).
                 self.spans[self.spans.count - 1] = UnsafeRawBufferPointer(start: last.baseAddress, count: last.count + piece.count)
             } else {
