@@ -272,9 +272,11 @@ public final class AppSupervisor: Service, Sendable {
             // The process that was serving is the one to stop. One that crashed meanwhile is
             // handled as a crash (its backoff, its restart rule); it is between runs or its
             // replacement already runs, fresh anyway, and the roll only waits for it to be back.
-            // (`serving` is held, so a replacement cannot take its identity.)
+            // (`serving` is held, so a replacement cannot take its identity.) A crash can end its
+            // requests, and so this wait, before the task that awaits its exit has run: its
+            // reaping, not its place in `children`, tells that it is gone.
             let child = self.state.withLockedValue { state -> ChildProcess? in
-                guard let child = state.children[worker.index], child === serving else {
+                guard let child = state.children[worker.index], child === serving, !child.hasExited else {
                     state.heldOut.remove(worker.index)
                     return nil
                 }

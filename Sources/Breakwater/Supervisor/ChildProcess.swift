@@ -1,3 +1,4 @@
+import Atomics
 import CBreakwaterSpawn
 #if canImport(Glibc)
 import Glibc
@@ -29,6 +30,9 @@ import NIOPosix
 final class ChildProcess: Sendable {
     let pid: pid_t
     private let exit: Task<Int32, Never>
+    /// Set by the waiting thread the moment `waitpid` returns, before the exit status reaches
+    /// whoever awaits it through the concurrency runtime.
+    private let exited = ManagedAtomic(false)
 
     struct SpawnError: Error, CustomStringConvertible {
         var command: [String]
@@ -94,12 +98,13 @@ final class ChildProcess: Sendable {
             throw SpawnError(command: command, code: code)
         }
         self.pid = pid
-        let child = pid
+        let (child, exited) = (pid, self.exited)
         self.exit = Task.detached {
             await withCheckedContinuation { continuation in
                 let thread = Thread {
                     var status: Int32 = 0
                     while waitpid(child, &status, 0) == -1 && errno == EINTR {}
+                    exited.store(true, ordering: .releasing)
                     Self.unreaped.withLockedValue { _ = $0.remove(child) }
                     continuation.resume(returning: status)
                 }
@@ -114,6 +119,12 @@ final class ChildProcess: Sendable {
         let status = await self.exit.value
         let signal = status & 0x7F
         return signal == 0 ? (status >> 8) & 0xFF : 128 + signal
+    }
+
+    /// Whether the process has ended, known as soon as it is reaped: a task that awaits
+    /// `waitForExit` learns it later, when the runtime gets round to resuming it.
+    var hasExited: Bool {
+        self.exited.load(ordering: .acquiring)
     }
 
     /// Sends `signal` to the child's whole process group.
