@@ -146,10 +146,6 @@ struct HeadWriter {
         text.withHeadBytes { self.append($0) }
     }
 
-    mutating func append(_ text: FieldBytes) {
-        self.append(text.bytes)
-    }
-
     mutating func append(decimal value: UInt) {
         var digits = 1
         var rest = value / 10

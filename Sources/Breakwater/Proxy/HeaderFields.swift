@@ -237,20 +237,20 @@ struct FieldBytes {
 
     var string: String { String(decoding: self.bytes, as: UTF8.self) }
 
-    /// ASCII-only case-insensitive comparison, as `StringProtocol.equalsASCIICaseInsensitive`.
+    /// ASCII-only case-insensitive comparison, in place: the one loop behind
+    /// `StringProtocol.equalsASCIICaseInsensitive` too.
     func equalsASCIICaseInsensitive(_ other: some StringProtocol) -> Bool {
         guard self.bytes.count == other.utf8.count else { return false }
-        let bytes = self.bytes
-        let inPlace = other.utf8.withContiguousStorageIfAvailable { theirs in
-            for index in theirs.indices where bytes[index] != theirs[index] {
-                if bytes[index].lowercasedASCII != theirs[index].lowercasedASCII { return false }
+        return other.withHeadBytes { theirs in
+            for index in theirs.indices where self.bytes[index] != theirs[index] {
+                if self.bytes[index].lowercasedASCII != theirs[index].lowercasedASCII { return false }
             }
             return true
         }
-        return inPlace ?? zip(bytes, other.utf8).allSatisfy { $0 == $1 || $0.lowercasedASCII == $1.lowercasedASCII }
     }
 
-    /// The value without the blanks around it (RFC 9110 §5.5's optional whitespace).
+    /// The value without the blanks around it (RFC 9110 §5.5's optional whitespace); empty
+    /// when it is all blanks.
     var trimmed: FieldBytes {
         let isBlank = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
         guard let first = self.bytes.firstIndex(where: { !isBlank($0) }), let last = self.bytes.lastIndex(where: { !isBlank($0) })

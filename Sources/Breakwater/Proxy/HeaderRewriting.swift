@@ -16,7 +16,7 @@ enum HeaderRewriting {
     static func upstreamRequest(
         _ head: RequestHead,
         app: UpstreamAddress,
-        nominated: [Substring],
+        nominated: [String],
         framing: MessageFraming,
         clientAddress: String?,
         isUpgrade: Bool,
@@ -185,16 +185,7 @@ extension StringProtocol {
     /// every message.
     func equalsASCIICaseInsensitive(_ other: some StringProtocol) -> Bool {
         guard self.utf8.count == other.utf8.count else { return false }
-        let inPlace = self.utf8.withContiguousStorageIfAvailable { mine in
-            other.utf8.withContiguousStorageIfAvailable { theirs in
-                for index in mine.indices where mine[index] != theirs[index] {
-                    if mine[index].lowercasedASCII != theirs[index].lowercasedASCII { return false }
-                }
-                return true
-            }
-        }
-        if let inPlace = inPlace ?? nil { return inPlace }
-        return zip(self.utf8, other.utf8).allSatisfy { $0 == $1 || $0.lowercasedASCII == $1.lowercasedASCII }
+        return self.withHeadBytes { FieldBytes($0).equalsASCIICaseInsensitive(other) }
     }
 }
 

@@ -28,7 +28,7 @@ struct MessageFields {
     let hasUnreadableLength: Bool
     /// The names `Connection` lists, bar `close` and `keep-alive`: hop-by-hop for this message.
     /// Nearly every message lists nothing else, and then nothing is allocated.
-    let nominated: [Substring]
+    let nominated: [String]
     /// `Connection` said `close`, or `keep-alive` more than once; and `keep-alive` once.
     private let saysClose: Bool
     private let saysKeepAlive: Bool
@@ -51,7 +51,7 @@ struct MessageFields {
         var hasOtherTransferCoding = false
         var contentLength: Int?
         var hasUnreadableLength = false
-        var nominated: [Substring] = []
+        var nominated: [String] = []
         var (closes, keepAlives) = (false, 0)
         var hasUpgrade = false
         var expectsContinue = false
@@ -80,20 +80,20 @@ struct MessageFields {
                     } else if value.equalsASCIICaseInsensitive("close") {
                         closes = true
                     } else {
-                        for token in Self.tokens(of: value.string) {
+                        for token in Self.tokens(of: value) {
                             if token.equalsASCIICaseInsensitive("close") {
                                 closes = true
                             } else if token.equalsASCIICaseInsensitive("keep-alive") {
                                 keepAlives += 1
                             } else {
-                                nominated.append(token)
+                                nominated.append(token.string)
                             }
                         }
                     }
                 case .upgrade:
                     hasUpgrade = true
                 case .expect:
-                    expectsContinue = expectsContinue || Self.tokens(of: value.string).contains { $0.equalsASCIICaseInsensitive("100-continue") }
+                    expectsContinue = expectsContinue || Self.tokens(of: value).contains { $0.equalsASCIICaseInsensitive("100-continue") }
                 case .traceparent:
                     traceparent = traceparent == nil ? value.trimmed.string : ""
                 case .tracestate:
@@ -153,40 +153,25 @@ struct MessageFields {
         self.hasUpgrade && self.nominated.contains { $0.equalsASCIICaseInsensitive("upgrade") }
     }
 
-    /// `value` without the blanks around it (RFC 9110 §5.5's optional whitespace); empty when
-    /// it is all blanks. Walked as bytes: blanks are ASCII, so every index found is a valid
-    /// boundary to slice at.
-    private static func trimmed(_ value: Substring) -> Substring {
-        let isBlank = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
-        let bytes = value.utf8
-        if let first = bytes.first, let last = bytes.last, !isBlank(first), !isBlank(last) {
-            return value  // what nearly every message sends
-        }
-        guard let first = bytes.firstIndex(where: { !isBlank($0) }), let last = bytes.lastIndex(where: { !isBlank($0) }) else {
-            return value[value.endIndex...]
-        }
-        return value[first..<bytes.index(after: last)]
-    }
-
     /// The comma-separated tokens of a list field, blanks trimmed, empty ones skipped
-    /// (RFC 9110 §5.6.1).
-    private static func tokens(of value: String) -> [Substring] {
-        let bytes = value.utf8
-        var tokens: [Substring] = []
-        var start = bytes.startIndex
-        while start < bytes.endIndex {
-            let comma = bytes[start...].firstIndex(of: UInt8(ascii: ",")) ?? bytes.endIndex
-            let token = Self.trimmed(value[start..<comma])
-            if !token.isEmpty {
+    /// (RFC 9110 §5.6.1), in place.
+    private static func tokens(of value: FieldBytes) -> [FieldBytes] {
+        let bytes = value.bytes
+        var tokens: [FieldBytes] = []
+        var start = 0
+        while start < bytes.count {
+            let comma = bytes[start...].firstIndex(of: UInt8(ascii: ",")) ?? bytes.count
+            let token = FieldBytes(UnsafeRawBufferPointer(rebasing: bytes[start..<comma])).trimmed
+            if token.count > 0 {
                 tokens.append(token)
             }
-            start = comma == bytes.endIndex ? comma : bytes.index(after: comma)
+            start = comma + 1
         }
         return tokens
     }
 }
 
-extension [Substring] {
+extension [String] {
     /// Whether `Connection`'s names (`MessageFields.nominated`) made the field `name`
     /// hop-by-hop. `Upgrade` survives a message that switches protocols, since the next hop
     /// needs it too.

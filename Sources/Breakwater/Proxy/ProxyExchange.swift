@@ -67,7 +67,7 @@ final class ProxyExchange {
     /// The client's `Connection` (or its version) lets the connection carry another request.
     let clientAsksKeepAlive: Bool
     /// The names the client's `Connection` listed, which are not forwarded.
-    let nominatedByClient: [Substring]
+    let nominatedByClient: [String]
     let clientAddress: String?
     let shared: ProxyShared
     let loop: EventLoopContext
