@@ -160,10 +160,14 @@ final class RawClient: Sendable {
     private func waitFor<T>(timeout: Duration, what: String, _ take: (inout Inbox) -> T?) async throws -> T {
         let deadline = ContinuousClock.now + timeout
         while true {
-            if let value = self.inbox.withLockedValue({ take(&$0) }) {
+            // One look under the lock: a close that lands between taking and checking would
+            // otherwise end the wait as a failure, with what it waited for already there.
+            let (value, closed, count, prefix) = self.inbox.withLockedValue { inbox in
+                (take(&inbox), inbox.closed, inbox.bytes.count, inbox.bytes.prefix(200))
+            }
+            if let value {
                 return value
             }
-            let (closed, count, prefix) = self.inbox.withLockedValue { ($0.closed, $0.bytes.count, $0.bytes.prefix(200)) }
             if closed || ContinuousClock.now >= deadline {
                 let reason = closed ? "connection closed" : "timed out after \(timeout)"
                 throw RawClientError(
