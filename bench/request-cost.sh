@@ -18,8 +18,14 @@ FLOOR=false
 for arg in "$@"; do
   if [[ $arg == --floor ]]; then FLOOR=true; else N=$arg; fi
 done
-command -v valgrind >/dev/null || apt-get install -y -qq --no-install-recommends valgrind >/dev/null
-command -v nginx >/dev/null || apt-get install -y -qq --no-install-recommends nginx-light >/dev/null
+missing=()
+command -v valgrind >/dev/null || missing+=(valgrind)
+command -v nginx    >/dev/null || missing+=(nginx-light)
+if ((${#missing[@]})); then
+  echo "installing ${missing[*]} ..." >&2
+  apt-get update -qq  # a fresh machine has no package lists
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 # The binary as the Dockerfile ships it; the build's output only if it fails.

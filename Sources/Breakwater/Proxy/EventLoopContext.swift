@@ -13,6 +13,8 @@ final class EventLoopContext {
     let allocator = ByteBufferAllocator()
     /// The time of the event being handled, for everything on this loop.
     let clock: EventClock
+    /// Requests to the app held to the end of the loop's turn, for every pool on the loop.
+    let upstreamFlushes: UpstreamFlushBatch
     /// Request and trace ids for this loop's requests.
     var identifiers = IdentifierGenerator()
     /// Each counter with the route it counts for, held so that the route's metrics object
@@ -44,7 +46,11 @@ final class EventLoopContext {
         self.upstreams = upstreams
         let clock = EventClock()
         self.clock = clock
-        self.pools = upstreams.members.map { UpstreamConnectionPool(eventLoop: eventLoop, clock: clock, target: $0.target, configuration: configuration) }
+        let flushes = UpstreamFlushBatch(eventLoop: eventLoop)
+        self.upstreamFlushes = flushes
+        self.pools = upstreams.members.map {
+            UpstreamConnectionPool(eventLoop: eventLoop, clock: clock, flushes: flushes, target: $0.target, configuration: configuration)
+        }
     }
 
     /// `breakwater_requests_total` for one label combination, made the first time this loop

@@ -93,7 +93,10 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// last one's slow client is re-decided for the next: an idle connection always reads, so
     /// that the app's close (or stray bytes) is seen at once.
     fileprivate var delegate: (any UpstreamConnectionDelegate)? {
-        didSet { self.resumeReadingIfNeeded() }
+        didSet {
+            self.countLease(self.delegate != nil)
+            self.resumeReadingIfNeeded()
+        }
     }
     fileprivate var parkedIn: UpstreamConnectionPool?
     fileprivate private(set) var isActive = false
@@ -105,14 +108,21 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// a body is one read: NIO walks its whole write path for a flush, pending bytes or not,
     /// so only a flush with something to send goes to it.
     private var hasUnflushedWrites = false
+    /// The flush waits for the end of the loop's turn (`UpstreamFlushBatch`), and takes every
+    /// write made before it.
+    private var isFlushHeld = false
+    private let flushes: UpstreamFlushBatch
+    /// Counted in `flushes.leased`: a delegate is set, or was when the handler was removed.
+    private var isCountedAsLeased = false
     private var encoder = HTTPMessageEncoder()
     private let clock: EventClock
     /// A response's head may be up to 80 KB, NIO's default. Past a 101, it keeps what the app
     /// says until the tunnel opens (or, if the app closes first, for the client).
     private let parser = HTTPParser(kind: .response, limits: .proxyLimits(maxHeadBytes: 80 * 1024))
 
-    init(clock: EventClock) {
+    init(clock: EventClock, flushes: UpstreamFlushBatch) {
         self.clock = clock
+        self.flushes = flushes
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -129,6 +139,7 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         self.parser.delegate = nil
         self.context = nil
+        self.countLease(false)  // a tunnel's connection leaves the pool's world still leased
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -236,7 +247,26 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     fileprivate func flush() {
         guard self.hasUnflushedWrites, let context else { return }
         self.hasUnflushedWrites = false
-        context.flush()
+        if self.isFlushHeld {
+            return
+        }
+        if self.flushes.holdsFlush(of: self) {
+            self.isFlushHeld = true
+        } else {
+            context.flush()
+        }
+    }
+
+    /// The end of the turn, for a flush `UpstreamFlushBatch` held.
+    func flushHeldWrites() {
+        self.isFlushHeld = false
+        self.context?.flush()
+    }
+
+    private func countLease(_ isLeased: Bool) {
+        guard isLeased != self.isCountedAsLeased else { return }
+        self.isCountedAsLeased = isLeased
+        self.flushes.countLease(started: isLeased)
     }
 
     private func reportClosed(error: (any Error)?) {

@@ -19,13 +19,15 @@ final class UpstreamConnectionPool {
     /// every request that takes a parked connection.
     private let idleTimeout: TimeAmount
     private let clock: EventClock
+    private let flushes: UpstreamFlushBatch
     private var idle = CircularBuffer<(connection: UpstreamConnection, parkedAt: NIODeadline)>()
     private var sweep: Scheduled<Void>?
     private var isShutDown = false
 
-    init(eventLoop: any EventLoop, clock: EventClock, target: SocketAddress, configuration: UpstreamPoolConfig) {
+    init(eventLoop: any EventLoop, clock: EventClock, flushes: UpstreamFlushBatch, target: SocketAddress, configuration: UpstreamPoolConfig) {
         self.eventLoop = eventLoop
         self.clock = clock
+        self.flushes = flushes
         self.target = target
         self.configuration = configuration
         self.idleTimeout = TimeAmount(configuration.idleTimeout)
@@ -115,11 +117,12 @@ final class UpstreamConnectionPool {
     func connect(_ completion: @escaping (Result<UpstreamConnection, any Error>) -> Void) {
         let isTCP = self.target.protocol != .unix
         let clock = NIOLoopBound(self.clock, eventLoop: self.eventLoop)  // the connection's loop
+        let flushes = NIOLoopBound(self.flushes, eventLoop: self.eventLoop)
         var bootstrap = ClientBootstrap(group: self.eventLoop)
             .connectTimeout(TimeAmount(self.configuration.connectTimeout))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addUpstreamHandlers(clock: clock.value)
+                    try channel.pipeline.syncOperations.addUpstreamHandlers(clock: clock.value, flushes: flushes.value)
                 }
             }
         if isTCP {
@@ -160,7 +163,7 @@ final class UpstreamConnectionPool {
 
 extension ChannelPipeline.SynchronousOperations {
     /// An app connection's pipeline: one handler, which encodes requests and parses responses.
-    func addUpstreamHandlers(clock: EventClock) throws {
-        try self.addHandler(UpstreamHandler(clock: clock))
+    func addUpstreamHandlers(clock: EventClock, flushes: UpstreamFlushBatch) throws {
+        try self.addHandler(UpstreamHandler(clock: clock, flushes: flushes))
     }
 }

@@ -46,7 +46,7 @@ import Testing
         let result = try await loop.flatSubmit { () -> EventLoopFuture<Result> in
             var configuration = UpstreamPoolConfig()
             configuration.maxIdle = maxIdle
-            let pool = UpstreamConnectionPool(eventLoop: loop, clock: EventClock(), target: target, configuration: configuration)
+            let pool = UpstreamConnectionPool(eventLoop: loop, clock: EventClock(), flushes: UpstreamFlushBatch(eventLoop: loop), target: target, configuration: configuration)
             let connected = (0..<count).map { _ in
                 let promise = loop.makePromise(of: UpstreamConnection.self)
                 pool.connect { promise.completeWith($0) }

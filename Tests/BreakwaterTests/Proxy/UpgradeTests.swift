@@ -137,7 +137,7 @@ import Testing
     /// when the splice removes it.
     @Test func bytesBehindA101GoOnToTheTunnelWhenTheSpliceRemovesTheHandler() throws {
         let channel = EmbeddedChannel()
-        let handler = UpstreamHandler(clock: EventClock())
+        let handler = UpstreamHandler(clock: EventClock(), flushes: UpstreamFlushBatch(eventLoop: channel.eventLoop))
         try channel.pipeline.syncOperations.addHandler(handler)
         let exchange = RecordingExchange()
         UpstreamConnection(channel: channel, handler: handler).delegate = exchange

@@ -130,10 +130,10 @@ final class ModelApp {
     var tunnel: [UInt8]?
     var closedByApp = false
 
-    init(loop: EmbeddedEventLoop, clock: EventClock) throws {
+    init(loop: EmbeddedEventLoop, clock: EventClock, flushes: UpstreamFlushBatch) throws {
         self.channel = EmbeddedChannel(loop: loop)
         // What `UpstreamConnectionPool.connect` puts on a new connection.
-        try self.channel.pipeline.syncOperations.addUpstreamHandlers(clock: clock)
+        try self.channel.pipeline.syncOperations.addUpstreamHandlers(clock: clock, flushes: flushes)
         let handler = try self.channel.pipeline.syncOperations.handler(type: UpstreamHandler.self)
         self.channel.connect(to: appAddress, promise: nil)
         self.connection = UpstreamConnection(channel: self.channel, handler: handler)
@@ -333,7 +333,7 @@ struct Session {
         var unused = self.apps.filter { !$0.usedByProxy && $0.channel.isActive }.count
         while unused < 2 {
             unused += 1
-            let app = try! ModelApp(loop: self.loop, clock: self.context.clock)
+            let app = try! ModelApp(loop: self.loop, clock: self.context.clock, flushes: self.context.upstreamFlushes)
             self.context.pools[0].release(app.connection, reusable: true)
             self.apps.append(app)
         }
