@@ -18,14 +18,7 @@ FLOOR=false
 for arg in "$@"; do
   if [[ $arg == --floor ]]; then FLOOR=true; else N=$arg; fi
 done
-missing=()
-command -v valgrind >/dev/null || missing+=(valgrind)
-command -v nginx    >/dev/null || missing+=(nginx-light)
-if ((${#missing[@]})); then
-  echo "installing ${missing[*]} ..." >&2
-  apt-get update -qq  # a fresh machine has no package lists
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+bench/install-missing.sh valgrind:valgrind nginx:nginx-light
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 # The binary as the Dockerfile ships it; the build's output only if it fails.

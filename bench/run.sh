@@ -13,17 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-missing=()
-command -v nginx   >/dev/null || missing+=(nginx-light)
-command -v haproxy >/dev/null || missing+=(haproxy)
-command -v wrk     >/dev/null || missing+=(wrk)
-command -v h2load  >/dev/null || missing+=(nghttp2-client)
-command -v taskset >/dev/null || missing+=(util-linux)
-if ((${#missing[@]})); then
-  echo "installing ${missing[*]} ..." >&2
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+bench/install-missing.sh nginx:nginx-light haproxy:haproxy wrk:wrk h2load:nghttp2-client taskset:util-linux
 
 args=()
 for arg in "$@"; do

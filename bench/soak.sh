@@ -64,16 +64,7 @@ for arg in "$@"; do
   esac
 done
 
-missing=()
-command -v nginx  >/dev/null || missing+=(nginx-light)
-command -v h2load >/dev/null || missing+=(nghttp2-client)
-command -v wrk    >/dev/null || missing+=(wrk)
-command -v python3 >/dev/null || missing+=(python3)
-if ((${#missing[@]})); then
-  echo "installing ${missing[*]} ..." >&2
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+bench/install-missing.sh nginx:nginx-light h2load:nghttp2-client wrk:wrk python3:python3
 
 if ((asan)); then
   echo "building breakwater with AddressSanitizer (.build-asan, debug) ..." >&2
