@@ -19,7 +19,7 @@ import NIOCore
 final class UpstreamFlushBatch {
     private let eventLoop: any EventLoop
     /// This loop's connections to the app leased to a request: the requests at the app.
-    private(set) var leased = 0
+    private var leased = 0
     /// Connections whose writes go out at the end of this turn.
     private var waiting: [UpstreamHandler] = []
 
